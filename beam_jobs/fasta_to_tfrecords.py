@@ -1,0 +1,174 @@
+"""``prottrans-preprocess``: FASTA / a3m-ffindex → sharded TFRecords + rejects + ``manifest.json``.
+
+Runs on any Beam runner. Flags of the job are listed by ``--help``; every other flag is a Beam pipeline option
+(``--runner``, ``--direct_num_workers``, ``--direct_running_mode``, ``--project``, ``--temp_location``, …).
+Local runs (no ``--runner``, or ``DirectRunner``) use Beam's FnApiRunner directly: Beam 2.77's DirectRunner
+would first try to download the Prism runner, which fails offline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from importlib import metadata
+from typing import Sequence
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+
+from beam_jobs import schema
+from beam_jobs.ffindex import ffdata_path
+from beam_jobs.pipeline import A3M_FFINDEX, AUTO_SOURCE, FASTA, INPUT_FORMATS, PreprocessOptions, build_pipeline
+
+LOCAL_RUNNERS = (None, "DirectRunner", "FnApiRunner")
+_OUTPUT_PARTS = (*schema.SPLITS, schema.REJECTS_DIR)
+
+
+class UsageError(ValueError):
+    """Bad flags or inputs, reported before any work starts."""
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(
+        prog="prottrans-preprocess",
+        description="Turn protein FASTA (UniRef, UniProt, BFD; plain or gzip) or BFD a3m-ffindex databases into "
+        "sharded TFRecords of tf.train.Example (DESIGN §3). Unknown flags are Beam pipeline options.",
+    )
+    parser.add_argument("--input", action="append", required=True, metavar="GLOB",
+                        help="input file pattern (local or gs://...); repeat for several")
+    parser.add_argument("--output-dir", required=True, metavar="DIR")
+    parser.add_argument("--input-format", choices=INPUT_FORMATS, default=FASTA,
+                        help="fasta (default) or a3m-ffindex (GLOB names .ffindex files; .ffdata beside them)")
+    parser.add_argument("--source", default=AUTO_SOURCE, choices=(AUTO_SOURCE, *schema.SOURCES),
+                        help="`source` feature; auto: uniref* from UniRef headers, else bfd for a3m-ffindex, else fasta")
+    parser.add_argument("--valid-fraction", type=float, default=0.05,
+                        help="fraction of distinct sequences in the valid split, chosen by sequence hash")
+    parser.add_argument("--min-length", type=int, default=1)
+    parser.add_argument("--max-length", type=int, default=40000,
+                        help="longer sequences are rejected as too_long; 0 for no limit")
+    parser.add_argument("--dedup", action="store_true", help="keep one record per exact sequence across all inputs")
+    parser.add_argument("--num-shards", type=int, default=0, help="shards per split; 0 lets the runner choose")
+    parser.add_argument("--compression", choices=("gzip", "none"), default="gzip")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier dataset in --output-dir (its shards, rejects and manifest)")
+    return parser.parse_known_args(argv)
+
+
+def _match_inputs(patterns: Sequence[str], input_format: str) -> tuple[dict, ...]:
+    inputs = []
+    for pattern in patterns:
+        files = FileSystems.match([pattern])[0].metadata_list
+        if not files:
+            raise UsageError(f"no input files match {pattern!r}")
+        entries = []
+        for file in sorted(files, key=lambda f: f.path):
+            entry = {"path": file.path, "size_bytes": file.size_in_bytes}
+            if input_format == A3M_FFINDEX:
+                data = ffdata_path(file.path)
+                data_files = FileSystems.match([data])[0].metadata_list
+                if not data_files:
+                    raise UsageError(f"{file.path}: its data file {data} does not exist")
+                entry["data_size_bytes"] = data_files[0].size_in_bytes
+            entries.append(entry)
+        inputs.append({"pattern": pattern, "files": entries})
+    return tuple(inputs)
+
+
+def _prepare_output(output_dir: str, overwrite: bool) -> None:
+    manifest = FileSystems.join(output_dir, schema.MANIFEST_FILE)
+    earlier = [manifest] if FileSystems.exists(manifest) else []
+    for part in _OUTPUT_PARTS:
+        earlier += [m.path for m in FileSystems.match([FileSystems.join(output_dir, part, "*")])[0].metadata_list]
+    if not earlier:
+        return
+    if not overwrite:
+        raise UsageError(f"{output_dir} already holds a dataset ({len(earlier)} files); pass --overwrite to replace it")
+    FileSystems.delete(earlier)
+
+
+def _versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for distribution in ("prottrans-tf", "apache-beam", "tensorflow", "protobuf"):
+        try:
+            versions[distribution] = metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            versions[distribution] = "not installed"
+    return versions
+
+
+def make_runner(pipeline_options: PipelineOptions):
+    """The runner named by the Beam options; local runs get the FnApiRunner (see module docstring)."""
+    runner = pipeline_options.view_as(StandardOptions).runner
+    if runner not in LOCAL_RUNNERS:
+        return None  # Beam resolves --runner itself
+    mode = pipeline_options.view_as(DirectOptions).direct_running_mode
+    if mode == "multi_threading":
+        raise UsageError(
+            "--direct_running_mode=multi_threading is refused: it was seen to lose records silently in Beam 2.77; "
+            "use in_memory (default) or multi_processing")
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+
+    return fn_runner.FnApiRunner()
+
+
+def run(argv: Sequence[str] | None = None) -> dict:
+    """Run the job to completion and return its manifest."""
+    args, beam_args = parse_args(argv)
+    try:
+        options = PreprocessOptions(
+            inputs=tuple(args.input),
+            output_dir=args.output_dir.rstrip("/") or "/",
+            input_format=args.input_format,
+            source=args.source,
+            valid_fraction=args.valid_fraction,
+            min_length=args.min_length,
+            max_length=args.max_length or None,
+            dedup=args.dedup,
+            num_shards=args.num_shards,
+            compression=args.compression,
+            input_files=_match_inputs(args.input, args.input_format),
+        )
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+    pipeline_options = PipelineOptions(beam_args)
+    runner = make_runner(pipeline_options)
+    _prepare_output(options.output_dir, args.overwrite)
+
+    pipeline = beam.Pipeline(runner=runner, options=pipeline_options)
+    build_pipeline(pipeline, options, _versions())
+    pipeline.run().wait_until_finish()
+    with FileSystems.open(FileSystems.join(options.output_dir, schema.MANIFEST_FILE)) as handle:
+        return json.load(handle)
+
+
+def summary(manifest: dict, output_dir: str) -> str:
+    counts = manifest["counts"]
+    split_counts = ", ".join(f"{split} {n:,}" for split, n in counts["written_by_split"].items())
+    reasons = ", ".join(f"{reason} {n:,}" for reason, n in counts["rejected_by_reason"].items()) or "none"
+    lines = [
+        f"read {counts['read']:,} records; wrote {counts['written']:,} ({split_counts}; "
+        f"{manifest['residues']['total']:,} residues); rejected {counts['rejected']:,} ({reasons}); "
+        f"duplicates removed {counts['duplicates_removed']:,}",
+    ]
+    for part in _OUTPUT_PARTS:
+        lines.append(f"{part + ':':8} {FileSystems.join(output_dir, part)}  ({len(manifest['shards'][part])} files)")
+    lines.append(f"manifest: {FileSystems.join(output_dir, schema.MANIFEST_FILE)}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        manifest = run(argv)
+    except UsageError as error:
+        print(f"prottrans-preprocess: error: {error}", file=sys.stderr)
+        return 2
+    output_dir = parse_args(argv)[0].output_dir
+    print(summary(manifest, output_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,339 @@
+"""The preprocessing job's transforms: read → normalise → validate → resolve ids → (dedup) → split → write.
+
+:func:`build_pipeline` adds the whole job to a ``beam.Pipeline``; the launcher in
+:mod:`beam_jobs.fasta_to_tfrecords` parses flags and picks the runner. Each stage counts its outcomes in
+Beam metrics (namespace ``prottrans``) and in per-bundle :class:`~beam_jobs.stats.DatasetStats` that end up
+in ``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Iterator
+
+import apache_beam as beam
+from apache_beam import pvalue
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
+
+from beam_jobs import schema, sequences
+from beam_jobs.fasta_source import DEFAULT_MAX_RECORD_BYTES, FastaSource, RawRecord
+from beam_jobs.ffindex import ReadA3mEntries
+from beam_jobs.headers import parse_header
+from beam_jobs.stats import DatasetStats, MergeStats
+
+FASTA = "fasta"
+A3M_FFINDEX = "a3m-ffindex"
+INPUT_FORMATS = (FASTA, A3M_FFINDEX)
+AUTO_SOURCE = "auto"
+METRICS_NAMESPACE = "prottrans"
+
+DUPLICATE_ID = "duplicate_id"
+DUPLICATE_SEQUENCE = "duplicate_sequence"
+
+# A normalised protein between stages: (id, sequence, source, taxon_id, path, offset, digest).
+# Plain tuples keep Beam on its fast primitive coder.
+Protein = tuple[str, bytes, str, int, str, int, bytes]
+_ID, _SEQUENCE, _SOURCE, _TAXON, _PATH, _OFFSET, _DIGEST = range(7)
+
+_STATS = "stats"
+_REJECTS = "rejects"
+
+
+@dataclass(frozen=True)
+class PreprocessOptions:
+    """What the job does, independent of where it runs (Beam pipeline options say that)."""
+
+    inputs: tuple[str, ...]
+    output_dir: str
+    input_format: str = FASTA
+    source: str = AUTO_SOURCE  # `auto`: from the header (UniRef), else `bfd` for a3m-ffindex, `fasta` otherwise
+    valid_fraction: float = 0.05
+    min_length: int = 1
+    max_length: int | None = 40000
+    dedup: bool = False
+    num_shards: int = 0  # 0: the runner picks
+    compression: str = "gzip"
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    input_files: tuple[dict[str, Any], ...] = field(default=(), compare=False)  # for the manifest
+
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            raise ValueError("at least one --input is required")
+        if self.input_format not in INPUT_FORMATS:
+            raise ValueError(f"--input-format must be one of {INPUT_FORMATS}, not {self.input_format!r}")
+        if self.source != AUTO_SOURCE and self.source not in schema.SOURCES:
+            raise ValueError(f"--source must be {AUTO_SOURCE!r} or one of {schema.SOURCES}, not {self.source!r}")
+        if not 0.0 <= self.valid_fraction <= 1.0:
+            raise ValueError(f"--valid-fraction must be in [0, 1], not {self.valid_fraction}")
+        if self.min_length < 1:
+            raise ValueError(f"--min-length must be at least 1, not {self.min_length}")
+        if self.max_length is not None and self.max_length < self.min_length:
+            raise ValueError(f"--max-length {self.max_length} is below --min-length {self.min_length}")
+        if self.num_shards < 0:
+            raise ValueError(f"--num-shards must be >= 0, not {self.num_shards}")
+        if self.compression not in ("gzip", "none"):
+            raise ValueError(f"--compression must be 'gzip' or 'none', not {self.compression!r}")
+
+    @property
+    def default_source(self) -> str:
+        if self.source != AUTO_SOURCE:
+            return self.source
+        return "bfd" if self.input_format == A3M_FFINDEX else "fasta"
+
+
+def sequence_digest(sequence: bytes) -> bytes:
+    """Stable digest of a normalised sequence: the dedup key and the split decision."""
+    return hashlib.sha256(sequence).digest()
+
+
+def split_for(digest: bytes, valid_fraction: float) -> str:
+    """Deterministic split: the digest as a fraction in [0, 1) against `valid_fraction`."""
+    return schema.VALID if int.from_bytes(digest[:8], "big") < valid_fraction * 2.0**64 else schema.TRAIN
+
+
+def _reject(reason: str, record_id: str, source: str, path: str, offset: int, raw: bytes, detail: str = "") -> dict:
+    return {
+        "id": record_id,
+        "reason": reason,
+        "detail": detail,
+        "source": source,
+        "file": path,
+        "offset": offset,
+        "excerpt": raw[: schema.REJECT_EXCERPT_CHARS].decode("utf-8", errors="replace"),
+    }
+
+
+def _stats_output(stats: DatasetStats) -> Iterator[pvalue.TaggedOutput]:
+    if not stats.is_empty():
+        yield pvalue.TaggedOutput(_STATS, WindowedValue(stats, MIN_TIMESTAMP, [GlobalWindow()]))
+
+
+class _CountingDoFn(beam.DoFn):
+    """A DoFn that keeps :class:`DatasetStats` per bundle and emits them to the `stats` output."""
+
+    def start_bundle(self):
+        self.stats = DatasetStats()
+
+    def finish_bundle(self):
+        yield from _stats_output(self.stats)
+
+
+class ParseRecords(_CountingDoFn):
+    """:data:`RawRecord` → :data:`Protein`, or a reject to the `rejects` output."""
+
+    def __init__(self, options: PreprocessOptions):
+        self._default_source = options.default_source
+        self._forced_source = options.source if options.source != AUTO_SOURCE else None
+        self._min_length = options.min_length
+        self._max_length = options.max_length
+        self._read = Metrics.counter(METRICS_NAMESPACE, "read")
+        self._repairs = {name: Metrics.counter(METRICS_NAMESPACE, f"repaired_{name}") for name in sequences.REPAIRS}
+        self._rejects = {name: Metrics.counter(METRICS_NAMESPACE, f"rejected_{name}") for name in sequences.REJECT_REASONS}
+
+    def process(self, record: RawRecord) -> Iterator[Any]:
+        path, offset, header_line, body, oversized = record
+        self._read.inc()
+        if header_line is None:
+            source = self._default_source
+            yield from self._rejected(sequences.MISSING_HEADER, "", source, path, offset, body)
+            return
+        header = parse_header(header_line, self._default_source)
+        source = self._forced_source or header.source
+        if not header.id:
+            yield from self._rejected(sequences.MISSING_ID, "", source, path, offset, body)
+            return
+        if oversized:
+            yield from self._rejected(sequences.RECORD_TOO_LARGE, header.id, source, path, offset, body,
+                                      "record larger than the reader's max_record_bytes")
+            return
+        result = sequences.normalise(body, self._min_length, self._max_length)
+        if isinstance(result, sequences.Reject):
+            yield from self._rejected(result.reason, header.id, source, path, offset, body, result.detail)
+            return
+        self.stats.read[source] += 1
+        for repair in result.repairs:
+            self.stats.repairs[repair] += 1
+            self._repairs[repair].inc()
+        yield (header.id, result.sequence, source, header.taxon_id, path, offset, sequence_digest(result.sequence))
+
+    def _rejected(self, reason, record_id, source, path, offset, body, detail=""):
+        self.stats.read[source] += 1
+        self.stats.rejected[(reason, source)] += 1
+        self._rejects[reason].inc()
+        yield pvalue.TaggedOutput(_REJECTS, _reject(reason, record_id, source, path, offset, body.strip(), detail))
+
+
+class ResolveIds(_CountingDoFn):
+    """One id, several records: identical sequences keep the first (by file and offset), the others are
+    counted as duplicates; different sequences are all rejected, since no one of them can be trusted."""
+
+    def __init__(self):
+        self._duplicates = Metrics.counter(METRICS_NAMESPACE, f"duplicates_{DUPLICATE_ID}")
+        self._conflicts = Metrics.counter(METRICS_NAMESPACE, f"rejected_{sequences.CONFLICTING_DUPLICATE_ID}")
+
+    def process(self, keyed: tuple[str, Iterable[Protein]]) -> Iterator[Any]:
+        record_id, grouped = keyed
+        proteins = sorted(grouped, key=lambda p: (p[_PATH], p[_OFFSET]))
+        if len(proteins) == 1:
+            yield proteins[0]
+            return
+        if len({p[_DIGEST] for p in proteins}) == 1:
+            yield proteins[0]
+            for duplicate in proteins[1:]:
+                self.stats.duplicates[(DUPLICATE_ID, duplicate[_SOURCE])] += 1
+                self._duplicates.inc()
+            return
+        for protein in proteins:
+            self.stats.rejected[(sequences.CONFLICTING_DUPLICATE_ID, protein[_SOURCE])] += 1
+            self._conflicts.inc()
+            where = ", ".join(f"{p[_PATH]}@{p[_OFFSET]}" for p in proteins[:5])
+            yield pvalue.TaggedOutput(_REJECTS, _reject(
+                sequences.CONFLICTING_DUPLICATE_ID, record_id, protein[_SOURCE], protein[_PATH], protein[_OFFSET],
+                protein[_SEQUENCE], f"{len(proteins)} records share this id with different sequences: {where}"))
+
+
+class DropDuplicateSequences(_CountingDoFn):
+    """Keeps one record per exact sequence (the smallest id), counting the others as duplicates."""
+
+    def __init__(self):
+        self._duplicates = Metrics.counter(METRICS_NAMESPACE, f"duplicates_{DUPLICATE_SEQUENCE}")
+
+    def process(self, keyed: tuple[bytes, Iterable[Protein]]) -> Iterator[Any]:
+        _, grouped = keyed
+        proteins = sorted(grouped, key=lambda p: (p[_ID], p[_PATH], p[_OFFSET]))
+        yield proteins[0]
+        for duplicate in proteins[1:]:
+            self.stats.duplicates[(DUPLICATE_SEQUENCE, duplicate[_SOURCE])] += 1
+            self._duplicates.inc()
+
+
+class EncodeExamples(_CountingDoFn):
+    """:data:`Protein` → serialised ``tf.train.Example`` on the output named by its split."""
+
+    def __init__(self, valid_fraction: float):
+        self._valid_fraction = valid_fraction
+        self._written = {split: Metrics.counter(METRICS_NAMESPACE, f"written_{split}") for split in schema.SPLITS}
+        self._residues = Metrics.counter(METRICS_NAMESPACE, "residues_written")
+
+    def process(self, protein: Protein) -> Iterator[Any]:
+        record_id, sequence, source, taxon_id, _, _, digest = protein
+        split = split_for(digest, self._valid_fraction)
+        self.stats.count_written(split, source, sequence)
+        self._written[split].inc()
+        self._residues.inc(len(sequence))
+        yield pvalue.TaggedOutput(split, schema.encode_example(record_id, sequence, source, taxon_id))
+
+
+class WriteManifest(beam.DoFn):
+    """Writes ``manifest.json`` once every shard is final (the shard lists are its side inputs)."""
+
+    def __init__(self, options: PreprocessOptions, versions: dict[str, str]):
+        self._options = options
+        self._versions = versions
+
+    def process(self, stats: DatasetStats, **shards: list[str]) -> Iterator[str]:
+        options = self._options
+        manifest = {
+            "format_version": 1,
+            "inputs": list(options.input_files),
+            "options": {key: value for key, value in asdict(options).items() if key != "input_files"},
+            **stats.to_counts(),
+            "shards": {name: sorted(_relative_to(options.output_dir, path) for path in files)
+                       for name, files in shards.items()},
+            "versions": self._versions,
+        }
+        counts = manifest["counts"]
+        if not counts["reconciled"]:
+            raise RuntimeError(
+                "counts do not reconcile: read {read} != written {written} + rejected {rejected} + duplicates "
+                "removed {duplicates_removed}; records were lost by the runner".format(**counts))
+        path = FileSystems.join(options.output_dir, schema.MANIFEST_FILE)
+        with FileSystems.create(path, mime_type="application/json",
+                                compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+            handle.write(json.dumps(manifest, indent=2, sort_keys=False).encode("utf-8"))
+        yield path
+
+
+def _relative_to(directory: str, path: str) -> str:
+    prefix = directory.rstrip("/") + "/"
+    return path[len(prefix):] if path.startswith(prefix) else path
+
+
+def read_raw_records(pipeline: beam.Pipeline, options: PreprocessOptions) -> beam.PCollection:
+    """All inputs as one PCollection of :data:`RawRecord`."""
+    per_input = []
+    for index, pattern in enumerate(options.inputs):
+        if options.input_format == FASTA:
+            records = pipeline | f"ReadFasta{index}" >> beam.io.Read(FastaSource(pattern, options.max_record_bytes))
+        else:
+            records = (
+                pipeline
+                | f"ReadFfindex{index}" >> beam.io.ReadFromTextWithFilename(pattern)
+                | f"ReadA3m{index}" >> beam.ParDo(ReadA3mEntries(options.max_record_bytes))
+            )
+        per_input.append(records)
+    return per_input | "FlattenInputs" >> beam.Flatten()
+
+
+def build_pipeline(pipeline: beam.Pipeline, options: PreprocessOptions, versions: dict[str, str]) -> None:
+    """Add the preprocessing job to `pipeline`."""
+    out = options.output_dir
+    parsed = read_raw_records(pipeline, options) | "Parse" >> beam.ParDo(ParseRecords(options)).with_outputs(
+        _REJECTS, _STATS, main="proteins")
+    resolved = (
+        parsed.proteins
+        | "KeyById" >> beam.Map(lambda protein: (protein[_ID], protein))
+        | "GroupById" >> beam.GroupByKey()
+        | "ResolveIds" >> beam.ParDo(ResolveIds()).with_outputs(_REJECTS, _STATS, main="proteins")
+    )
+    proteins = resolved.proteins
+    stats = [parsed[_STATS], resolved[_STATS]]
+    if options.dedup:
+        deduped = (
+            proteins
+            | "KeyBySequence" >> beam.Map(lambda protein: (protein[_DIGEST], protein))
+            | "GroupBySequence" >> beam.GroupByKey()
+            | "DropDuplicateSequences" >> beam.ParDo(DropDuplicateSequences()).with_outputs(_STATS, main="proteins")
+        )
+        proteins = deduped.proteins
+        stats.append(deduped[_STATS])
+    examples = proteins | "Encode" >> beam.ParDo(EncodeExamples(options.valid_fraction)).with_outputs(
+        _STATS, *schema.SPLITS)
+    stats.append(examples[_STATS])
+
+    compression = CompressionTypes.GZIP if options.compression == "gzip" else CompressionTypes.UNCOMPRESSED
+    shards = {}
+    for split in schema.SPLITS:
+        shards[split] = examples[split] | f"Write{split.title()}" >> beam.io.WriteToTFRecord(
+            FileSystems.join(out, split, schema.SHARD_PREFIX),
+            file_name_suffix=schema.shard_suffix(options.compression),
+            num_shards=options.num_shards,
+            shard_name_template=schema.SHARD_TEMPLATE,
+            compression_type=compression,
+        )
+    shards[schema.REJECTS_DIR] = (
+        (parsed[_REJECTS], resolved[_REJECTS])
+        | "FlattenRejects" >> beam.Flatten()
+        | "RejectsToJson" >> beam.Map(lambda reject: json.dumps(reject, sort_keys=True))
+        | "WriteRejects" >> beam.io.WriteToText(
+            FileSystems.join(out, schema.REJECTS_DIR, schema.REJECTS_DIR),
+            file_name_suffix=".jsonl",
+            shard_name_template=schema.SHARD_TEMPLATE,
+        )
+    )
+    _ = (
+        stats
+        | "FlattenStats" >> beam.Flatten()
+        | "MergeStats" >> beam.CombineGlobally(MergeStats())
+        | "WriteManifest" >> beam.ParDo(
+            WriteManifest(options, versions),
+            **{name: beam.pvalue.AsList(files) for name, files in shards.items()},
+        )
+    )

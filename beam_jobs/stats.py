@@ -1,0 +1,137 @@
+"""Exact dataset statistics for ``manifest.json``, accumulated per bundle and merged with a CombineFn.
+
+DoFns keep a :class:`DatasetStats` per bundle and emit it when the bundle finishes, so counting costs a few
+dict updates per record, and a retried bundle's counts are discarded with its outputs (unlike Beam metrics,
+which may count attempts). The merged counts must reconcile: read = written + rejected + duplicates removed.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+from typing import Any, Iterable
+
+import apache_beam as beam
+
+from beam_jobs import schema
+from beam_jobs.sequences import RESIDUES
+
+# Upper edges (inclusive) of the length histogram; chosen around the crop lengths models train at.
+LENGTH_BIN_EDGES = (50, 100, 200, 300, 400, 512, 768, 1024, 1536, 2048, 4096, 8192, 16384, 40000)
+_RESIDUE_BYTES = [(residue, residue.encode("ascii")) for residue in RESIDUES]
+
+
+class DatasetStats:
+    """Counts of every outcome, plus residue and length statistics of the written records."""
+
+    def __init__(self) -> None:
+        self.read: Counter = Counter()  # by source
+        self.written: Counter = Counter()  # by (split, source)
+        self.rejected: Counter = Counter()  # by (reason, source)
+        self.duplicates: Counter = Counter()  # by (reason, source)
+        self.repairs: Counter = Counter()  # by repair name
+        self.residues: Counter = Counter()  # by split
+        self.composition: Counter = Counter()  # by residue letter
+        self.length_bins = [0] * (len(LENGTH_BIN_EDGES) + 1)
+        self.min_length: int | None = None
+        self.max_length: int | None = None
+
+    def count_written(self, split: str, source: str, sequence: bytes) -> None:
+        length = len(sequence)
+        self.written[(split, source)] += 1
+        self.residues[split] += length
+        self.length_bins[bisect.bisect_left(LENGTH_BIN_EDGES, length)] += 1
+        self.min_length = length if self.min_length is None else min(self.min_length, length)
+        self.max_length = length if self.max_length is None else max(self.max_length, length)
+        composition = self.composition
+        for residue, code in _RESIDUE_BYTES:
+            composition[residue] += sequence.count(code)
+
+    def merge(self, other: "DatasetStats") -> "DatasetStats":
+        for name in ("read", "written", "rejected", "duplicates", "repairs", "residues", "composition"):
+            getattr(self, name).update(getattr(other, name))
+        self.length_bins = [a + b for a, b in zip(self.length_bins, other.length_bins)]
+        for name, pick in (("min_length", min), ("max_length", max)):
+            values = [v for v in (getattr(self, name), getattr(other, name)) if v is not None]
+            setattr(self, name, pick(values) if values else None)
+        return self
+
+    def is_empty(self) -> bool:
+        return not (self.read or self.written or self.rejected or self.duplicates)
+
+    def to_counts(self) -> dict[str, Any]:
+        """The `counts`, `residues`, `length_histogram` and `residue_composition` parts of the manifest."""
+        total_read = sum(self.read.values())
+        total_written = sum(self.written.values())
+        total_rejected = sum(self.rejected.values())
+        total_duplicates = sum(self.duplicates.values())
+        by_split: dict[str, dict[str, int]] = {split: {} for split in schema.SPLITS}
+        for (split, source), n in sorted(self.written.items()):
+            by_split[split][source] = n
+        total_residues = sum(self.residues.values())
+        return {
+            "counts": {
+                "read": total_read,
+                "written": total_written,
+                "rejected": total_rejected,
+                "duplicates_removed": total_duplicates,
+                "reconciled": total_read == total_written + total_rejected + total_duplicates,
+                "read_by_source": dict(sorted(self.read.items())),
+                "written_by_split": {split: sum(by_split[split].values()) for split in schema.SPLITS},
+                "written_by_split_and_source": by_split,
+                "rejected_by_reason": _sum_by_first(self.rejected),
+                "rejected_by_reason_and_source": _nested(self.rejected),
+                "duplicates_by_reason": _sum_by_first(self.duplicates),
+                "repairs": dict(sorted(self.repairs.items())),
+            },
+            "residues": {**{split: self.residues.get(split, 0) for split in schema.SPLITS}, "total": total_residues},
+            "lengths": {
+                "min": self.min_length,
+                "max": self.max_length,
+                "mean": total_residues / total_written if total_written else None,
+                "histogram": {
+                    "upper_edges": list(LENGTH_BIN_EDGES) + [None],
+                    "counts": self.length_bins,
+                },
+            },
+            "residue_composition": {
+                residue: {
+                    "count": self.composition.get(residue, 0),
+                    "fraction": self.composition.get(residue, 0) / total_residues if total_residues else 0.0,
+                }
+                for residue in RESIDUES
+            },
+        }
+
+
+def _sum_by_first(counter: Counter) -> dict[str, int]:
+    sums: Counter = Counter()
+    for (first, _), n in counter.items():
+        sums[first] += n
+    return dict(sorted(sums.items()))
+
+
+def _nested(counter: Counter) -> dict[str, dict[str, int]]:
+    nested: dict[str, dict[str, int]] = {}
+    for (first, second), n in sorted(counter.items()):
+        nested.setdefault(first, {})[second] = n
+    return nested
+
+
+class MergeStats(beam.CombineFn):
+    """Merges the per-bundle :class:`DatasetStats` of all stages into one."""
+
+    def create_accumulator(self) -> DatasetStats:
+        return DatasetStats()
+
+    def add_input(self, accumulator: DatasetStats, element: DatasetStats) -> DatasetStats:
+        return accumulator.merge(element)
+
+    def merge_accumulators(self, accumulators: Iterable[DatasetStats]) -> DatasetStats:
+        merged = DatasetStats()
+        for accumulator in accumulators:
+            merged.merge(accumulator)
+        return merged
+
+    def extract_output(self, accumulator: DatasetStats) -> DatasetStats:
+        return accumulator
