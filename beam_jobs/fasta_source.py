@@ -88,6 +88,8 @@ def scan_records(
             scanned = len(buf) - 1 - keep_from
             base, buf, pos = base + keep_from, buf[keep_from:] + more, pos - keep_from
         end = found if found >= 0 else len(buf)
+        if excerpt is None and end - pos > max_record_bytes:
+            excerpt = buf[pos : pos + EXCERPT_BYTES]
         if excerpt is not None:
             yield record_offset, excerpt, True
         elif buf[pos:end].strip():

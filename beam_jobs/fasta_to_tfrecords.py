@@ -8,6 +8,10 @@ would first try to download the Prism runner, which fails offline.
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter hides the job's summary
+
 import argparse
 import json
 import platform
@@ -20,6 +24,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from beam_jobs import schema
+from beam_jobs.fasta_source import InputFileError
 from beam_jobs.ffindex import ffdata_path
 from beam_jobs.pipeline import A3M_FFINDEX, AUTO_SOURCE, FASTA, INPUT_FORMATS, PreprocessOptions, build_pipeline
 
@@ -159,12 +164,29 @@ def summary(manifest: dict, output_dir: str) -> str:
     return "\n".join(lines)
 
 
+def _find_input_error(error: BaseException) -> str | None:
+    """The message of an :class:`InputFileError` behind `error`, if one caused it."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, InputFileError):
+            return str(error)
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         manifest = run(argv)
     except UsageError as error:
         print(f"prottrans-preprocess: error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:  # a runner re-raises worker errors, often wrapped: report ours in one line
+        unreadable = _find_input_error(error)
+        if unreadable is None:
+            raise
+        print(f"prottrans-preprocess: error: {unreadable}", file=sys.stderr)
+        return 1
     output_dir = parse_args(argv)[0].output_dir
     print(summary(manifest, output_dir))
     return 0
