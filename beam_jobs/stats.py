@@ -12,13 +12,13 @@ from collections import Counter
 from typing import Any, Iterable
 
 import apache_beam as beam
+import numpy as np
 
 from beam_jobs import schema
 from beam_jobs.sequences import RESIDUES
 
 # Upper edges (inclusive) of the length histogram; chosen around the crop lengths models train at.
 LENGTH_BIN_EDGES = (50, 100, 200, 300, 400, 512, 768, 1024, 1536, 2048, 4096, 8192, 16384, 40000)
-_RESIDUE_BYTES = [(residue, residue.encode("ascii")) for residue in RESIDUES]
 
 
 class DatasetStats:
@@ -31,7 +31,7 @@ class DatasetStats:
         self.duplicates: Counter = Counter()  # by (reason, source)
         self.repairs: Counter = Counter()  # by repair name
         self.residues: Counter = Counter()  # by split
-        self.composition: Counter = Counter()  # by residue letter
+        self.composition = np.zeros(256, dtype=np.int64)  # by residue byte
         self.length_bins = [0] * (len(LENGTH_BIN_EDGES) + 1)
         self.min_length: int | None = None
         self.max_length: int | None = None
@@ -43,13 +43,12 @@ class DatasetStats:
         self.length_bins[bisect.bisect_left(LENGTH_BIN_EDGES, length)] += 1
         self.min_length = length if self.min_length is None else min(self.min_length, length)
         self.max_length = length if self.max_length is None else max(self.max_length, length)
-        composition = self.composition
-        for residue, code in _RESIDUE_BYTES:
-            composition[residue] += sequence.count(code)
+        self.composition += np.bincount(np.frombuffer(sequence, dtype=np.uint8), minlength=256)
 
     def merge(self, other: "DatasetStats") -> "DatasetStats":
-        for name in ("read", "written", "rejected", "duplicates", "repairs", "residues", "composition"):
+        for name in ("read", "written", "rejected", "duplicates", "repairs", "residues"):
             getattr(self, name).update(getattr(other, name))
+        self.composition += other.composition
         self.length_bins = [a + b for a, b in zip(self.length_bins, other.length_bins)]
         for name, pick in (("min_length", min), ("max_length", max)):
             values = [v for v in (getattr(self, name), getattr(other, name)) if v is not None]
@@ -95,11 +94,8 @@ class DatasetStats:
                 },
             },
             "residue_composition": {
-                residue: {
-                    "count": self.composition.get(residue, 0),
-                    "fraction": self.composition.get(residue, 0) / total_residues if total_residues else 0.0,
-                }
-                for residue in RESIDUES
+                residue: {"count": count, "fraction": count / total_residues if total_residues else 0.0}
+                for residue, count in ((r, int(self.composition[ord(r)])) for r in RESIDUES)
             },
         }
 

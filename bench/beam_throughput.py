@@ -1,0 +1,145 @@
+"""Throughput of the preprocessing job against a plain single-process loop, measured in one run.
+
+    .venv/bin/python bench/beam_throughput.py [--megabytes 50] [--workdir DIR]
+
+Builds ≥50 MB of uncompressed FASTA by resampling the bundled real UniProt sample (fresh ids, real
+sequences), then times, on the same file and the same output options (gzip TFRecords, 5% valid):
+  * baseline: a plain Python loop that parses the FASTA, applies the same header parsing, normalisation,
+    id check and split, and writes with `tf.io.TFRecordWriter`;
+  * the Beam job on the FnApiRunner with one worker (in_memory), and with 2 workers (multi_processing).
+Prints residues/s and the ratios. Targets (issue #2): 1 worker ≥ 0.5× the baseline; 2 workers > 1 worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "beam_jobs" / "sample_data" / "uniprot_sample.fasta.gz"
+
+
+def make_fasta(path: Path, megabytes: float, seed: int = 0) -> None:
+    """Resample the real sample's records (with new unique ids) until the file reaches `megabytes`."""
+    records = gzip.decompress(SAMPLE.read_bytes()).split(b"\n>")
+    records = [r.lstrip(b">").rstrip(b"\n") for r in records]
+    rng = random.Random(seed)
+    target = int(megabytes * 1e6)
+    written = 0
+    with open(path, "wb") as handle:
+        i = 0
+        while written < target:
+            header, body = rng.choice(records).split(b"\n", 1)
+            token, _, rest = header.partition(b" ")
+            chunk = b">r%d_%s %s\n%s\n" % (i, token, rest, body)
+            handle.write(chunk)
+            written += len(chunk)
+            i += 1
+
+
+def plain_loop(fasta: Path, out: Path, valid_fraction: float = 0.05) -> dict[str, int]:
+    """The baseline: one process, no framework, the same per-record work and the same output."""
+    import tensorflow as tf
+
+    from beam_jobs import pipeline, schema, sequences
+    from beam_jobs.headers import parse_header
+
+    def records():
+        header, lines = None, []
+        with open(fasta, "rb") as handle:
+            for line in handle:
+                if line.startswith(b">"):
+                    if header is not None:
+                        yield header, b"".join(lines)
+                    header, lines = line[1:].rstrip(b"\r\n").decode(), []
+                else:
+                    lines.append(line)
+        if header is not None:
+            yield header, b"".join(lines)
+
+    kept: dict[str, tuple] = {}
+    counts = {"read": 0, "rejected": 0, "residues": 0}
+    for header_line, body in records():
+        counts["read"] += 1
+        header = parse_header(header_line)
+        result = sequences.normalise(body, 1, 40000)
+        if not header.id or isinstance(result, sequences.Reject):
+            counts["rejected"] += 1
+            continue
+        kept.setdefault(header.id, (result.sequence, header))  # ids are unique in the benchmark input
+    options = tf.io.TFRecordOptions(compression_type="GZIP")
+    writers = {split: tf.io.TFRecordWriter(str(out / f"{split}.tfrecord.gz"), options) for split in schema.SPLITS}
+    for record_id, (sequence, header) in kept.items():
+        split = pipeline.split_for(pipeline.sequence_digest(sequence), valid_fraction)
+        writers[split].write(schema.encode_example(record_id, sequence, header.source, header.taxon_id))
+        counts["residues"] += len(sequence)
+    for writer in writers.values():
+        writer.close()
+    return counts
+
+
+def beam_job(fasta: Path, out: Path, *beam_flags: str) -> dict:
+    command = [sys.executable, "-m", "beam_jobs.fasta_to_tfrecords", "--input", str(fasta), "--output-dir", str(out),
+               *beam_flags]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return json.loads((out / "manifest.json").read_text())
+
+
+def timed(fn, *args):
+    start = time.perf_counter()
+    result = fn(*args)
+    return time.perf_counter() - start, result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--megabytes", type=float, default=50.0)
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args()
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="beam_bench_"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    fasta = workdir / "resampled.fasta"
+    make_fasta(fasta, args.megabytes)
+    size_mb = fasta.stat().st_size / 1e6
+
+    rows = []
+    (workdir / "plain").mkdir(exist_ok=True)
+    seconds, counts = timed(plain_loop, fasta, workdir / "plain")
+    rows.append(("plain Python loop (baseline)", seconds, counts["residues"], counts["read"]))
+    for name, flags in (
+        ("Beam, 1 worker (in_memory)", ("--direct_num_workers=1",)),
+        ("Beam, 2 workers (multi_processing)", ("--direct_num_workers=2", "--direct_running_mode=multi_processing")),
+    ):
+        out = workdir / name.split(",")[1].strip().split()[0]
+        seconds, manifest = timed(beam_job, fasta, out, *flags)
+        assert manifest["counts"]["written"] == counts["read"] - counts["rejected"], manifest["counts"]
+        rows.append((name, seconds, manifest["residues"]["total"], manifest["counts"]["read"]))
+
+    base_rate = rows[0][2] / rows[0][1]
+    print(f"input: {size_mb:.1f} MB uncompressed FASTA, {rows[0][3]:,} records, {rows[0][2]:,} residues; "
+          f"{os.cpu_count()} CPUs")
+    print(f"{'run':40} {'seconds':>8} {'residues/s':>12} {'vs baseline':>12}")
+    for name, seconds, residues, _ in rows:
+        rate = residues / seconds
+        print(f"{name:40} {seconds:8.1f} {rate:12,.0f} {rate / base_rate:11.2f}x")
+    one, two = rows[1][2] / rows[1][1], rows[2][2] / rows[2][1]
+    print(f"2 workers vs 1 worker: {two / one:.2f}x")
+    print(f"targets: 1 worker >= 0.5x baseline: {'met' if one / base_rate >= 0.5 else 'NOT met'}; "
+          f"2 workers faster than 1: {'met' if two > one else 'NOT met'}")
+    if args.workdir is None:
+        shutil.rmtree(workdir)
+
+
+if __name__ == "__main__":
+    main()
