@@ -13,6 +13,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter hides the job's summary
 
 import argparse
+import dataclasses
 import json
 import platform
 import sys
@@ -26,7 +27,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from beam_jobs import schema
 from beam_jobs.fasta_source import InputFileError
 from beam_jobs.ffindex import ffdata_path
-from beam_jobs.pipeline import A3M_FFINDEX, AUTO_SOURCE, FASTA, INPUT_FORMATS, PreprocessOptions, build_pipeline
+from beam_jobs.pipeline import A3M_FFINDEX, AUTO, AUTO_SOURCE, INPUT_FORMATS, PreprocessOptions, build_pipeline
 
 LOCAL_RUNNERS = (None, "DirectRunner", "FnApiRunner")
 _OUTPUT_PARTS = (*schema.SPLITS, schema.REJECTS_DIR)
@@ -45,8 +46,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
     parser.add_argument("--input", action="append", required=True, metavar="GLOB",
                         help="input file pattern (local or gs://...); repeat for several")
     parser.add_argument("--output-dir", required=True, metavar="DIR")
-    parser.add_argument("--input-format", choices=INPUT_FORMATS, default=FASTA,
-                        help="fasta (default) or a3m-ffindex (GLOB names .ffindex files; .ffdata beside them)")
+    parser.add_argument("--input-format", choices=INPUT_FORMATS, default=AUTO,
+                        help="fasta, or a3m-ffindex (GLOB names .ffindex files, .ffdata beside them); "
+                        "auto (default): a3m-ffindex for GLOBs ending in .ffindex, fasta otherwise")
     parser.add_argument("--source", default=AUTO_SOURCE, choices=(AUTO_SOURCE, *schema.SOURCES),
                         help="`source` feature; auto: uniref* from UniRef headers, else bfd for a3m-ffindex, else fasta")
     parser.add_argument("--valid-fraction", type=float, default=0.05,
@@ -62,9 +64,10 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
     return parser.parse_known_args(argv)
 
 
-def _match_inputs(patterns: Sequence[str], input_format: str) -> tuple[dict, ...]:
+def _match_inputs(options: PreprocessOptions) -> tuple[dict, ...]:
     inputs = []
-    for pattern in patterns:
+    for pattern in options.inputs:
+        input_format = options.format_of(pattern)
         files = FileSystems.match([pattern])[0].metadata_list
         if not files:
             raise UsageError(f"no input files match {pattern!r}")
@@ -78,7 +81,7 @@ def _match_inputs(patterns: Sequence[str], input_format: str) -> tuple[dict, ...
                     raise UsageError(f"{file.path}: its data file {data} does not exist")
                 entry["data_size_bytes"] = data_files[0].size_in_bytes
             entries.append(entry)
-        inputs.append({"pattern": pattern, "files": entries})
+        inputs.append({"pattern": pattern, "format": input_format, "files": entries})
     return tuple(inputs)
 
 
@@ -134,10 +137,10 @@ def run(argv: Sequence[str] | None = None) -> dict:
             dedup=args.dedup,
             num_shards=args.num_shards,
             compression=args.compression,
-            input_files=_match_inputs(args.input, args.input_format),
         )
     except ValueError as error:
         raise UsageError(str(error)) from error
+    options = dataclasses.replace(options, input_files=_match_inputs(options))
     pipeline_options = PipelineOptions(beam_args)
     runner = make_runner(pipeline_options)
     _prepare_output(options.output_dir, args.overwrite)

@@ -30,8 +30,9 @@ from beam_jobs.stats import DatasetStats, MergeStats
 
 FASTA = "fasta"
 A3M_FFINDEX = "a3m-ffindex"
-INPUT_FORMATS = (FASTA, A3M_FFINDEX)
-AUTO_SOURCE = "auto"
+AUTO = "auto"
+INPUT_FORMATS = (AUTO, FASTA, A3M_FFINDEX)
+AUTO_SOURCE = AUTO
 METRICS_NAMESPACE = "prottrans"
 
 DUPLICATE_ID = "duplicate_id"
@@ -52,7 +53,7 @@ class PreprocessOptions:
 
     inputs: tuple[str, ...]
     output_dir: str
-    input_format: str = FASTA
+    input_format: str = AUTO  # `auto`: a3m-ffindex for `*.ffindex` patterns, else fasta
     source: str = AUTO_SOURCE  # `auto`: from the header (UniRef), else `bfd` for a3m-ffindex, `fasta` otherwise
     valid_fraction: float = 0.05
     min_length: int = 1
@@ -81,11 +82,17 @@ class PreprocessOptions:
         if self.compression not in ("gzip", "none"):
             raise ValueError(f"--compression must be 'gzip' or 'none', not {self.compression!r}")
 
-    @property
-    def default_source(self) -> str:
+    def format_of(self, pattern: str) -> str:
+        """The format of one input: forced by `input_format`, else told by the `.ffindex` suffix."""
+        if self.input_format != AUTO:
+            return self.input_format
+        return A3M_FFINDEX if pattern.endswith(".ffindex") else FASTA
+
+    def default_source_of(self, pattern: str) -> str:
+        """`source` of an input's records whose header names none."""
         if self.source != AUTO_SOURCE:
             return self.source
-        return "bfd" if self.input_format == A3M_FFINDEX else "fasta"
+        return "bfd" if self.format_of(pattern) == A3M_FFINDEX else "fasta"
 
 
 def sequence_digest(sequence: bytes) -> bytes:
@@ -128,8 +135,8 @@ class _CountingDoFn(beam.DoFn):
 class ParseRecords(_CountingDoFn):
     """:data:`RawRecord` → :data:`Protein`, or a reject to the `rejects` output."""
 
-    def __init__(self, options: PreprocessOptions):
-        self._default_source = options.default_source
+    def __init__(self, options: PreprocessOptions, default_source: str):
+        self._default_source = default_source
         self._forced_source = options.source if options.source != AUTO_SOURCE else None
         self._min_length = options.min_length
         self._max_length = options.max_length
@@ -266,35 +273,35 @@ def _relative_to(directory: str, path: str) -> str:
     return path[len(prefix):] if path.startswith(prefix) else path
 
 
-def read_raw_records(pipeline: beam.Pipeline, options: PreprocessOptions) -> beam.PCollection:
-    """All inputs as one PCollection of :data:`RawRecord`."""
-    per_input = []
-    for index, pattern in enumerate(options.inputs):
-        if options.input_format == FASTA:
-            records = pipeline | f"ReadFasta{index}" >> beam.io.Read(FastaSource(pattern, options.max_record_bytes))
-        else:
-            records = (
-                pipeline
-                | f"ReadFfindex{index}" >> beam.io.ReadFromTextWithFilename(pattern)
-                | f"ReadA3m{index}" >> beam.ParDo(ReadA3mEntries(options.max_record_bytes))
-            )
-        per_input.append(records)
-    return per_input | "FlattenInputs" >> beam.Flatten()
+def read_raw_records(pipeline: beam.Pipeline, pattern: str, input_format: str, max_record_bytes: int,
+                     label: str) -> beam.PCollection:
+    """One input's records as a PCollection of :data:`RawRecord`."""
+    if input_format == FASTA:
+        return pipeline | f"ReadFasta{label}" >> beam.io.Read(FastaSource(pattern, max_record_bytes))
+    return (
+        pipeline
+        | f"ReadFfindex{label}" >> beam.io.ReadFromTextWithFilename(pattern)
+        | f"ReadA3m{label}" >> beam.ParDo(ReadA3mEntries(max_record_bytes))
+    )
 
 
 def build_pipeline(pipeline: beam.Pipeline, options: PreprocessOptions, versions: dict[str, str]) -> None:
     """Add the preprocessing job to `pipeline`."""
     out = options.output_dir
-    parsed = read_raw_records(pipeline, options) | "Parse" >> beam.ParDo(ParseRecords(options)).with_outputs(
-        _REJECTS, _STATS, main="proteins")
+    parsed = []
+    for index, pattern in enumerate(options.inputs):
+        raw = read_raw_records(pipeline, pattern, options.format_of(pattern), options.max_record_bytes, str(index))
+        parsed.append(raw | f"Parse{index}" >> beam.ParDo(
+            ParseRecords(options, options.default_source_of(pattern))).with_outputs(_REJECTS, _STATS, main="proteins"))
     resolved = (
-        parsed.proteins
+        [p.proteins for p in parsed]
+        | "FlattenInputs" >> beam.Flatten()
         | "KeyById" >> beam.Map(lambda protein: (protein[_ID], protein))
         | "GroupById" >> beam.GroupByKey()
         | "ResolveIds" >> beam.ParDo(ResolveIds()).with_outputs(_REJECTS, _STATS, main="proteins")
     )
     proteins = resolved.proteins
-    stats = [parsed[_STATS], resolved[_STATS]]
+    stats = [p[_STATS] for p in parsed] + [resolved[_STATS]]
     if options.dedup:
         deduped = (
             proteins
@@ -319,7 +326,7 @@ def build_pipeline(pipeline: beam.Pipeline, options: PreprocessOptions, versions
             compression_type=compression,
         )
     shards[schema.REJECTS_DIR] = (
-        (parsed[_REJECTS], resolved[_REJECTS])
+        [p[_REJECTS] for p in parsed] + [resolved[_REJECTS]]
         | "FlattenRejects" >> beam.Flatten()
         | "RejectsToJson" >> beam.Map(lambda reject: json.dumps(reject, sort_keys=True))
         | "WriteRejects" >> beam.io.WriteToText(

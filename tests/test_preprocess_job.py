@@ -129,6 +129,24 @@ def test_a3m_ffindex_keeps_the_first_sequence_without_gaps_or_insertions(tmp_pat
     assert_reconciles(manifest)
 
 
+def test_fasta_and_a3m_ffindex_inputs_mix_in_one_job_and_dedup_across_them(tmp_path, run_job):
+    from tests.test_ffindex import write_ffindex
+
+    accession, sequence = next(iter(expected_from_sample().items()))
+    a3m = f"#1 1\n>{accession} representative\n{sequence[:10].lower()}{sequence}\n>hit\n{sequence}\n".encode()
+    index = write_ffindex(tmp_path, {"bfd_0001": a3m, "bfd_0002": b">x\nMK-TA\n"})
+    out, manifest = run_job("--input", str(SAMPLE_FASTA), "--input", str(index), "--dedup")  # format from suffix
+    records = {r["id"]: r for r in read_records(out, "train") + read_records(out, "valid")}
+    distinct_in_sample = len(set(expected_from_sample().values()))  # the real sample has a few exact duplicates
+    assert len(records) == distinct_in_sample + 1  # bfd_0001 duplicates a sample protein, bfd_0002 is new
+    assert accession in records and "bfd_0001" not in records  # "A…" < "bfd_…": the smallest id is kept
+    assert records["bfd_0002"]["sequence"] == "MKTA" and records["bfd_0002"]["source"] == "bfd"
+    assert manifest["counts"]["duplicates_by_reason"] == {"duplicate_sequence": 2000 - distinct_in_sample + 1}
+    assert len({r["sequence"] for r in records.values()}) == len(records)
+    assert [i["format"] for i in manifest["inputs"]] == ["fasta", "a3m-ffindex"]
+    assert_reconciles(manifest)
+
+
 def test_existing_dataset_is_kept_unless_overwrite(tmp_path, run_job, capsys):
     from beam_jobs import fasta_to_tfrecords
 

@@ -1,0 +1,59 @@
+"""The project installs the commands of DESIGN §7, and Beam workers can install it from its own files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tarfile
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+COMMANDS = {
+    "prottrans-preprocess": None,
+    "prottrans-train": 3,
+    "prottrans-import": 3,
+    "prottrans-probe": 4,
+    "prottrans-pipeline": 5,
+    "prottrans-serve": 6,
+    "prottrans-embed": 6,
+}
+
+
+def test_every_design_command_is_a_console_script():
+    scripts = {ep.name for ep in metadata.entry_points(group="console_scripts") if ep.name.startswith("prottrans-")}
+    assert scripts == set(COMMANDS)
+    for name in COMMANDS:
+        assert (Path(sys.executable).parent / name).exists(), name
+
+
+@pytest.mark.parametrize("name, issue", [(n, i) for n, i in COMMANDS.items() if i is not None])
+def test_commands_of_later_issues_say_so_and_exit_2(name, issue):
+    result = subprocess.run([str(Path(sys.executable).parent / name)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert f"not built yet (issue #{issue})" in result.stderr
+
+
+def test_preprocess_help_lists_the_design_flags():
+    result = subprocess.run([str(Path(sys.executable).parent / "prottrans-preprocess"), "--help"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0
+    for flag in ("--input", "--output-dir", "--input-format", "--valid-fraction", "--min-length", "--max-length",
+                 "--dedup", "--num-shards", "--compression"):
+        assert flag in result.stdout
+
+
+def test_beam_stager_builds_an_sdist_that_workers_install_with_beam_only(tmp_path):
+    from apache_beam.runners.portability.stager import Stager
+
+    sdist = Stager._build_setup_package(str(REPO / "pyproject.toml"), str(tmp_path))
+    with tarfile.open(sdist) as archive:
+        names = archive.getnames()
+        pkg_info = next(n for n in names if n.endswith("/PKG-INFO") and n.count("/") == 1)
+        requires = [line for line in archive.extractfile(pkg_info).read().decode().splitlines()
+                    if line.startswith("Requires-Dist:") and "extra ==" not in line]
+    assert any(n.endswith("beam_jobs/sample_data/uniprot_sample.fasta.gz") for n in names)
+    assert any(n.endswith("beam_jobs/fasta_to_tfrecords.py") for n in names)
+    assert sorted(requires) == ["Requires-Dist: apache-beam[gcp]==2.77.0", "Requires-Dist: numpy"]
