@@ -38,10 +38,10 @@ METRICS_NAMESPACE = "prottrans"
 DUPLICATE_ID = "duplicate_id"
 DUPLICATE_SEQUENCE = "duplicate_sequence"
 
-# A normalised protein between stages: (id, sequence, source, taxon_id, path, offset, digest).
-# Plain tuples keep Beam on its fast primitive coder.
-Protein = tuple[str, bytes, str, int, str, int, bytes]
-_ID, _SEQUENCE, _SOURCE, _TAXON, _PATH, _OFFSET, _DIGEST = range(7)
+# A normalised protein between stages: (id, sequence, source, taxon_id, path, offset); Parse emits it keyed
+# by id as (id, (sequence, source, taxon_id, path, offset)). Plain tuples keep Beam on its fast primitive coder.
+Protein = tuple[str, bytes, str, int, str, int]
+_ID, _SEQUENCE, _SOURCE, _, _PATH, _OFFSET = range(6)
 
 _STATS = "stats"
 _REJECTS = "rejects"
@@ -133,7 +133,7 @@ class _CountingDoFn(beam.DoFn):
 
 
 class ParseRecords(_CountingDoFn):
-    """:data:`RawRecord` → :data:`Protein`, or a reject to the `rejects` output."""
+    """:data:`RawRecord` → :data:`Protein` keyed by id, or a reject to the `rejects` output."""
 
     def __init__(self, options: PreprocessOptions, default_source: str):
         self._default_source = default_source
@@ -168,7 +168,7 @@ class ParseRecords(_CountingDoFn):
         for repair in result.repairs:
             self.stats.repairs[repair] += 1
             self._repairs[repair].inc()
-        yield (header.id, result.sequence, source, header.taxon_id, path, offset, sequence_digest(result.sequence))
+        yield header.id, (result.sequence, source, header.taxon_id, path, offset)
 
     def _rejected(self, reason, record_id, source, path, offset, body, detail=""):
         self.stats.read[source] += 1
@@ -185,13 +185,13 @@ class ResolveIds(_CountingDoFn):
         self._duplicates = Metrics.counter(METRICS_NAMESPACE, f"duplicates_{DUPLICATE_ID}")
         self._conflicts = Metrics.counter(METRICS_NAMESPACE, f"rejected_{sequences.CONFLICTING_DUPLICATE_ID}")
 
-    def process(self, keyed: tuple[str, Iterable[Protein]]) -> Iterator[Any]:
+    def process(self, keyed: tuple[str, Iterable[tuple]]) -> Iterator[Any]:
         record_id, grouped = keyed
-        proteins = sorted(grouped, key=lambda p: (p[_PATH], p[_OFFSET]))
+        proteins = sorted(((record_id, *value) for value in grouped), key=lambda p: (p[_PATH], p[_OFFSET]))
         if len(proteins) == 1:
             yield proteins[0]
             return
-        if len({p[_DIGEST] for p in proteins}) == 1:
+        if len({p[_SEQUENCE] for p in proteins}) == 1:
             yield proteins[0]
             for duplicate in proteins[1:]:
                 self.stats.duplicates[(DUPLICATE_ID, duplicate[_SOURCE])] += 1
@@ -230,8 +230,8 @@ class EncodeExamples(_CountingDoFn):
         self._residues = Metrics.counter(METRICS_NAMESPACE, "residues_written")
 
     def process(self, protein: Protein) -> Iterator[Any]:
-        record_id, sequence, source, taxon_id, _, _, digest = protein
-        split = split_for(digest, self._valid_fraction)
+        record_id, sequence, source, taxon_id, _, _ = protein
+        split = split_for(sequence_digest(sequence), self._valid_fraction)
         self.stats.count_written(split, source, sequence)
         self._written[split].inc()
         self._residues.inc(len(sequence))
@@ -296,7 +296,6 @@ def build_pipeline(pipeline: beam.Pipeline, options: PreprocessOptions, versions
     resolved = (
         [p.proteins for p in parsed]
         | "FlattenInputs" >> beam.Flatten()
-        | "KeyById" >> beam.Map(lambda protein: (protein[_ID], protein))
         | "GroupById" >> beam.GroupByKey()
         | "ResolveIds" >> beam.ParDo(ResolveIds()).with_outputs(_REJECTS, _STATS, main="proteins")
     )
@@ -305,7 +304,7 @@ def build_pipeline(pipeline: beam.Pipeline, options: PreprocessOptions, versions
     if options.dedup:
         deduped = (
             proteins
-            | "KeyBySequence" >> beam.Map(lambda protein: (protein[_DIGEST], protein))
+            | "KeyBySequence" >> beam.Map(lambda protein: (sequence_digest(protein[_SEQUENCE]), protein))
             | "GroupBySequence" >> beam.GroupByKey()
             | "DropDuplicateSequences" >> beam.ParDo(DropDuplicateSequences()).with_outputs(_STATS, main="proteins")
         )
