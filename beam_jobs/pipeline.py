@@ -27,6 +27,7 @@ from beam_jobs.fasta_source import DEFAULT_MAX_RECORD_BYTES, FastaSource, RawRec
 from beam_jobs.ffindex import ReadA3mEntries
 from beam_jobs.headers import parse_header
 from beam_jobs.stats import DatasetStats, MergeStats
+from beam_jobs.tfrecord_sink import WriteTFRecordShards
 
 FASTA = "fasta"
 A3M_FFINDEX = "a3m-ffindex"
@@ -314,15 +315,14 @@ def build_pipeline(pipeline: beam.Pipeline, options: PreprocessOptions, versions
         _STATS, *schema.SPLITS)
     stats.append(examples[_STATS])
 
-    compression = CompressionTypes.GZIP if options.compression == "gzip" else CompressionTypes.UNCOMPRESSED
     shards = {}
     for split in schema.SPLITS:
-        shards[split] = examples[split] | f"Write{split.title()}" >> beam.io.WriteToTFRecord(
+        shards[split] = examples[split] | f"Write{split.title()}" >> WriteTFRecordShards(
             FileSystems.join(out, split, schema.SHARD_PREFIX),
             file_name_suffix=schema.shard_suffix(options.compression),
             num_shards=options.num_shards,
             shard_name_template=schema.SHARD_TEMPLATE,
-            compression_type=compression,
+            gzip=options.compression == "gzip",
         )
     shards[schema.REJECTS_DIR] = (
         [p[_REJECTS] for p in parsed] + [resolved[_REJECTS]]

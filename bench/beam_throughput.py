@@ -5,7 +5,7 @@
 Builds ≥50 MB of uncompressed FASTA by resampling the bundled real UniProt sample (fresh ids, real
 sequences), then times, on the same file and the same output options (gzip TFRecords, 5% valid):
   * baseline: a plain Python loop that parses the FASTA, applies the same header parsing, normalisation,
-    id check and split, and writes with `tf.io.TFRecordWriter`;
+    id check and split, and writes with `tf.io.TFRecordWriter` (gzip at the job's level);
   * the Beam job on the FnApiRunner with one worker (in_memory), and with 2 workers (multi_processing).
 Prints residues/s and the ratios for each input size. Targets (issue #2): 1 worker ≥ 0.5× the baseline;
 2 workers > 1 worker. Each Beam run is a fresh process, so its start-up (Beam imports, and for
@@ -55,7 +55,7 @@ def plain_loop(fasta: Path, out: Path, valid_fraction: float = 0.05) -> dict[str
     """The baseline: one process, no framework, the same per-record work and the same output."""
     import tensorflow as tf
 
-    from beam_jobs import pipeline, schema, sequences
+    from beam_jobs import pipeline, schema, sequences, tfrecord_sink
     from beam_jobs.headers import parse_header
 
     def records():
@@ -81,7 +81,7 @@ def plain_loop(fasta: Path, out: Path, valid_fraction: float = 0.05) -> dict[str
             counts["rejected"] += 1
             continue
         kept.setdefault(header.id, (result.sequence, header))  # ids are unique in the benchmark input
-    options = tf.io.TFRecordOptions(compression_type="GZIP")
+    options = tf.io.TFRecordOptions(compression_type="GZIP", compression_level=tfrecord_sink.GZIP_LEVEL)
     writers = {split: tf.io.TFRecordWriter(str(out / f"{split}.tfrecord.gz"), options) for split in schema.SPLITS}
     for record_id, (sequence, header) in kept.items():
         split = pipeline.split_for(pipeline.sequence_digest(sequence), valid_fraction)
