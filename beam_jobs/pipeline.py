@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
+import zlib
+from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Iterator
 
@@ -17,7 +20,6 @@ import apache_beam as beam
 from apache_beam import pvalue
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
@@ -36,11 +38,16 @@ INPUT_FORMATS = (AUTO, FASTA, A3M_FFINDEX)
 AUTO_SOURCE = AUTO
 METRICS_NAMESPACE = "prottrans"
 
+# Records per batch across shuffles and into the writers; input bytes per shuffle key (see shuffle_buckets).
+BATCH_RECORDS = 512
+BUCKET_BYTES = 32 << 20
+MIN_BUCKETS = 16
+
 DUPLICATE_ID = "duplicate_id"
 DUPLICATE_SEQUENCE = "duplicate_sequence"
 
-# A normalised protein between stages: (id, sequence, source, taxon_id, path, offset); Parse emits it keyed
-# by id as (id, (sequence, source, taxon_id, path, offset)). Plain tuples keep Beam on its fast primitive coder.
+# A normalised protein between stages: (id, sequence, source, taxon_id, path, offset). Plain tuples keep Beam
+# on its fast primitive coder.
 Protein = tuple[str, bytes, str, int, str, int]
 _ID, _SEQUENCE, _SOURCE, _, _PATH, _OFFSET = range(6)
 
@@ -118,36 +125,92 @@ def _reject(reason: str, record_id: str, source: str, path: str, offset: int, ra
     }
 
 
-def _stats_output(stats: DatasetStats) -> Iterator[pvalue.TaggedOutput]:
-    if not stats.is_empty():
-        yield pvalue.TaggedOutput(_STATS, WindowedValue(stats, MIN_TIMESTAMP, [GlobalWindow()]))
-
-
 class _CountingDoFn(beam.DoFn):
-    """A DoFn that keeps :class:`DatasetStats` per bundle and emits them to the `stats` output."""
+    """A DoFn that keeps :class:`DatasetStats` per bundle, emits them to the `stats` output and adds them to
+    Beam metrics when the bundle finishes (not per record: counting stays off the hot path)."""
 
     def start_bundle(self):
         self.stats = DatasetStats()
 
     def finish_bundle(self):
-        yield from _stats_output(self.stats)
+        if not self.stats.is_empty():
+            self.stats.publish_metrics(METRICS_NAMESPACE)
+            yield pvalue.TaggedOutput(_STATS, _in_global_window(self.stats))
+
+
+def _in_global_window(value: Any) -> WindowedValue:
+    return WindowedValue(value, MIN_TIMESTAMP, [GlobalWindow()])
+
+
+class _Batches:
+    """Items gathered per key and released as ``(key, [items])`` once a key holds :data:`BATCH_RECORDS`.
+
+    Records cross shuffles and reach the writers in batches: Beam's per-element cost is paid per batch.
+    """
+
+    def __init__(self) -> None:
+        self._items: dict[Any, list] = defaultdict(list)
+
+    def add(self, key: Any, item: Any) -> Iterator[tuple[Any, list]]:
+        items = self._items[key]
+        items.append(item)
+        if len(items) >= BATCH_RECORDS:
+            del self._items[key]
+            yield key, items
+
+    def drain(self) -> Iterator[tuple[Any, list]]:
+        items, self._items = self._items, defaultdict(list)
+        yield from items.items()
+
+
+def _pack(batch: tuple[Any, list]) -> tuple[Any, bytes]:
+    """A batch as it crosses a shuffle: one opaque blob, so the shuffle (on the FnApiRunner: its single
+    runner process) moves bytes instead of decoding and re-encoding every record."""
+    key, items = batch
+    return key, pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _unpack(blobs: Iterable[bytes]) -> Iterator[Any]:
+    for blob in blobs:
+        yield from pickle.loads(blob)
+
+
+def shuffle_buckets(options: PreprocessOptions) -> int:
+    """How many keys the shuffles use: about one per :data:`BUCKET_BYTES` of input (gzip counted ×4), so a
+    bucket fits a worker's memory and there are buckets enough for every worker."""
+    estimated = 0
+    for entry in options.input_files:
+        for file in entry["files"]:
+            size = file.get("data_size_bytes", file["size_bytes"])
+            estimated += size * 4 if file["path"].endswith(".gz") else size
+    return max(MIN_BUCKETS, -(-estimated // BUCKET_BYTES))
+
+
+def _id_bucket(record_id: str, buckets: int) -> int:
+    return zlib.crc32(record_id.encode("utf-8")) % buckets
+
+
+def _sequence_bucket(digest: bytes, buckets: int) -> int:
+    return int.from_bytes(digest[8:16], "big") % buckets  # bytes the split decision does not use
 
 
 class ParseRecords(_CountingDoFn):
-    """:data:`RawRecord` → :data:`Protein` keyed by id, or a reject to the `rejects` output."""
+    """:data:`RawRecord` → packed batches ``(bucket, [(id, (sequence, source, taxon_id, path, offset)), …])``
+    keyed by a hash of the id, or a reject to the `rejects` output."""
 
-    def __init__(self, options: PreprocessOptions, default_source: str):
+    def __init__(self, options: PreprocessOptions, default_source: str, buckets: int):
         self._default_source = default_source
         self._forced_source = options.source if options.source != AUTO_SOURCE else None
         self._min_length = options.min_length
         self._max_length = options.max_length
-        self._read = Metrics.counter(METRICS_NAMESPACE, "read")
-        self._repairs = {name: Metrics.counter(METRICS_NAMESPACE, f"repaired_{name}") for name in sequences.REPAIRS}
-        self._rejects = {name: Metrics.counter(METRICS_NAMESPACE, f"rejected_{name}") for name in sequences.REJECT_REASONS}
+        self._buckets = buckets
+
+    def start_bundle(self):
+        super().start_bundle()
+        self._batches = _Batches()
 
     def process(self, record: RawRecord) -> Iterator[Any]:
         path, offset, header_line, body, oversized = record
-        self._read.inc()
         if header_line is None:
             source = self._default_source
             yield from self._rejected(sequences.MISSING_HEADER, "", source, path, offset, body)
@@ -168,75 +231,98 @@ class ParseRecords(_CountingDoFn):
         self.stats.read[source] += 1
         for repair in result.repairs:
             self.stats.repairs[repair] += 1
-            self._repairs[repair].inc()
-        yield header.id, (result.sequence, source, header.taxon_id, path, offset)
+        value = (result.sequence, source, header.taxon_id, path, offset)
+        for batch in self._batches.add(_id_bucket(header.id, self._buckets), (header.id, value)):
+            yield _pack(batch)
 
     def _rejected(self, reason, record_id, source, path, offset, body, detail=""):
         self.stats.read[source] += 1
         self.stats.rejected[(reason, source)] += 1
-        self._rejects[reason].inc()
         yield pvalue.TaggedOutput(_REJECTS, _reject(reason, record_id, source, path, offset, body.strip(), detail))
 
+    def finish_bundle(self):
+        for batch in self._batches.drain():
+            yield _in_global_window(_pack(batch))
+        yield from super().finish_bundle()
 
-class ResolveIds(_CountingDoFn):
+
+class _KeepingDoFn(_CountingDoFn):
+    """Base of the stages that decide which proteins are kept. A kept protein either goes on to the
+    sequence dedup (batched by a hash of its sequence) or, as the last decision, is encoded as a
+    ``tf.train.Example`` onto the output named by its split (batched per split)."""
+
+    def __init__(self, valid_fraction: float, dedup_buckets: int | None):
+        self._valid_fraction = valid_fraction
+        self._dedup_buckets = dedup_buckets
+
+    def start_bundle(self):
+        super().start_bundle()
+        self._batches = _Batches()
+
+    def keep(self, protein: Protein) -> Iterator[Any]:
+        record_id, sequence, source, taxon_id, _, _ = protein
+        digest = sequence_digest(sequence)
+        if self._dedup_buckets:
+            for batch in self._batches.add(_sequence_bucket(digest, self._dedup_buckets), protein):
+                yield _pack(batch)
+            return
+        split = split_for(digest, self._valid_fraction)
+        self.stats.count_written(split, source, sequence)
+        example = schema.encode_example(record_id, sequence, source, taxon_id)
+        for _, examples in self._batches.add(split, example):
+            yield pvalue.TaggedOutput(split, examples)
+
+    def finish_bundle(self):
+        for key, items in self._batches.drain():
+            if self._dedup_buckets:
+                yield _in_global_window(_pack((key, items)))
+            else:
+                yield pvalue.TaggedOutput(key, _in_global_window(items))
+        yield from super().finish_bundle()
+
+
+class ResolveIds(_KeepingDoFn):
     """One id, several records: identical sequences keep the first (by file and offset), the others are
     counted as duplicates; different sequences are all rejected, since no one of them can be trusted."""
 
-    def __init__(self):
-        self._duplicates = Metrics.counter(METRICS_NAMESPACE, f"duplicates_{DUPLICATE_ID}")
-        self._conflicts = Metrics.counter(METRICS_NAMESPACE, f"rejected_{sequences.CONFLICTING_DUPLICATE_ID}")
+    def process(self, bucket: tuple[int, Iterable[bytes]]) -> Iterator[Any]:
+        by_id: dict[str, list[tuple]] = defaultdict(list)
+        for record_id, value in _unpack(bucket[1]):
+            by_id[record_id].append(value)
+        for record_id, values in by_id.items():
+            yield from self._resolve(record_id, values)
 
-    def process(self, keyed: tuple[str, Iterable[tuple]]) -> Iterator[Any]:
-        record_id, grouped = keyed
-        proteins = sorted(((record_id, *value) for value in grouped), key=lambda p: (p[_PATH], p[_OFFSET]))
-        if len(proteins) == 1:
-            yield proteins[0]
+    def _resolve(self, record_id: str, values: list[tuple]) -> Iterator[Any]:
+        if len(values) == 1:
+            yield from self.keep((record_id, *values[0]))
             return
+        proteins = sorted(((record_id, *value) for value in values), key=lambda p: (p[_PATH], p[_OFFSET]))
         if len({p[_SEQUENCE] for p in proteins}) == 1:
-            yield proteins[0]
+            yield from self.keep(proteins[0])
             for duplicate in proteins[1:]:
                 self.stats.duplicates[(DUPLICATE_ID, duplicate[_SOURCE])] += 1
-                self._duplicates.inc()
             return
+        where = ", ".join(f"{p[_PATH]}@{p[_OFFSET]}" for p in proteins[:5])
         for protein in proteins:
             self.stats.rejected[(sequences.CONFLICTING_DUPLICATE_ID, protein[_SOURCE])] += 1
-            self._conflicts.inc()
-            where = ", ".join(f"{p[_PATH]}@{p[_OFFSET]}" for p in proteins[:5])
             yield pvalue.TaggedOutput(_REJECTS, _reject(
                 sequences.CONFLICTING_DUPLICATE_ID, record_id, protein[_SOURCE], protein[_PATH], protein[_OFFSET],
                 protein[_SEQUENCE], f"{len(proteins)} records share this id with different sequences: {where}"))
 
 
-class DropDuplicateSequences(_CountingDoFn):
+class DropDuplicateSequences(_KeepingDoFn):
     """Keeps one record per exact sequence (the smallest id), counting the others as duplicates."""
 
-    def __init__(self):
-        self._duplicates = Metrics.counter(METRICS_NAMESPACE, f"duplicates_{DUPLICATE_SEQUENCE}")
-
-    def process(self, keyed: tuple[bytes, Iterable[Protein]]) -> Iterator[Any]:
-        _, grouped = keyed
-        proteins = sorted(grouped, key=lambda p: (p[_ID], p[_PATH], p[_OFFSET]))
-        yield proteins[0]
-        for duplicate in proteins[1:]:
-            self.stats.duplicates[(DUPLICATE_SEQUENCE, duplicate[_SOURCE])] += 1
-            self._duplicates.inc()
-
-
-class EncodeExamples(_CountingDoFn):
-    """:data:`Protein` → serialised ``tf.train.Example`` on the output named by its split."""
-
-    def __init__(self, valid_fraction: float):
-        self._valid_fraction = valid_fraction
-        self._written = {split: Metrics.counter(METRICS_NAMESPACE, f"written_{split}") for split in schema.SPLITS}
-        self._residues = Metrics.counter(METRICS_NAMESPACE, "residues_written")
-
-    def process(self, protein: Protein) -> Iterator[Any]:
-        record_id, sequence, source, taxon_id, _, _ = protein
-        split = split_for(sequence_digest(sequence), self._valid_fraction)
-        self.stats.count_written(split, source, sequence)
-        self._written[split].inc()
-        self._residues.inc(len(sequence))
-        yield pvalue.TaggedOutput(split, schema.encode_example(record_id, sequence, source, taxon_id))
+    def process(self, bucket: tuple[int, Iterable[bytes]]) -> Iterator[Any]:
+        by_sequence: dict[bytes, list[Protein]] = defaultdict(list)
+        for protein in _unpack(bucket[1]):
+            by_sequence[protein[_SEQUENCE]].append(protein)
+        for proteins in by_sequence.values():
+            if len(proteins) > 1:
+                proteins.sort(key=lambda p: (p[_ID], p[_PATH], p[_OFFSET]))
+                for duplicate in proteins[1:]:
+                    self.stats.duplicates[(DUPLICATE_SEQUENCE, duplicate[_SOURCE])] += 1
+            yield from self.keep(proteins[0])
 
 
 class WriteManifest(beam.DoFn):
@@ -289,31 +375,31 @@ def read_raw_records(pipeline: beam.Pipeline, pattern: str, input_format: str, m
 def build_pipeline(pipeline: beam.Pipeline, options: PreprocessOptions, versions: dict[str, str]) -> None:
     """Add the preprocessing job to `pipeline`."""
     out = options.output_dir
+    buckets = shuffle_buckets(options)
     parsed = []
     for index, pattern in enumerate(options.inputs):
         raw = read_raw_records(pipeline, pattern, options.format_of(pattern), options.max_record_bytes, str(index))
         parsed.append(raw | f"Parse{index}" >> beam.ParDo(
-            ParseRecords(options, options.default_source_of(pattern))).with_outputs(_REJECTS, _STATS, main="proteins"))
+            ParseRecords(options, options.default_source_of(pattern), buckets)).with_outputs(
+                _REJECTS, _STATS, main="proteins"))
+    kept_outputs = (_STATS,) if options.dedup else (_STATS, *schema.SPLITS)
     resolved = (
         [p.proteins for p in parsed]
         | "FlattenInputs" >> beam.Flatten()
         | "GroupById" >> beam.GroupByKey()
-        | "ResolveIds" >> beam.ParDo(ResolveIds()).with_outputs(_REJECTS, _STATS, main="proteins")
+        | "ResolveIds" >> beam.ParDo(ResolveIds(options.valid_fraction, buckets if options.dedup else None))
+        .with_outputs(_REJECTS, *kept_outputs, main="proteins")
     )
-    proteins = resolved.proteins
     stats = [p[_STATS] for p in parsed] + [resolved[_STATS]]
+    examples = resolved
     if options.dedup:
-        deduped = (
-            proteins
-            | "KeyBySequence" >> beam.Map(lambda protein: (sequence_digest(protein[_SEQUENCE]), protein))
+        examples = (
+            resolved.proteins
             | "GroupBySequence" >> beam.GroupByKey()
-            | "DropDuplicateSequences" >> beam.ParDo(DropDuplicateSequences()).with_outputs(_STATS, main="proteins")
+            | "DropDuplicateSequences" >> beam.ParDo(DropDuplicateSequences(options.valid_fraction, None))
+            .with_outputs(_STATS, *schema.SPLITS)
         )
-        proteins = deduped.proteins
-        stats.append(deduped[_STATS])
-    examples = proteins | "Encode" >> beam.ParDo(EncodeExamples(options.valid_fraction)).with_outputs(
-        _STATS, *schema.SPLITS)
-    stats.append(examples[_STATS])
+        stats.append(examples[_STATS])
 
     shards = {}
     for split in schema.SPLITS:

@@ -13,10 +13,12 @@ from typing import Any, Iterable
 
 import apache_beam as beam
 import numpy as np
+from apache_beam.metrics import Metrics
 
 from beam_jobs import schema
 from beam_jobs.sequences import RESIDUES
 
+COMPOSITION_BATCH_BYTES = 1 << 20
 # Upper edges (inclusive) of the length histogram; chosen around the crop lengths models train at.
 LENGTH_BIN_EDGES = (50, 100, 200, 300, 400, 512, 768, 1024, 1536, 2048, 4096, 8192, 16384, 40000)
 
@@ -31,10 +33,25 @@ class DatasetStats:
         self.duplicates: Counter = Counter()  # by (reason, source)
         self.repairs: Counter = Counter()  # by repair name
         self.residues: Counter = Counter()  # by split
-        self.composition = np.zeros(256, dtype=np.int64)  # by residue byte
+        self._composition = np.zeros(256, dtype=np.int64)  # by residue byte
+        self._uncounted: list[bytes] = []  # sequences not yet in _composition (counted in ~1 MiB batches)
+        self._uncounted_bytes = 0
         self.length_bins = [0] * (len(LENGTH_BIN_EDGES) + 1)
         self.min_length: int | None = None
         self.max_length: int | None = None
+
+    @property
+    def composition(self) -> np.ndarray:
+        """Residue counts indexed by byte value."""
+        if self._uncounted:
+            joined = b"".join(self._uncounted)
+            self._composition += np.bincount(np.frombuffer(joined, dtype=np.uint8), minlength=256)
+            self._uncounted, self._uncounted_bytes = [], 0
+        return self._composition
+
+    def __getstate__(self) -> dict[str, Any]:
+        self.composition  # noqa: B018 — fold pending sequences before pickling
+        return self.__dict__
 
     def count_written(self, split: str, source: str, sequence: bytes) -> None:
         length = len(sequence)
@@ -43,17 +60,34 @@ class DatasetStats:
         self.length_bins[bisect.bisect_left(LENGTH_BIN_EDGES, length)] += 1
         self.min_length = length if self.min_length is None else min(self.min_length, length)
         self.max_length = length if self.max_length is None else max(self.max_length, length)
-        self.composition += np.bincount(np.frombuffer(sequence, dtype=np.uint8), minlength=256)
+        self._uncounted.append(sequence)
+        self._uncounted_bytes += length
+        if self._uncounted_bytes > COMPOSITION_BATCH_BYTES:
+            self.composition  # noqa: B018 — folds the batch
 
     def merge(self, other: "DatasetStats") -> "DatasetStats":
         for name in ("read", "written", "rejected", "duplicates", "repairs", "residues"):
             getattr(self, name).update(getattr(other, name))
-        self.composition += other.composition
+        self._composition = self.composition + other.composition
         self.length_bins = [a + b for a, b in zip(self.length_bins, other.length_bins)]
         for name, pick in (("min_length", min), ("max_length", max)):
             values = [v for v in (getattr(self, name), getattr(other, name)) if v is not None]
             setattr(self, name, pick(values) if values else None)
         return self
+
+    def publish_metrics(self, namespace: str) -> None:
+        """Add these counts to Beam metrics (for runner UIs): read, written_<split>, rejected_<reason>, …"""
+        counts = {"read": sum(self.read.values()), "residues_written": sum(self.residues.values())}
+        for (split, _), n in self.written.items():
+            counts[f"written_{split}"] = counts.get(f"written_{split}", 0) + n
+        for prefix, counter in (("rejected", self.rejected), ("duplicates", self.duplicates)):
+            for (reason, _), n in counter.items():
+                counts[f"{prefix}_{reason}"] = counts.get(f"{prefix}_{reason}", 0) + n
+        for repair, n in self.repairs.items():
+            counts[f"repaired_{repair}"] = n
+        for name, n in counts.items():
+            if n:
+                Metrics.counter(namespace, name).inc(n)
 
     def is_empty(self) -> bool:
         return not (self.read or self.written or self.rejected or self.duplicates)

@@ -14,7 +14,6 @@ import zlib
 
 import apache_beam as beam
 import google_crc32c
-from apache_beam.coders import coders
 from apache_beam.io import filebasedsink
 from apache_beam.io.filesystem import CompressionTypes
 
@@ -71,19 +70,20 @@ class _TFRecordShardSink(filebasedsink.FileBasedSink):
     def open(self, temp_path: str) -> _BufferedRecords:
         return _BufferedRecords(super().open(temp_path), self._gzip)
 
-    def write_encoded_record(self, file_handle: _BufferedRecords, encoded_value: bytes) -> None:
-        file_handle.append(encoded_value)
+    def write_record(self, file_handle: _BufferedRecords, records: list[bytes]) -> None:
+        for record in records:
+            file_handle.append(record)
 
 
 class WriteTFRecordShards(beam.PTransform):
-    """Writes serialised records (bytes) as sharded TFRecord files; outputs the final file names."""
+    """Writes batches (lists) of serialised records as sharded TFRecord files; outputs the final file names."""
 
     def __init__(self, file_path_prefix: str, file_name_suffix: str, num_shards: int, shard_name_template: str,
                  gzip: bool):
         super().__init__()
         self._sink = _TFRecordShardSink(
             file_path_prefix,
-            coder=coders.BytesCoder(),
+            coder=None,  # elements are lists of bytes, written by write_record itself
             file_name_suffix=file_name_suffix,
             num_shards=num_shards,
             shard_name_template=shard_name_template,

@@ -66,3 +66,25 @@ def test_truncated_gzip_fails_the_job_with_the_file_name(tmp_path):
     assert result.returncode != 0
     assert "broken.fasta.gz" in result.stderr and "truncated" in result.stderr
     assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_beam_metrics_count_the_same_outcomes_as_the_manifest(tmp_path):
+    import apache_beam as beam
+    from apache_beam.metrics.metric import MetricsFilter
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+
+    from beam_jobs import pipeline
+
+    expected = write_bad_inputs(tmp_path / "in")
+    options = pipeline.PreprocessOptions(inputs=(str(tmp_path / "in" / "*.fasta*"),), output_dir=str(tmp_path / "out"))
+    p = beam.Pipeline(runner=fn_runner.FnApiRunner())
+    pipeline.build_pipeline(p, options, versions={})
+    result = p.run()
+    result.wait_until_finish()
+    counters = {c.key.metric.name: c.committed
+                for c in result.metrics().query(MetricsFilter().with_namespace("prottrans"))["counters"]}
+    assert counters["read"] == expected.read
+    assert counters["written_train"] + counters.get("written_valid", 0) == len(expected.written)
+    assert counters["duplicates_duplicate_id"] == expected.duplicates
+    assert {k[len("rejected_"):]: v for k, v in counters.items() if k.startswith("rejected_")} == expected.rejected
+    assert counters["residues_written"] == sum(len(s) for s in expected.written.values())

@@ -25,7 +25,8 @@ def test_sharded_output_reads_back_in_full(tmp_path, monkeypatch, gzip, suffix):
     monkeypatch.setattr(tfrecord_sink, "FLUSH_BYTES", 1000)  # many blocks per shard
     records = [f"record {i} ".encode() * (i % 50) for i in range(3000)]
     with beam.Pipeline(runner=fn_runner.FnApiRunner()) as pipeline:
-        _ = pipeline | beam.Create(records) | tfrecord_sink.WriteTFRecordShards(
+        batches = [records[i:i + 70] for i in range(0, len(records), 70)]
+        _ = pipeline | beam.Create(batches) | tfrecord_sink.WriteTFRecordShards(
             str(tmp_path / "data"), suffix, num_shards=3, shard_name_template="-SSSSS-of-NNNNN", gzip=gzip)
     files = sorted(str(p) for p in tmp_path.glob("data-*"))
     assert [f.rsplit("/", 1)[1] for f in files] == [f"data-0000{i}-of-00003{suffix}" for i in range(3)]
