@@ -1,6 +1,6 @@
 """Throughput of the preprocessing job against a plain single-process loop, measured in one run.
 
-    .venv/bin/python bench/beam_throughput.py [--megabytes 50 200] [--workdir DIR]
+    .venv/bin/python bench/beam_throughput.py [--megabytes 50 200] [--repeats 2] [--workdir DIR]
 
 Builds ≥50 MB of uncompressed FASTA by resampling the bundled real UniProt sample (fresh ids, real
 sequences), then times, on the same file and the same output options (gzip TFRecords, 5% valid):
@@ -9,8 +9,9 @@ sequences), then times, on the same file and the same output options (gzip TFRec
   * the Beam job on the FnApiRunner with one worker (in_memory), and with 2 workers (multi_processing).
 Prints residues/s and the ratios for each input size. Targets (issue #2): 1 worker ≥ 0.5× the baseline;
 2 workers > 1 worker. Each Beam run is a fresh process, so its start-up (Beam imports, and for
-multi_processing spawning the SDK worker processes) is in its time, as the baseline's TensorFlow import is in
-the baseline's: the default sizes show the ratios with that fixed cost weighing more (50 MB) and less (200 MB).
+multi_processing spawning the SDK worker processes) is in its time; the baseline runs in this process with
+TensorFlow already imported, so none of its start-up is. The default sizes show the ratios with the Beam
+start-up weighing more (50 MB) and less (200 MB).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "beam_jobs" / "sample_data" / "uniprot_sample.fasta.gz"
+BASELINE = "plain Python loop (baseline)"
 
 
 def make_fasta(path: Path, megabytes: float, seed: int = 0) -> None:
@@ -109,44 +111,52 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--megabytes", type=float, nargs="+", default=[50.0, 200.0])
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="beam_bench_"))
     print(f"{os.cpu_count()} CPUs")
     for megabytes in args.megabytes:
         size_dir = workdir / f"{megabytes:g}MB"
         size_dir.mkdir(parents=True, exist_ok=True)
-        compare(size_dir, megabytes)
+        compare(size_dir, megabytes, args.repeats)
     if args.workdir is None:
         shutil.rmtree(workdir)
 
 
-def compare(workdir: Path, megabytes: float) -> None:
+def compare(workdir: Path, megabytes: float, repeats: int) -> None:
+    import tensorflow  # noqa: F401 — imported before timing: the baseline pays no start-up
+
     fasta = workdir / "resampled.fasta"
     make_fasta(fasta, megabytes)
     size_mb = fasta.stat().st_size / 1e6
+    beam_runs = {
+        "Beam, 1 worker (in_memory)": ("--direct_num_workers=1",),
+        "Beam, 2 workers (multi_processing)": ("--direct_num_workers=2", "--direct_running_mode=multi_processing"),
+    }
+    # Interleaved repeats, best time of each: the machine is noisy, and a run right after a large write
+    # (the input, the previous run's output) would otherwise pay for the kernel's flushing.
+    best: dict[str, float] = {}
+    for repeat in range(repeats):
+        (workdir / "plain").mkdir(exist_ok=True)
+        seconds, counts = timed(plain_loop, fasta, workdir / "plain")
+        best[BASELINE] = min(seconds, best.get(BASELINE, seconds))
+        for name, flags in beam_runs.items():
+            out = workdir / f"beam{len(flags)}"
+            seconds, manifest = timed(beam_job, fasta, out, *flags)
+            written = counts["read"] - counts["rejected"]
+            assert manifest["counts"]["written"] == written and manifest["residues"]["total"] == counts["residues"]
+            best[name] = min(seconds, best.get(name, seconds))
+            shutil.rmtree(out)
 
-    rows = []
-    (workdir / "plain").mkdir(exist_ok=True)
-    seconds, counts = timed(plain_loop, fasta, workdir / "plain")
-    rows.append(("plain Python loop (baseline)", seconds, counts["residues"], counts["read"]))
-    for name, flags in (
-        ("Beam, 1 worker (in_memory)", ("--direct_num_workers=1",)),
-        ("Beam, 2 workers (multi_processing)", ("--direct_num_workers=2", "--direct_running_mode=multi_processing")),
-    ):
-        out = workdir / name.split(",")[1].strip().split()[0]
-        seconds, manifest = timed(beam_job, fasta, out, *flags)
-        assert manifest["counts"]["written"] == counts["read"] - counts["rejected"], manifest["counts"]
-        rows.append((name, seconds, manifest["residues"]["total"], manifest["counts"]["read"]))
-
-    base_rate = rows[0][2] / rows[0][1]
-    print(f"\ninput: {size_mb:.1f} MB uncompressed FASTA, {rows[0][3]:,} records, {rows[0][2]:,} residues")
+    rate = {name: counts["residues"] / seconds for name, seconds in best.items()}
+    print(f"\ninput: {size_mb:.1f} MB uncompressed FASTA, {counts['read']:,} records, {counts['residues']:,} residues; "
+          f"best of {repeats}")
     print(f"{'run':40} {'seconds':>8} {'residues/s':>12} {'vs baseline':>12}")
-    for name, seconds, residues, _ in rows:
-        rate = residues / seconds
-        print(f"{name:40} {seconds:8.1f} {rate:12,.0f} {rate / base_rate:11.2f}x")
-    one, two = rows[1][2] / rows[1][1], rows[2][2] / rows[2][1]
+    for name, seconds in best.items():
+        print(f"{name:40} {seconds:8.1f} {rate[name]:12,.0f} {rate[name] / rate[BASELINE]:11.2f}x")
+    one, two = (rate[name] for name in beam_runs)
     print(f"2 workers vs 1 worker: {two / one:.2f}x")
-    print(f"targets: 1 worker >= 0.5x baseline: {'met' if one / base_rate >= 0.5 else 'NOT met'}; "
+    print(f"targets: 1 worker >= 0.5x baseline: {'met' if one / rate[BASELINE] >= 0.5 else 'NOT met'}; "
           f"2 workers faster than 1: {'met' if two > one else 'NOT met'}")
 
 
