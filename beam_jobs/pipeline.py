@@ -46,8 +46,8 @@ MIN_BUCKETS = 16
 DUPLICATE_ID = "duplicate_id"
 DUPLICATE_SEQUENCE = "duplicate_sequence"
 
-# A normalised protein between stages: (id, sequence, source, taxon_id, path, offset). Plain tuples keep Beam
-# on its fast primitive coder.
+# A normalised protein between stages: (id, sequence, source, taxon_id, path, offset); across shuffles it
+# travels in pickled batches (see _pack).
 Protein = tuple[str, bytes, str, int, str, int]
 _ID, _SEQUENCE, _SOURCE, _, _PATH, _OFFSET = range(6)
 
