@@ -1,0 +1,84 @@
+"""Embeddings as DESIGN §5 defines them: per residue (specials and padding removed) and per protein (mean).
+
+:func:`embed_strings` is the graph function behind the SavedModel signature; :func:`embed` is the Python
+API for lists of sequences, batched by length under a residue budget.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from models import vocabulary
+from models.encoder_backbone import EncoderBackbone
+
+SPECIAL_TOKENS_PER_SEQUENCE = 2  # [CLS] … [SEP]
+
+
+class ProteinEmbedding(NamedTuple):
+    residues: np.ndarray  # [length, hidden]
+    protein: np.ndarray  # [hidden]
+
+
+def pool(hidden: tf.Tensor, lengths: tf.Tensor) -> dict[str, tf.Tensor]:
+    """Backbone outputs ``[batch, 2 + max_len, hidden]`` → the §5 outputs.
+
+    `residue_embeddings` ``[batch, max_len, hidden]`` (zero past each length), `protein_embeddings`
+    ``[batch, hidden]`` (mean over residues; zero for an empty sequence), `lengths` ``[batch]`` int32.
+    """
+    hidden = tf.cast(hidden, tf.float32)
+    max_len = tf.shape(hidden)[1] - SPECIAL_TOKENS_PER_SEQUENCE
+    mask = tf.sequence_mask(lengths, max_len, dtype=tf.float32)[:, :, None]
+    residues = hidden[:, 1 : 1 + max_len] * mask
+    counts = tf.maximum(tf.cast(lengths, tf.float32), 1.0)[:, None]
+    return {
+        "residue_embeddings": residues,
+        "protein_embeddings": tf.reduce_sum(residues, axis=1) / counts,
+        "lengths": tf.cast(lengths, tf.int32),
+    }
+
+
+def embed_strings(backbone: EncoderBackbone, sequences: tf.Tensor) -> dict[str, tf.Tensor]:
+    """Raw sequence strings ``[batch]`` → the §5 outputs, tokenised in the graph."""
+    token_ids, lengths = vocabulary.encode(sequences)
+    return pool(backbone(token_ids, training=False), lengths)
+
+
+def max_residues(backbone: EncoderBackbone) -> int:
+    """The longest sequence the backbone's position table can embed."""
+    return backbone.max_sequence_length - SPECIAL_TOKENS_PER_SEQUENCE
+
+
+def length_batches(lengths: Sequence[int], max_tokens_per_batch: int) -> list[list[int]]:
+    """Indices grouped longest first, each batch padded to its first (longest) member within the token
+    budget; a sequence longer than the budget is a batch of its own."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    for index in order:
+        if batches:
+            padded_length = lengths[batches[-1][0]] + SPECIAL_TOKENS_PER_SEQUENCE
+            if (len(batches[-1]) + 1) * padded_length <= max_tokens_per_batch:
+                batches[-1].append(index)
+                continue
+        batches.append([index])
+    return batches
+
+
+def embed(backbone: EncoderBackbone, sequences: Sequence[str], max_tokens_per_batch: int = 16384) -> list[ProteinEmbedding]:
+    """Embeddings of each sequence, in input order. Raises ValueError for a sequence the model cannot take."""
+    limit = max_residues(backbone)
+    for index, sequence in enumerate(sequences):
+        if not isinstance(sequence, str):
+            raise TypeError(f"sequence {index} is {type(sequence).__name__}, not str")
+        if len(sequence) > limit:
+            raise ValueError(f"sequence {index} has {len(sequence)} residues; this model takes at most {limit}")
+    run = tf.function(lambda batch: embed_strings(backbone, batch), reduce_retracing=True)
+    results: list[ProteinEmbedding | None] = [None] * len(sequences)
+    for batch in length_batches([len(s) for s in sequences], max_tokens_per_batch):
+        outputs = run(tf.constant([sequences[i] for i in batch]))
+        residues, proteins = outputs["residue_embeddings"].numpy(), outputs["protein_embeddings"].numpy()
+        for row, index in enumerate(batch):
+            results[index] = ProteinEmbedding(residues[row, : len(sequences[index])], proteins[row])
+    return results

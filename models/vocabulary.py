@@ -1,0 +1,71 @@
+"""The canonical vocabulary of the models we train (DESIGN §2), and in-graph tokenisation.
+
+``[PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4``, then the 20 standard residues and ``X``. Tokenisation runs
+inside the TF graph with core ops only (UTF-8 decode and a gather from a constant 256-entry table), so a
+SavedModel that takes raw sequence strings loads in a stock TF Serving binary. Lower-case residues map like
+upper-case ones and ``U Z O B`` map to ``X``, as the Beam job's normalisation does; anything else is
+``[UNK]``. Imported checkpoints keep their own token order through an explicit mapping table.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from beam_jobs.sequences import RARE_RESIDUES, RESIDUES, UNKNOWN_RESIDUE
+
+PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
+SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)
+TOKENS = SPECIAL_TOKENS + tuple(RESIDUES)
+TOKEN_IDS = {token: index for index, token in enumerate(TOKENS)}
+PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = (TOKEN_IDS[token] for token in SPECIAL_TOKENS)
+FIRST_RESIDUE_ID = len(SPECIAL_TOKENS)
+VOCABULARY_SIZE = len(TOKENS)
+
+
+def _byte_table() -> np.ndarray:
+    table = np.full(256, UNK_ID, dtype=np.int32)
+    for residue in RESIDUES:
+        table[ord(residue)] = table[ord(residue.lower())] = TOKEN_IDS[residue]
+    for rare in RARE_RESIDUES:
+        table[ord(rare)] = table[ord(rare.lower())] = TOKEN_IDS[UNKNOWN_RESIDUE]
+    return table
+
+
+BYTE_TO_ID = _byte_table()
+
+
+def tokenize(sequences: tf.Tensor) -> tf.RaggedTensor:
+    """Residue ids of a batch of sequence strings (``[batch]`` tf.string → ragged ``[batch, (length)]`` int32).
+
+    Bytes are looked up one by one, so a sequence of n characters gives n ids.
+    """
+    codes = tf.strings.unicode_decode(sequences, "UTF-8", errors="replace", replacement_char=0xFFFD)
+    return tf.ragged.map_flat_values(lambda c: tf.gather(BYTE_TO_ID, tf.minimum(c, 255)), codes)
+
+
+def add_special_tokens(residue_ids: tf.RaggedTensor) -> tf.RaggedTensor:
+    """``[CLS] residues [SEP]`` for each sequence of a ragged batch."""
+    batch = residue_ids.nrows()
+    cls = tf.fill([batch, 1], tf.constant(CLS_ID, residue_ids.dtype))
+    sep = tf.fill([batch, 1], tf.constant(SEP_ID, residue_ids.dtype))
+    return tf.concat([cls, residue_ids, sep], axis=1)
+
+
+def encode(sequences: tf.Tensor, max_length: int | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+    """Padded model inputs for raw sequences: ``token_ids`` ``[batch, max_len + 2]`` and residue ``lengths``.
+
+    Sequences longer than `max_length` residues are truncated to it (callers that must not truncate check
+    lengths first).
+    """
+    residues = tokenize(sequences)
+    if max_length is not None:
+        residues = residues[:, :max_length]
+    lengths = tf.cast(residues.row_lengths(), tf.int32)
+    token_ids = add_special_tokens(residues).to_tensor(default_value=PAD_ID)
+    return token_ids, lengths
+
+
+def decode(token_ids) -> str:
+    """Residues of one id sequence (specials and padding dropped): for tests and debugging."""
+    return "".join(TOKENS[int(i)] for i in np.asarray(token_ids) if int(i) >= FIRST_RESIDUE_ID)

@@ -1,0 +1,136 @@
+"""ProtBert and ProtAlbert backbones, the masked-LM task and embeddings (DESIGN §4–5), on tiny presets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import keras
+
+from models import embedding, vocabulary
+from models.encoder_backbone import EncoderBackbone
+from models.layers import ReversibleEmbedding, TransformerEncoderLayer
+from models.masked_lm import MaskedLM
+from models.presets import build_backbone, preset_config
+
+FAMILIES = ["protbert", "protalbert"]
+SEQUENCES = ["MKTAYIAKQRQISFVKSHFSRQ", "MKT", "ACDEFGHIKLMNPQRSTVWYX"]
+
+
+@pytest.fixture(params=FAMILIES)
+def backbone(request):
+    keras.utils.set_random_seed(0)
+    return build_backbone(request.param, "tiny")
+
+
+def test_backbone_maps_token_ids_to_hidden_states(backbone):
+    token_ids, _ = vocabulary.encode(tf.constant(SEQUENCES))
+    hidden = backbone(token_ids)
+    assert hidden.shape == (3, 2 + len(SEQUENCES[0]), backbone.hidden_dim)
+    assert np.isfinite(hidden.numpy()).all()
+
+
+def test_padding_does_not_change_a_sequence_s_outputs(backbone):
+    alone, _ = vocabulary.encode(tf.constant(["MKT"]))
+    batched, _ = vocabulary.encode(tf.constant(["MKT", "A" * 40]))
+    np.testing.assert_allclose(backbone(batched)[0, :5], backbone(alone)[0], atol=1e-5)
+
+
+def test_protalbert_shares_one_layer_across_depth():
+    config = preset_config("protalbert", "tiny")
+    shallow = EncoderBackbone(**{**config, "num_layers": 1})
+    deep = EncoderBackbone(**{**config, "num_layers": 6})
+    token_ids, _ = vocabulary.encode(tf.constant(["MKTAYIAK"]))
+    shallow(token_ids), deep(token_ids)
+    assert shallow.count_params() == deep.count_params()
+    assert deep.embedding_dim < deep.hidden_dim and deep.embedding_projection is not None
+
+
+def test_protbert_has_a_layer_per_depth_and_no_projection():
+    backbone = build_backbone("protbert", "tiny")
+    assert len(backbone.encoder_layers) == backbone.num_layers == 2
+    assert backbone.embedding_projection is None
+
+
+def test_masked_lm_scores_the_requested_positions_with_the_tied_embedding(backbone):
+    model = MaskedLM(backbone)
+    token_ids, _ = vocabulary.encode(tf.constant(SEQUENCES))
+    positions = tf.constant([[1, 5, 9], [1, 2, 3], [4, 4, 7]])
+    everywhere = model({"token_ids": token_ids})
+    picked = model({"token_ids": token_ids, "mask_positions": positions})
+    assert picked.shape == (3, 3, vocabulary.VOCABULARY_SIZE)
+    np.testing.assert_allclose(picked, tf.gather(everywhere, positions, batch_dims=1), atol=1e-5)
+    # The decoder is the input embedding: scaling that matrix changes the logits.
+    table = backbone.token_embedding.embeddings
+    table.assign(table * 2.0)
+    assert not np.allclose(model({"token_ids": token_ids, "mask_positions": positions}), picked)
+
+
+def test_masked_lm_saves_and_loads_with_its_config_and_weights(backbone, tmp_path):
+    model = MaskedLM(backbone)
+    token_ids, _ = vocabulary.encode(tf.constant(SEQUENCES))
+    expected = model({"token_ids": token_ids})
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    assert loaded.backbone.get_config() == backbone.get_config()
+    np.testing.assert_allclose(loaded({"token_ids": token_ids}), expected, atol=1e-6)
+
+
+def test_embeddings_follow_design_section_5(backbone):
+    outputs = embedding.embed_strings(backbone, tf.constant(SEQUENCES))
+    residues, proteins, lengths = (outputs[k].numpy() for k in ("residue_embeddings", "protein_embeddings", "lengths"))
+    assert lengths.tolist() == [len(s) for s in SEQUENCES]
+    assert residues.shape == (3, max(lengths), backbone.hidden_dim) and residues.dtype == np.float32
+    assert not residues[1, 3:].any() and residues[1, :3].any()  # zero past the length
+    np.testing.assert_allclose(proteins[1], residues[1, :3].mean(axis=0), atol=1e-6)
+    hidden = backbone(vocabulary.encode(tf.constant(SEQUENCES))[0]).numpy()
+    np.testing.assert_allclose(residues[0], hidden[0, 1:-1], atol=1e-6)  # [CLS] and [SEP] removed
+
+
+def test_embed_returns_input_order_whatever_the_batching(backbone):
+    together = embedding.embed(backbone, SEQUENCES, max_tokens_per_batch=10_000)
+    one_by_one = embedding.embed(backbone, SEQUENCES, max_tokens_per_batch=1)
+    for sequence, a, b in zip(SEQUENCES, together, one_by_one):
+        assert a.residues.shape == (len(sequence), backbone.hidden_dim)
+        np.testing.assert_allclose(a.residues, b.residues, atol=1e-5)
+        np.testing.assert_allclose(a.protein, b.protein, atol=1e-5)
+
+
+def test_embed_rejects_what_the_model_cannot_take(backbone):
+    limit = embedding.max_residues(backbone)
+    with pytest.raises(ValueError, match=f"sequence 1 has {limit + 1} residues; this model takes at most {limit}"):
+        embedding.embed(backbone, ["MKT", "A" * (limit + 1)])
+    with pytest.raises(TypeError, match="sequence 0 is bytes"):
+        embedding.embed(backbone, [b"MKT"])
+
+
+def test_length_batches_respect_the_token_budget():
+    lengths = [10, 300, 5, 40, 298]
+    batches = embedding.length_batches(lengths, max_tokens_per_batch=700)
+    assert sorted(i for batch in batches for i in batch) == list(range(5))
+    for batch in batches:
+        assert len(batch) == 1 or len(batch) * (max(lengths[i] for i in batch) + 2) <= 700
+    assert batches[0] == [1, 4]  # longest first
+
+
+def test_encoder_layer_config_round_trips():
+    layer = TransformerEncoderLayer(32, 4, 64, activation_name="gelu_new", dropout=0.1)
+    clone = TransformerEncoderLayer.from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+    with pytest.raises(ValueError, match="not divisible"):
+        TransformerEncoderLayer(30, 4, 64)
+
+
+def test_reversible_embedding_decodes_with_the_transposed_table():
+    layer = ReversibleEmbedding(26, 8)
+    layer.build((None,))
+    hidden = np.random.default_rng(0).normal(size=(2, 3, 8)).astype("float32")
+    np.testing.assert_allclose(layer(hidden, reverse=True), hidden @ layer.embeddings.numpy().T, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_paper_protbert_has_the_published_size():
+    backbone = build_backbone("protbert", "paper")
+    backbone.build((None, None))
+    # 420M in the paper (30 layers, hidden 1024, FFN 4096, 40,000 positions).
+    assert 415e6 < backbone.count_params() < 425e6
