@@ -1,0 +1,178 @@
+"""Masked-LM pretraining: the loss falls, runs resume from checkpoints, strategies and precisions work, and the
+result is exported as the SavedModel of DESIGN §5."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models import embedding
+from models.training.trainer import Phase, TrainConfig, Trainer, two_phase_schedule
+from tests.conftest import SAMPLE_FASTA
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory):
+    """The bundled real sample through the Beam job, in 4 shards."""
+    from beam_jobs import fasta_to_tfrecords
+
+    out = tmp_path_factory.mktemp("data") / "sample"
+    fasta_to_tfrecords.run(["--input", str(SAMPLE_FASTA), "--output-dir", str(out), "--num-shards", "4"])
+    return out
+
+
+def train_files(dataset_dir) -> tuple[str, ...]:
+    return tuple(sorted(str(p) for p in (dataset_dir / "train").glob("data-*")))
+
+
+def config(dataset_dir, tmp_path, **overrides) -> TrainConfig:
+    settings = dict(train_files=train_files(dataset_dir), family="protbert", preset="tiny",
+                    phases=(Phase(128, 40, 16),), model_dir=str(tmp_path / "model"), log_every=10,
+                    checkpoint_every=20, warmup_steps=5)
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+def test_loss_falls_on_real_proteins(dataset_dir, tmp_path):
+    logged = []
+    trainer = Trainer(config(dataset_dir, tmp_path, phases=(Phase(128, 150, 16),), learning_rate=5e-3), log=logged.append)
+    metrics = trainer.train()
+    losses = [float(line.split("loss ")[1].split()[0]) for line in logged if line.startswith("step")]
+    assert losses[0] > 3.0  # about ln(21): no better than guessing among residues
+    assert metrics["loss"] < losses[0] - 0.15, losses
+    assert 0.0 < metrics["masked_accuracy"] < 1.0 and metrics["tokens_per_second"] > 0
+
+
+def test_two_phases_run_in_order_and_count_optimizer_updates(dataset_dir, tmp_path):
+    logged = []
+    phases = (Phase(64, 6, 8), Phase(256, 4, 4))
+    trainer = Trainer(config(dataset_dir, tmp_path, phases=phases, accumulation_steps=2, log_every=2), log=logged.append)
+    trainer.train()
+    assert trainer.step == 10
+    assert [line.split(":")[0] for line in logged if line.startswith("phase")] == ["phase 1/2", "phase 2/2"]
+    assert "length 256" in [line for line in logged if line.startswith("phase 2/2")][0]
+    assert two_phase_schedule(400, 64) == (Phase(512, 300, 64), Phase(2048, 100, 16))
+
+
+def test_a_new_trainer_resumes_from_the_latest_checkpoint(dataset_dir, tmp_path):
+    first = Trainer(config(dataset_dir, tmp_path, phases=(Phase(128, 20, 8),)), log=quiet)
+    first.train()
+    weights = [w.numpy() for w in first.model.weights]
+    logged = []
+    second = Trainer(config(dataset_dir, tmp_path, phases=(Phase(128, 30, 8),)), log=logged.append)
+    assert second.restore() == 20
+    for restored, saved in zip(second.model.weights, weights):
+        np.testing.assert_array_equal(restored.numpy(), saved)
+    second.train()
+    assert second.step == 30
+    assert any(line.startswith("resumed from") and line.endswith("at step 20") for line in logged)
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "float16"])
+def test_mixed_precision_trains_with_float32_weights(dataset_dir, tmp_path, precision):
+    import keras
+
+    try:
+        trainer = Trainer(config(dataset_dir, tmp_path, phases=(Phase(64, 4, 8),), mixed_precision=precision,
+                                 log_every=2), log=quiet)
+        metrics = trainer.train()
+        assert np.isfinite(metrics["loss"])
+        assert trainer.model.backbone.compute_dtype == precision
+        assert all(w.dtype == "float32" for w in trainer.model.trainable_weights)
+    finally:
+        keras.config.set_dtype_policy("float32")
+
+
+def test_xla_compiled_steps_train(dataset_dir, tmp_path):
+    trainer = Trainer(config(dataset_dir, tmp_path, phases=(Phase(64, 4, 8),), jit_compile=True,
+                             steps_per_execution=2, log_every=2), log=quiet)
+    assert np.isfinite(trainer.train()["loss"]) and trainer.step == 4
+
+
+def test_export_at_the_end_serves_the_trained_weights(dataset_dir, tmp_path):
+    export_dir = tmp_path / "serving" / "protbert"
+    trainer = Trainer(config(dataset_dir, tmp_path, phases=(Phase(64, 3, 8),), export_dir=str(export_dir)), log=quiet)
+    trainer.train()
+    signature = tf.saved_model.load(str(export_dir / "1")).signatures["serving_default"]
+    sequences = tf.constant(["MKTAYIAKQR", "MSTNPKPQ"])
+    served = signature(sequences=sequences)
+    expected = embedding.embed_strings(trainer.backbone, sequences)
+    for name in ("residue_embeddings", "protein_embeddings", "lengths"):
+        np.testing.assert_allclose(served[name].numpy(), expected[name].numpy(), atol=1e-5)
+
+
+def test_cli_rejects_a_folder_without_shards(tmp_path, capsys):
+    from models import train
+
+    code = train.main(["--data", str(tmp_path), "--family", "protbert", "--preset", "tiny", "--steps", "1",
+                       "--global-batch", "2", "--model-dir", str(tmp_path / "m")])
+    assert code == 2 and "no training shards match" in capsys.readouterr().err
+
+
+def _train_command(dataset_dir, model_dir, steps, *extra):
+    return [sys.executable, "-m", "models.train", "--data", str(dataset_dir), "--family", "protalbert",
+            "--preset", "tiny", "--steps", str(steps), "--global-batch", "8", "--sequence-length", "64",
+            "--model-dir", str(model_dir), "--checkpoint-every", "5", "--log-every", "5", *extra]
+
+
+def _wait_for_checkpoint(model_dir: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.time() + timeout
+    while not list((model_dir / "checkpoints").glob("ckpt-*.index")):
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.time() < deadline, "no checkpoint written"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_a_killed_run_resumes_where_its_checkpoints_left_off(dataset_dir, tmp_path, how):
+    model_dir = tmp_path / "model"
+    proc = subprocess.Popen(_train_command(dataset_dir, model_dir, 100_000), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    _wait_for_checkpoint(model_dir, proc)
+    proc.send_signal(getattr(signal, how))
+    out, _ = proc.communicate(timeout=120)
+    if how == "SIGTERM":
+        assert proc.returncode == 143 and "preempted (SIGTERM): checkpoint saved at step" in out
+    saved = max(int(p.name.split("-")[1].split(".")[0]) for p in (model_dir / "checkpoints").glob("ckpt-*.index"))
+    resumed = subprocess.run(_train_command(dataset_dir, model_dir, saved + 5), capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"at step {saved}" in resumed.stdout
+    assert f"step {saved + 5:>7}/{saved + 5}" in resumed.stdout
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_trains_on_two_replicas(dataset_dir, tmp_path):
+    script = textwrap.dedent(f"""
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from models.training.trainer import Phase, TrainConfig, Trainer
+        config = TrainConfig(train_files={train_files(dataset_dir)!r}, family="protbert", preset="tiny",
+                             phases=(Phase(64, 6, 8),), model_dir={str(tmp_path / "m")!r}, strategy="mirrored",
+                             log_every=3)
+        trainer = Trainer(config)
+        metrics = trainer.train()
+        print("replicas", trainer.strategy.num_replicas_in_sync, "loss", metrics["loss"])
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                            cwd=REPO, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = [l for l in result.stdout.splitlines() if l.startswith("replicas")][0]
+    assert line.split()[1] == "2" and np.isfinite(float(line.split()[3]))
