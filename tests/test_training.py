@@ -124,15 +124,15 @@ def test_cli_rejects_a_folder_without_shards(tmp_path, capsys):
     assert code == 2 and "no training shards match" in capsys.readouterr().err
 
 
-def _train_command(dataset_dir, model_dir, steps, *extra):
-    return [sys.executable, "-m", "models.train", "--data", str(dataset_dir), "--family", "protalbert",
+def _train_command(dataset_dir, model_dir, steps, *extra, family="protalbert"):
+    return [sys.executable, "-m", "models.train", "--data", str(dataset_dir), "--family", family,
             "--preset", "tiny", "--steps", str(steps), "--global-batch", "8", "--sequence-length", "64",
             "--model-dir", str(model_dir), "--checkpoint-every", "5", "--log-every", "5", *extra]
 
 
 def _wait_for_checkpoint(model_dir: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
     deadline = time.time() + timeout
-    while not list((model_dir / "checkpoints").glob("ckpt-*.index")):
+    while not (model_dir / "checkpoints").exists() or not tf.train.latest_checkpoint(str(model_dir / "checkpoints")):
         assert proc.poll() is None, proc.communicate()[1][-2000:]
         assert time.time() < deadline, "no checkpoint written"
         time.sleep(0.2)
@@ -149,7 +149,8 @@ def test_a_killed_run_resumes_where_its_checkpoints_left_off(dataset_dir, tmp_pa
     out, _ = proc.communicate(timeout=120)
     if how == "SIGTERM":
         assert proc.returncode == 143 and "preempted (SIGTERM): checkpoint saved at step" in out
-    saved = max(int(p.name.split("-")[1].split(".")[0]) for p in (model_dir / "checkpoints").glob("ckpt-*.index"))
+    # What the manager recorded as complete (a kill may leave a newer, unrecorded, partial one).
+    saved = int(tf.train.latest_checkpoint(str(model_dir / "checkpoints")).rsplit("-", 1)[1])
     resumed = subprocess.run(_train_command(dataset_dir, model_dir, saved + 5), capture_output=True, text=True,
                              timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -176,3 +177,36 @@ def test_mirrored_strategy_trains_on_two_replicas(dataset_dir, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     line = [l for l in result.stdout.splitlines() if l.startswith("replicas")][0]
     assert line.split()[1] == "2" and np.isfinite(float(line.split()[3]))
+
+
+def _free_ports(count: int) -> list[int]:
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_multi_worker_strategy_trains_across_two_processes(dataset_dir, tmp_path):
+    import json
+
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    procs = []
+    for task in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": task}}
+        procs.append(subprocess.Popen(
+            _train_command(dataset_dir, tmp_path / "model", 6, "--strategy", "multi_worker", "--log-every", "3",
+                           family="protbert"),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+            env={**os.environ, "TF_CONFIG": json.dumps(tf_config), "CUDA_VISIBLE_DEVICES": ""}))
+    outputs = [proc.communicate(timeout=400) for proc in procs]
+    for proc, (out, err) in zip(procs, outputs):
+        assert proc.returncode == 0, err[-3000:]
+    chief_out = outputs[0][0]
+    assert "on 2 replica(s)" in chief_out and "step       6/6" in chief_out
+    assert (tmp_path / "model" / "checkpoints" / "ckpt-6.index").exists()

@@ -121,6 +121,12 @@ class Trainer:
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, self._checkpoint_dir(), max_to_keep=3, step_counter=self.optimizer.iterations)
         self._preempted = False
+        # Clusters coordinate a preemption across workers (all save the same step, then exit); one process
+        # handles SIGTERM itself (see train()).
+        self._preemption_handler = None
+        if config.strategy in ("multi_worker", "tpu"):
+            self._preemption_handler = tf.distribute.experimental.PreemptionCheckpointHandler(
+                self.strategy.cluster_resolver, self.manager)
 
     def _warmup_steps(self) -> int:
         if self.config.warmup_steps is not None:
@@ -147,7 +153,9 @@ class Trainer:
     def train(self) -> dict[str, float]:
         """Run (or finish) every phase; returns the last logged metrics."""
         self.restore()
-        previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
+        previous_handler = signal.getsignal(signal.SIGTERM)
+        if self._preemption_handler is None:
+            signal.signal(signal.SIGTERM, self._on_sigterm)
         metrics: dict[str, float] = {}
         try:
             start_of_phase = 0
@@ -204,7 +212,11 @@ class Trainer:
         last_log, last_time, metrics = self.step, time.perf_counter(), {}
         while self.step < end_of_phase:
             updates = min(config.steps_per_execution, end_of_phase - self.step)
-            totals += train_steps(iterator, tf.constant(updates * config.accumulation_steps)).numpy()
+            micro_steps = tf.constant(updates * config.accumulation_steps)
+            if self._preemption_handler is not None:
+                totals += self._preemption_handler.run(train_steps, iterator, micro_steps).numpy()
+            else:
+                totals += train_steps(iterator, micro_steps).numpy()
             step = self.step
             if step - last_log >= config.log_every or step == end_of_phase:
                 now = time.perf_counter()
