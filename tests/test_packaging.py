@@ -13,7 +13,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 COMMANDS = {
     "prottrans-preprocess": None,
-    "prottrans-train": 3,
+    "prottrans-train": None,
     "prottrans-import": 3,
     "prottrans-probe": 4,
     "prottrans-pipeline": 5,
