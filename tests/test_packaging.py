@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 COMMANDS = {
     "prottrans-preprocess": None,
     "prottrans-train": None,
-    "prottrans-import": 3,
+    "prottrans-import": None,
     "prottrans-probe": 4,
     "prottrans-pipeline": 5,
     "prottrans-serve": 6,
