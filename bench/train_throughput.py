@@ -1,0 +1,163 @@
+"""Training throughput of ProtBert against keras-hub's BertMaskedLM of the same shape, in one run.
+
+    .venv/bin/python bench/train_throughput.py [--batch 4] [--steps 3] [--repeats 3] [--mixed-precision bfloat16]
+        [--jit-compile]
+
+Both models are BERT-base shaped (12 layers, hidden 768, 12 heads, FFN 3072) at sequence length 512, and
+train with the same step: masked-LM loss on 15% of the positions, LAMB. Prints tokens/s, the ratio to
+keras-hub, and model FLOP utilisation: (6 × non-embedding parameters + 12 × layers × hidden × length) FLOPs
+per token, over a dense matmul peak measured in the same run. transformers' PyTorch BertForMaskedLM is not
+measured: PyTorch is not part of the project's install. Target (issue #3): ProtBert ≥ 1.0× keras-hub.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from functools import partial
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from models import vocabulary
+from models.encoder_backbone import EncoderBackbone
+from models.masked_lm import MaskedLM
+
+SHAPE = {"num_layers": 12, "hidden_dim": 768, "num_heads": 12, "intermediate_dim": 3072}
+
+
+def matmul_peak(dtype: str, size: int = 2048, repeats: int = 10) -> float:
+    """FLOP/s of a large dense matmul: the denominator of the utilisation."""
+    a = tf.random.normal([size, size], dtype=dtype)
+    b = tf.random.normal([size, size], dtype=dtype)
+    matmul = tf.function(lambda x, y: tf.matmul(x, y))
+    matmul(a, b).numpy()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        result = matmul(a, b)
+    result.numpy()
+    return 2 * size**3 * repeats / (time.perf_counter() - start)
+
+
+def inputs(batch: int, length: int, predictions: int, seed: int = 0) -> dict[str, tf.Tensor]:
+    rng = np.random.default_rng(seed)
+    token_ids = rng.integers(vocabulary.FIRST_RESIDUE_ID, vocabulary.VOCABULARY_SIZE, size=(batch, length))
+    token_ids[:, 0], token_ids[:, -1] = vocabulary.CLS_ID, vocabulary.SEP_ID
+    positions = np.sort(np.stack([rng.choice(np.arange(1, length - 1), predictions, replace=False)
+                                  for _ in range(batch)]), axis=1)
+    return {
+        "token_ids": tf.constant(token_ids, tf.int32),
+        "mask_positions": tf.constant(positions, tf.int32),
+        "mask_ids": tf.constant(np.take_along_axis(token_ids, positions, 1), tf.int32),
+    }
+
+
+def ours(length: int, activation_name: str) -> tuple[keras.Model, callable]:
+    model = MaskedLM(EncoderBackbone(**SHAPE, max_sequence_length=length, activation_name=activation_name))
+    return model, lambda batch: model({"token_ids": batch["token_ids"], "mask_positions": batch["mask_positions"]},
+                                      training=True)
+
+
+def keras_hub_bert(length: int) -> tuple[keras.Model, callable]:
+    import keras_hub
+
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=vocabulary.VOCABULARY_SIZE, num_layers=SHAPE["num_layers"], num_heads=SHAPE["num_heads"],
+        hidden_dim=SHAPE["hidden_dim"], intermediate_dim=SHAPE["intermediate_dim"], max_sequence_length=length,
+        dropout=0.0)
+    model = keras_hub.models.BertMaskedLM(backbone, preprocessor=None)
+
+    def forward(batch):
+        token_ids = batch["token_ids"]
+        return model({"token_ids": token_ids, "segment_ids": tf.zeros_like(token_ids),
+                      "padding_mask": tf.ones_like(token_ids, tf.bool), "mask_positions": batch["mask_positions"]},
+                     training=True)
+
+    return model, forward
+
+
+def non_embedding_parameters(model: keras.Model) -> int:
+    return sum(int(np.prod(w.shape)) for w in model.trainable_weights if "embedding" not in w.path)
+
+
+class Candidate:
+    """A model with its compiled train step; `time()` measures one window of steps."""
+
+    def __init__(self, name: str, build, batch: dict, jit_compile: bool):
+        self.name = name
+        self.batch = batch
+        self.model, forward = build(int(batch["token_ids"].shape[1]))
+        optimizer = keras.optimizers.Lamb(learning_rate=1e-4)
+        model = self.model
+
+        @tf.function(jit_compile=jit_compile)
+        def train_step(batch):
+            with tf.GradientTape() as tape:
+                logits = tf.cast(forward(batch), tf.float32)
+                loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(batch["mask_ids"], logits,
+                                                                                   from_logits=True))
+                scaled = optimizer.scale_loss(loss)
+            gradients = tape.gradient(scaled, model.trainable_variables)
+            optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+            return loss
+
+        self.train_step = train_step
+        train_step(batch).numpy()  # trace, compile, build the optimizer
+        self.best_seconds = float("inf")
+
+    def time(self, steps: int) -> None:
+        start = time.perf_counter()
+        for _ in range(steps):
+            loss = self.train_step(self.batch)
+        loss.numpy()
+        self.best_seconds = min(self.best_seconds, (time.perf_counter() - start) / steps)
+
+    def report(self, peak: float) -> dict:
+        batch_size, length = self.batch["token_ids"].shape
+        tokens_per_second = batch_size * length / self.best_seconds
+        flops_per_token = 6 * non_embedding_parameters(self.model) + 12 * SHAPE["num_layers"] * SHAPE["hidden_dim"] * length
+        return {"name": self.name, "seconds_per_step": self.best_seconds, "tokens_per_second": tokens_per_second,
+                "mfu": flops_per_token * tokens_per_second / peak, "parameters": self.model.count_params()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--length", type=int, default=512)
+    parser.add_argument("--steps", type=int, default=3, help="steps per timed window")
+    parser.add_argument("--repeats", type=int, default=4, help="timed windows per model, interleaved")
+    parser.add_argument("--mixed-precision", choices=("none", "bfloat16", "float16"), default="none")
+    parser.add_argument("--jit-compile", action="store_true")
+    parser.add_argument("--activation", choices=("gelu", "gelu_new"), default="gelu",
+                        help="ours: gelu is ProtBert's exact (erf) GELU; keras-hub's BERT uses the tanh "
+                        "approximation (gelu_new)")
+    args = parser.parse_args()
+    if args.mixed_precision != "none":
+        keras.config.set_dtype_policy(f"mixed_{args.mixed_precision}")
+    compute_dtype = "float32" if args.mixed_precision == "none" else args.mixed_precision
+    device = (tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU"))[0].name
+    peak = matmul_peak(compute_dtype)
+    batch = inputs(args.batch, args.length, predictions=int(0.15 * args.length))
+    print(f"device {device}; {os.cpu_count()} CPUs; batch {args.batch} × {args.length} tokens; "
+          f"precision {args.mixed_precision}; XLA {args.jit_compile}; matmul peak {peak / 1e9:,.1f} GFLOP/s")
+    candidates = [Candidate(f"ProtBert (ours, {args.activation})", partial(ours, activation_name=args.activation),
+                            batch, args.jit_compile),
+                  Candidate("keras-hub BertMaskedLM", keras_hub_bert, batch, args.jit_compile)]
+    for repeat in range(args.repeats):  # interleaved windows in alternating order, best of each: noisy machine
+        for candidate in candidates if repeat % 2 == 0 else candidates[::-1]:
+            candidate.time(args.steps)
+    rows = [candidate.report(peak) for candidate in candidates]
+    print(f"{'model':32} {'params':>12} {'s/step':>8} {'tokens/s':>10} {'MFU':>6}")
+    for row in rows:
+        print(f"{row['name']:32} {row['parameters']:12,} {row['seconds_per_step']:8.2f} "
+              f"{row['tokens_per_second']:10,.0f} {row['mfu']:6.1%}")
+    ratio = rows[0]["tokens_per_second"] / rows[1]["tokens_per_second"]
+    print(f"ProtBert vs keras-hub tokens/s: {ratio:.2f}x (target >= 1.0x: {'met' if ratio >= 1.0 else 'NOT met'})")
+
+
+if __name__ == "__main__":
+    main()
