@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 
 from models import embedding
-from models.training.trainer import Phase, TrainConfig, Trainer, two_phase_schedule
+from models.training.trainer import Phase, TrainConfig, Trainer, restore_model_weights, two_phase_schedule
 from tests.conftest import SAMPLE_FASTA
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,6 +83,19 @@ def test_a_new_trainer_resumes_from_the_latest_checkpoint(dataset_dir, tmp_path)
     assert any(line.startswith("resumed from") and line.endswith("at step 20") for line in logged)
 
 
+def test_checkpoints_restore_into_a_model_without_its_optimizer(dataset_dir, tmp_path):
+    from models.masked_lm import MaskedLM
+    from models.presets import build_backbone
+
+    trainer = Trainer(config(dataset_dir, tmp_path, phases=(Phase(64, 3, 8),)), log=quiet)
+    trainer.train()
+    fresh = MaskedLM(build_backbone("protbert", "tiny"))
+    fresh.build({"token_ids": (None, None)})
+    restore_model_weights(fresh, trainer.manager.latest_checkpoint)
+    for restored, trained in zip(fresh.weights, trainer.model.weights):
+        np.testing.assert_array_equal(restored.numpy(), trained.numpy())
+
+
 @pytest.mark.parametrize("precision", ["bfloat16", "float16"])
 def test_mixed_precision_trains_with_float32_weights(dataset_dir, tmp_path, precision):
     import keras
@@ -96,6 +109,16 @@ def test_mixed_precision_trains_with_float32_weights(dataset_dir, tmp_path, prec
         assert all(w.dtype == "float32" for w in trainer.model.trainable_weights)
     finally:
         keras.config.set_dtype_policy("float32")
+
+
+def test_one_device_strategy_trains_and_writes_tensorboard_scalars(dataset_dir, tmp_path):
+    trainer = Trainer(config(dataset_dir, tmp_path, phases=(Phase(64, 4, 8),), strategy="one_device", log_every=2),
+                      log=quiet)
+    trainer.train()
+    events = list((tmp_path / "model" / "tensorboard").glob("events.out.tfevents.*"))
+    tags = {value.tag for path in events for event in tf.compat.v1.train.summary_iterator(str(path))
+            for value in event.summary.value}
+    assert {"loss", "masked_accuracy", "perplexity", "learning_rate", "tokens_per_second"} <= tags
 
 
 def test_xla_compiled_steps_train(dataset_dir, tmp_path):
@@ -209,4 +232,12 @@ def test_multi_worker_strategy_trains_across_two_processes(dataset_dir, tmp_path
         assert proc.returncode == 0, err[-3000:]
     chief_out = outputs[0][0]
     assert "on 2 replica(s)" in chief_out and "step       6/6" in chief_out
-    assert (tmp_path / "model" / "checkpoints" / "ckpt-6.index").exists()
+    # Both workers end with the same weights: the chief's checkpoint and the other worker's own.
+    chief = tf.train.load_checkpoint(str(tmp_path / "model" / "checkpoints"))
+    other = tf.train.load_checkpoint(str(tmp_path / "model" / "checkpoints" / "worker_temp_1"))
+    # (Checkpoint keys are shortest object paths: most weights are keyed through the optimizer.)
+    names = [name for name, _ in tf.train.list_variables(str(tmp_path / "model" / "checkpoints"))
+             if "/.ATTRIBUTES/" in name and not name.startswith("save_counter")]
+    assert len(names) > 20 and chief.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 6
+    for name in names:
+        np.testing.assert_array_equal(chief.get_tensor(name), other.get_tensor(name))

@@ -91,6 +91,21 @@ class _Preempted(Exception):
     pass
 
 
+def model_weights(model: keras.Model) -> dict[str, keras.Variable]:
+    """The model's weights keyed by their Keras paths below the model (``protbert_backbone/…/kernel``).
+
+    Saved in every checkpoint beside the object graph: Keras 3 layers do not expose all their sublayers'
+    variables to TF's object-based checkpointing (a MultiHeadAttention's projections are reached only
+    through the optimizer), so a model restored without its optimizer needs these stable names.
+    """
+    return {weight.path.split("/", 1)[-1]: weight for weight in model.weights}
+
+
+def restore_model_weights(model: keras.Model, checkpoint_path: str) -> None:
+    """Load the weights of a training checkpoint into a built model of the same config (no optimizer)."""
+    tf.train.Checkpoint(weights=model_weights(model)).restore(checkpoint_path).expect_partial().assert_existing_objects_matched()
+
+
 class Trainer:
     """Builds the model, optimizer and checkpoints in the strategy's scope and runs the phases."""
 
@@ -117,7 +132,8 @@ class Trainer:
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             optimizer.build(self.model.trainable_variables)
             self.optimizer = optimizer
-            self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
+            self.checkpoint = tf.train.Checkpoint(
+                model=self.model, optimizer=self.optimizer, weights=model_weights(self.model))
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, self._checkpoint_dir(), max_to_keep=3, step_counter=self.optimizer.iterations)
         self._preempted = False
