@@ -182,13 +182,14 @@ def test_a_killed_run_resumes_where_its_checkpoints_left_off(dataset_dir, tmp_pa
 
 
 @pytest.mark.slow
-def test_mirrored_strategy_trains_on_two_replicas(dataset_dir, tmp_path):
+@pytest.mark.parametrize("family", ["protbert", "protalbert"])
+def test_mirrored_strategy_trains_on_two_replicas(dataset_dir, tmp_path, family):
     script = textwrap.dedent(f"""
         import tensorflow as tf
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         from models.training.trainer import Phase, TrainConfig, Trainer
-        config = TrainConfig(train_files={train_files(dataset_dir)!r}, family="protbert", preset="tiny",
+        config = TrainConfig(train_files={train_files(dataset_dir)!r}, family={family!r}, preset="tiny",
                              phases=(Phase(64, 6, 8),), model_dir={str(tmp_path / "m")!r}, strategy="mirrored",
                              log_every=3)
         trainer = Trainer(config)
@@ -215,7 +216,8 @@ def _free_ports(count: int) -> list[int]:
 
 
 @pytest.mark.slow
-def test_multi_worker_strategy_trains_across_two_processes(dataset_dir, tmp_path):
+@pytest.mark.parametrize("family", ["protbert", "protalbert"])
+def test_multi_worker_strategy_trains_across_two_processes(dataset_dir, tmp_path, family):
     import json
 
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
@@ -224,7 +226,7 @@ def test_multi_worker_strategy_trains_across_two_processes(dataset_dir, tmp_path
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": task}}
         procs.append(subprocess.Popen(
             _train_command(dataset_dir, tmp_path / "model", 6, "--strategy", "multi_worker", "--log-every", "3",
-                           family="protbert"),
+                           family=family),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
             env={**os.environ, "TF_CONFIG": json.dumps(tf_config), "CUDA_VISIBLE_DEVICES": ""}))
     outputs = [proc.communicate(timeout=400) for proc in procs]
