@@ -29,10 +29,10 @@ def make_strategy(name: str, tpu: str | None = None) -> tf.distribute.Strategy:
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
-    """Whether this process writes summaries, exports and (alone) owns the real checkpoint directory."""
+    """Whether this process writes summaries, exports and the real checkpoints: the `chief` task, or worker 0
+    of a cluster without one (TF's convention); a single process always is."""
     resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.cluster_spec().as_dict():
+    cluster = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    if not cluster or resolver.task_type == "chief":
         return True
-    task_type, task_id = resolver.task_type, resolver.task_id
-    return task_type is None or (task_type == "chief") or (task_type == "worker" and task_id == 0
-                                                           and "chief" not in resolver.cluster_spec().as_dict())
+    return "chief" not in cluster and resolver.task_type == "worker" and resolver.task_id == 0
