@@ -1,11 +1,69 @@
-"""`prottrans-probe` (DESIGN §7): not built yet — issue #4 builds it."""
+"""`prottrans-probe` (DESIGN §7): the paper's probes on frozen embeddings, beside the one-hot baseline."""
 
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse
 import sys
+import time
+from typing import Sequence
+
+from models.probes import probe, report
+from models.probes.datasets import DatasetError
+from models.probes.embedders import ONEHOT, OneHotEmbedder, load_embedder
 
 
-def main() -> int:
-    print("prottrans-probe: not built yet (issue #4)", file=sys.stderr)
-    return 2
+def run_probes(embedder, data_dir: str, task: str, settings: probe.ProbeSettings, limit: int | None):
+    metrics = {"embedder": embedder.name}
+    locations = {}
+    if task in ("ss", "all"):
+        train, valid, tests = probe.load_shared_layout(data_dir, "ss", limit)
+        metrics["ss"] = probe.structure_probe(embedder, train, valid, tests, settings)
+    if task in ("localization", "all"):
+        train, valid, tests = probe.load_shared_layout(data_dir, "localization", limit)
+        metrics["localization"] = probe.localization_probe(embedder, train, valid, tests, settings)
+        locations = {name: [r.location for r in records] for name, records in tests.items()}
+    return metrics, locations
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="prottrans-probe", description=__doc__)
+    parser.add_argument("--model", required=True, help="'onehot', a SavedModel (or TF Serving model folder), "
+                        "or a prottrans-train --model-dir")
+    parser.add_argument("--data-dir", required=True, help="ss/{train,valid,test}.tsv and "
+                        "localization/{train,valid,test}.fasta, as in ../shared/data")
+    parser.add_argument("--task", choices=("ss", "localization", "all"), default="all")
+    parser.add_argument("--output", required=True, metavar="DIR")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the one-hot baseline run")
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N rows of each split")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    settings = probe.ProbeSettings(seed=args.seed)
+    os.makedirs(args.output, exist_ok=True)
+    started = time.perf_counter()
+    try:
+        embedder = load_embedder(args.model)
+        metrics, locations = run_probes(embedder, args.data_dir, args.task, settings, args.limit)
+        if args.model != ONEHOT and not args.no_baseline:
+            baseline, _ = run_probes(OneHotEmbedder(), args.data_dir, args.task, settings, args.limit)
+            metrics["baseline"] = baseline
+    except (DatasetError, ValueError, FileNotFoundError) as error:
+        print(f"prottrans-probe: error: {error}", file=sys.stderr)
+        return 2
+    path = report.write_metrics(metrics, args.output)
+    plots = report.write_plots(metrics, locations, args.output)
+    for family, key_metrics in (("ss", ("q3", "q8")), ("localization", ("q10", "q2"))):
+        for set_name, result in metrics.get(family, {}).items():
+            line = "  ".join(f"{key.upper()} {result[key]:.3f}" for key in key_metrics)
+            base = metrics.get("baseline", {}).get(family, {}).get(set_name)
+            if base:
+                line += "   (one-hot: " + "  ".join(f"{key.upper()} {base[key]:.3f}" for key in key_metrics) + ")"
+            print(f"{family} {set_name}: {line}")
+    print(f"metrics: {path}; plots: {', '.join(plots)} ({time.perf_counter() - started:.0f} s)")
+    return 0
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ COMMANDS = {
     "prottrans-preprocess": None,
     "prottrans-train": None,
     "prottrans-import": None,
-    "prottrans-probe": 4,
+    "prottrans-probe": None,
     "prottrans-pipeline": 5,
     "prottrans-serve": 6,
     "prottrans-embed": 6,

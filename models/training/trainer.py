@@ -10,6 +10,7 @@ are the global mean's; ``steps_per_execution`` steps run inside one `tf.function
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -101,6 +102,32 @@ def model_weights(model: keras.Model) -> dict[str, keras.Variable]:
     return {weight.path.split("/", 1)[-1]: weight for weight in model.weights}
 
 
+BACKBONE_CONFIG = "backbone_config.json"
+
+
+def write_backbone_config(backbone, model_dir: str) -> None:
+    """``<model_dir>/backbone_config.json``: what a reader of the checkpoints needs to rebuild the model."""
+    tf.io.gfile.makedirs(model_dir)
+    with tf.io.gfile.GFile(os.path.join(model_dir, BACKBONE_CONFIG), "w") as handle:
+        handle.write(json.dumps(backbone.get_config(), indent=2))
+
+
+def load_trained_backbone(model_dir: str):
+    """The backbone of a training run's latest checkpoint (``--model-dir`` of ``prottrans-train``)."""
+    from models.encoder_backbone import EncoderBackbone
+
+    config_path = os.path.join(model_dir, BACKBONE_CONFIG)
+    latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    if not tf.io.gfile.exists(config_path) or latest is None:
+        raise FileNotFoundError(f"{model_dir} is not a training directory (no {BACKBONE_CONFIG} or no checkpoint)")
+    with tf.io.gfile.GFile(config_path) as handle:
+        backbone = EncoderBackbone.from_config(json.load(handle))
+    model = MaskedLM(backbone)
+    model.build({TOKEN_IDS: (None, None)})
+    restore_model_weights(model, latest)
+    return backbone
+
+
 def restore_model_weights(model: keras.Model, checkpoint_path: str) -> None:
     """Load the weights of a training checkpoint into a built model of the same config (no optimizer)."""
     tf.train.Checkpoint(weights=model_weights(model)).restore(checkpoint_path).expect_partial().assert_existing_objects_matched()
@@ -169,6 +196,8 @@ class Trainer:
     def train(self) -> dict[str, float]:
         """Run (or finish) every phase; returns the last logged metrics."""
         self.restore()
+        if self.chief:
+            write_backbone_config(self.backbone, self.config.model_dir)
         previous_handler = signal.getsignal(signal.SIGTERM)
         if self._preemption_handler is None:
             signal.signal(signal.SIGTERM, self._on_sigterm)

@@ -1,0 +1,97 @@
+"""What the probes embed with: a trained model (SavedModel of DESIGN §5, or a training directory), or the
+one-hot baseline, whose per-protein mean is the amino-acid composition baseline."""
+
+from __future__ import annotations
+
+import os
+from typing import Protocol, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from beam_jobs.sequences import RESIDUES
+from models import embedding
+from models.embedding import ProteinEmbedding, length_batches
+
+ONEHOT = "onehot"
+_ONEHOT_INDEX = np.full(256, len(RESIDUES) - 1, dtype=np.int64)  # anything else → X
+for _i, _r in enumerate(RESIDUES):
+    _ONEHOT_INDEX[ord(_r)] = _ONEHOT_INDEX[ord(_r.lower())] = _i
+
+
+class Embedder(Protocol):
+    name: str
+
+    def embed(self, sequences: Sequence[str]) -> list[ProteinEmbedding]: ...
+
+
+class OneHotEmbedder:
+    """Residues as one-hot vectors over the 20 residues and X; the protein vector is the composition."""
+
+    name = ONEHOT
+
+    def embed(self, sequences: Sequence[str]) -> list[ProteinEmbedding]:
+        results = []
+        for sequence in sequences:
+            codes = _ONEHOT_INDEX[np.frombuffer(sequence.encode("ascii", errors="replace"), dtype=np.uint8)]
+            residues = np.eye(len(RESIDUES), dtype=np.float32)[codes]
+            results.append(ProteinEmbedding(residues, residues.mean(axis=0) if len(sequence) else
+                                            np.zeros(len(RESIDUES), np.float32)))
+        return results
+
+
+class BackboneEmbedder:
+    """An in-process backbone (from a training directory, or built in tests)."""
+
+    def __init__(self, backbone, name: str, max_tokens_per_batch: int = 16384):
+        self.backbone = backbone
+        self.name = name
+        self.max_tokens_per_batch = max_tokens_per_batch
+
+    def embed(self, sequences: Sequence[str]) -> list[ProteinEmbedding]:
+        return embedding.embed(self.backbone, sequences, self.max_tokens_per_batch)
+
+
+class SavedModelEmbedder:
+    """A SavedModel with the ``serving_default`` signature of DESIGN §5."""
+
+    def __init__(self, path: str, max_tokens_per_batch: int = 16384):
+        self.name = path
+        self._signature = tf.saved_model.load(path).signatures["serving_default"]
+        self.max_tokens_per_batch = max_tokens_per_batch
+
+    def embed(self, sequences: Sequence[str]) -> list[ProteinEmbedding]:
+        results: list[ProteinEmbedding | None] = [None] * len(sequences)
+        for batch in length_batches([len(s) for s in sequences], self.max_tokens_per_batch):
+            outputs = self._signature(sequences=tf.constant([sequences[i] for i in batch]))
+            residues = outputs["residue_embeddings"].numpy()
+            proteins = outputs["protein_embeddings"].numpy()
+            for row, index in enumerate(batch):
+                results[index] = ProteinEmbedding(residues[row, : len(sequences[index])], proteins[row])
+        return results
+
+
+def _latest_version(model_folder: str) -> str | None:
+    versions = [name for name in os.listdir(model_folder) if name.isdigit()]
+    return os.path.join(model_folder, max(versions, key=int)) if versions else None
+
+
+def load_embedder(spec: str) -> Embedder:
+    """``onehot``; a SavedModel directory; a TF Serving model folder (its latest version); or a
+    ``prottrans-train --model-dir``."""
+    if spec == ONEHOT:
+        return OneHotEmbedder()
+    if not os.path.isdir(spec):
+        raise ValueError(f"--model {spec!r}: neither 'onehot' nor a directory")
+    if os.path.exists(os.path.join(spec, "saved_model.pb")):
+        return SavedModelEmbedder(spec)
+    version = _latest_version(spec)
+    if version and os.path.exists(os.path.join(version, "saved_model.pb")):
+        return SavedModelEmbedder(version)
+    from models.training.trainer import load_trained_backbone
+
+    try:
+        return BackboneEmbedder(load_trained_backbone(spec), name=spec)
+    except FileNotFoundError as error:
+        raise ValueError(f"--model {spec!r}: not a SavedModel, a model folder with versions, or a training "
+                         f"directory ({error})") from None

@@ -1,0 +1,191 @@
+"""The paper's probes on frozen embeddings, trained with early stopping and fixed seeds.
+
+Per residue: Conv1D(32, kernel 7) + ReLU + dropout 0.25, then a kernel-7 Conv1D to the 3- and 8-state
+outputs. Per protein: standardised inputs, Dense(32) + dropout 0.25 + ReLU, with heads for the 10 locations and
+membrane-bound vs soluble (proteins without a membrane label do not count for that head).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from models.embedding import ProteinEmbedding
+from models.probes import datasets, metrics
+from models.probes.datasets import LOCATIONS, LocalizationRecord, StructureRecord
+from models.probes.embedders import Embedder
+
+SS3, SS8 = datasets.DSSP3, datasets.DSSP8
+MEMBRANE_LABELS = (datasets.SOLUBLE, datasets.MEMBRANE)
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    epochs: int = 30
+    patience: int = 3
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    seed: int = 0
+
+
+def residue_cnn(input_dim: int) -> keras.Model:
+    inputs = keras.Input((None, input_dim), name="residues")
+    hidden = keras.layers.Conv1D(32, 7, padding="same")(inputs)
+    hidden = keras.layers.Dropout(0.25)(keras.layers.ReLU()(hidden))
+    outputs = {
+        "ss3": keras.layers.Conv1D(len(SS3), 7, padding="same", name="ss3")(hidden),
+        "ss8": keras.layers.Conv1D(len(SS8), 7, padding="same", name="ss8")(hidden),
+    }
+    return keras.Model(inputs, outputs, name="residue_cnn")
+
+
+def protein_fnn(train_x: np.ndarray) -> keras.Model:
+    """The FNN, standardising its inputs with the training set's statistics (embedding scales differ a lot:
+    an amino-acid composition is ~0.05 per feature)."""
+    inputs = keras.Input((train_x.shape[1],), name="protein")
+    standardise = keras.layers.Normalization(name="standardise")
+    standardise.adapt(train_x)
+    hidden = keras.layers.Dense(32)(standardise(inputs))
+    hidden = keras.layers.ReLU()(keras.layers.Dropout(0.25)(hidden))
+    outputs = {
+        "location": keras.layers.Dense(len(LOCATIONS), name="location")(hidden),
+        "membrane": keras.layers.Dense(len(MEMBRANE_LABELS), name="membrane")(hidden),
+    }
+    return keras.Model(inputs, outputs, name="protein_fnn")
+
+
+def _compile(model: keras.Model, settings: ProbeSettings) -> None:
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate),
+                  loss={name: loss for name in model.output_names}, weighted_metrics=[])
+
+
+# ---- secondary structure --------------------------------------------------------------------------------------
+
+def _structure_arrays(records: Sequence[StructureRecord]) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    ss3 = [np.array([SS3.index(s) for s in r.dssp3], np.int32) for r in records]
+    ss8 = [np.array([SS8.index(s) for s in r.dssp8], np.int32) for r in records]
+    masks = [np.array(r.mask if r.mask is not None else [True] * len(r.sequence), np.float32) for r in records]
+    return ss3, ss8, masks
+
+
+def _residue_batches(embeddings: list[np.ndarray], ss3, ss8, masks, batch_size: int, order: np.ndarray) -> Iterator:
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        length = max(len(ss3[i]) for i in rows)
+        dim = embeddings[rows[0]].shape[1]
+        x = np.zeros((len(rows), length, dim), np.float32)
+        y3 = np.zeros((len(rows), length), np.int32)
+        y8 = np.zeros((len(rows), length), np.int32)
+        w = np.zeros((len(rows), length), np.float32)
+        for j, i in enumerate(rows):
+            n = len(ss3[i])
+            x[j, :n], y3[j, :n], y8[j, :n], w[j, :n] = embeddings[i], ss3[i], ss8[i], masks[i]
+        yield x, {"ss3": y3, "ss8": y8}, {"ss3": w, "ss8": w}
+
+
+def _residue_dataset(embeddings, records, settings: ProbeSettings, shuffle: bool) -> tf.data.Dataset:
+    ss3, ss8, masks = _structure_arrays(records)
+    dim = embeddings[0].shape[1]
+    # Sort by length so batches carry little padding; shuffle the batch order instead of the rows.
+    by_length = np.argsort([len(a) for a in ss3], kind="stable")
+    batches = [by_length[i : i + settings.batch_size] for i in range(0, len(by_length), settings.batch_size)]
+    signature = (tf.TensorSpec((None, None, dim), tf.float32),
+                 {k: tf.TensorSpec((None, None), tf.int32) for k in ("ss3", "ss8")},
+                 {k: tf.TensorSpec((None, None), tf.float32) for k in ("ss3", "ss8")})
+    rng = np.random.default_rng(settings.seed)
+
+    def generate():
+        order = rng.permutation(len(batches)) if shuffle else range(len(batches))
+        for b in order:
+            yield from _residue_batches(embeddings, ss3, ss8, masks, settings.batch_size, batches[b])
+
+    dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
+    return dataset.apply(tf.data.experimental.assert_cardinality(len(batches)))
+
+
+def _fit(model: keras.Model, train, valid, settings: ProbeSettings) -> None:
+    model.fit(train, validation_data=valid, epochs=settings.epochs, verbose=0, shuffle=False, callbacks=[
+        keras.callbacks.EarlyStopping(patience=settings.patience, restore_best_weights=True)])
+
+
+def structure_probe(embedder: Embedder, train: Sequence[StructureRecord], valid: Sequence[StructureRecord],
+                    tests: dict[str, Sequence[StructureRecord]], settings: ProbeSettings = ProbeSettings()) -> dict:
+    """Train the residue CNN on `train` (early stopping on `valid`), report Q3/Q8 on each test set."""
+    keras.utils.set_random_seed(settings.seed)
+    embed = lambda records: [e.residues for e in embedder.embed([r.sequence for r in records])]  # noqa: E731
+    train_x, valid_x = embed(train), embed(valid)
+    model = residue_cnn(train_x[0].shape[1])
+    _compile(model, settings)
+    _fit(model, _residue_dataset(train_x, train, settings, True), _residue_dataset(valid_x, valid, settings, False),
+         settings)
+    results = {}
+    for name, records in tests.items():
+        test_x = embed(records)
+        ss3, ss8, masks = _structure_arrays(records)
+        truth3, truth8, pred3, pred8, groups = [], [], [], [], []
+        for index, (x, y3, y8, mask) in enumerate(zip(test_x, ss3, ss8, masks)):
+            out = model(x[None], training=False)
+            keep = mask > 0
+            truth3.append(y3[keep]), truth8.append(y8[keep])
+            pred3.append(np.argmax(out["ss3"][0], -1)[keep]), pred8.append(np.argmax(out["ss8"][0], -1)[keep])
+            groups.append(np.full(int(keep.sum()), index))
+        groups = np.concatenate(groups)
+        q3 = metrics.report(np.concatenate(truth3), np.concatenate(pred3), SS3, groups)
+        q8 = metrics.report(np.concatenate(truth8), np.concatenate(pred8), SS8, groups)
+        results[name] = {"q3": q3["accuracy"], "q8": q8["accuracy"], "n_residues": q3["n"],
+                         "n_proteins": len(records), "ss3": q3, "ss8": q8}
+    return results
+
+
+# ---- localization and membrane --------------------------------------------------------------------------------
+
+def _protein_arrays(embeddings: list[ProteinEmbedding], records: Sequence[LocalizationRecord]):
+    x = np.stack([e.protein for e in embeddings]).astype(np.float32)
+    location = np.array([LOCATIONS.index(r.location) for r in records], np.int32)
+    membrane = np.array([MEMBRANE_LABELS.index(r.membrane) if r.membrane in MEMBRANE_LABELS else 0
+                         for r in records], np.int32)
+    membrane_weight = np.array([r.membrane in MEMBRANE_LABELS for r in records], np.float32)
+    return x, {"location": location, "membrane": membrane}, {"location": np.ones(len(records), np.float32),
+                                                            "membrane": membrane_weight}
+
+
+def localization_probe(embedder: Embedder, train: Sequence[LocalizationRecord], valid: Sequence[LocalizationRecord],
+                       tests: dict[str, Sequence[LocalizationRecord]], settings: ProbeSettings = ProbeSettings()) -> dict:
+    """Train the protein FNN on `train` (early stopping on `valid`), report Q10/Q2 on each test set."""
+    keras.utils.set_random_seed(settings.seed)
+    embed = lambda records: embedder.embed([r.sequence for r in records])  # noqa: E731
+    train_x, train_y, train_w = _protein_arrays(embed(train), train)
+    valid_data = _protein_arrays(embed(valid), valid)
+    model = protein_fnn(train_x)
+    _compile(model, settings)
+    model.fit(train_x, train_y, sample_weight=train_w, validation_data=valid_data, epochs=settings.epochs,
+              batch_size=settings.batch_size, verbose=0, callbacks=[
+                  keras.callbacks.EarlyStopping(patience=settings.patience, restore_best_weights=True)])
+    results = {}
+    for name, records in tests.items():
+        test_embeddings = embed(records)
+        x, y, w = _protein_arrays(test_embeddings, records)
+        out = model.predict(x, verbose=0, batch_size=256)
+        q10 = metrics.report(y["location"], np.argmax(out["location"], -1), LOCATIONS)
+        labelled = w["membrane"] > 0
+        q2 = metrics.report(y["membrane"][labelled], np.argmax(out["membrane"], -1)[labelled], MEMBRANE_LABELS)
+        results[name] = {"q10": q10["accuracy"], "q2": q2["accuracy"], "n_proteins": len(records),
+                         "location": q10, "membrane": q2, "_protein_embeddings": x}
+    return results
+
+
+def load_shared_layout(data_dir: str, task: str, limit: int | None = None):
+    """(train, valid, {"test": …}) of the `../shared/data` layout; `limit` keeps the first rows of each."""
+    cut = (lambda rows: rows[:limit]) if limit else (lambda rows: rows)
+    if task == "ss":
+        read = lambda split: cut(datasets.read_structure_tsv(os.path.join(data_dir, "ss", f"{split}.tsv")))  # noqa: E731
+    else:
+        read = lambda split: cut(datasets.read_deeploc_fasta(  # noqa: E731
+            os.path.join(data_dir, "localization", f"{split}.fasta")))
+    return read("train"), read("valid"), {"test": read("test")}

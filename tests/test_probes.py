@@ -1,0 +1,142 @@
+"""The probes learn what is learnable, and `prottrans-probe` writes DESIGN §7's metrics.json and plots for a
+one-hot baseline, a SavedModel and a training directory."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.probes import probe
+from models.probes.datasets import LOCATIONS, LocalizationRecord, StructureRecord
+from models.probes.embedders import OneHotEmbedder, load_embedder
+
+# Residue → structure state: a labelling a one-hot CNN can learn exactly.
+STATE_OF = {"A": "H", "L": "H", "M": "G", "V": "E", "I": "E", "Y": "B", "G": "C", "P": "T", "N": "S", "D": "C"}
+THREE = {"H": "H", "G": "H", "I": "H", "E": "E", "B": "E", "T": "C", "S": "C", "C": "C"}
+# Location ← a residue each location's proteins are rich in.
+RICH_IN = {"Nucleus": "K", "Cytoplasm": "E", "Extracellular": "C", "Mitochondrion": "R", "Cell.membrane": "L"}
+
+
+def structure_records(n: int, rng: random.Random) -> list[StructureRecord]:
+    records = []
+    for i in range(n):
+        sequence = "".join(rng.choice(list(STATE_OF)) for _ in range(rng.randint(20, 60)))
+        dssp8 = "".join(STATE_OF[r] for r in sequence)
+        records.append(StructureRecord(f"s{i}", sequence, dssp8, "".join(THREE[s] for s in dssp8)))
+    return records
+
+
+def localization_records(n: int, rng: random.Random) -> list[LocalizationRecord]:
+    records = []
+    for i in range(n):
+        location = rng.choice(list(RICH_IN))
+        body = [rng.choice("ACDEFGHIKLMNPQRSTVWY") for _ in range(rng.randint(50, 120))]
+        body += [RICH_IN[location]] * (len(body) // 3)
+        rng.shuffle(body)
+        records.append(LocalizationRecord(f"p{i}", "".join(body), location, "M" if location == "Cell.membrane" else "S"))
+    return records
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """A data folder in the layout of ../shared/data, with learnable labels."""
+    root = tmp_path_factory.mktemp("probe_data")
+    rng = random.Random(0)
+    (root / "ss").mkdir()
+    (root / "localization").mkdir()
+    for split, n in (("train", 150), ("valid", 30), ("test", 40)):
+        with open(root / "ss" / f"{split}.tsv", "w") as handle:
+            handle.write("id\tsequence\tdssp8\tdssp3\tasa\n")
+            for r in structure_records(n, rng):
+                handle.write(f"{r.id}\t{r.sequence}\t{r.dssp8}\t{r.dssp3}\t\n")
+        with open(root / "localization" / f"{split}.fasta", "w") as handle:
+            for r in localization_records(n * 2, rng):
+                test = " test" if split == "test" else ""
+                handle.write(f">{r.id} {r.location}-{r.membrane}{test}\n{r.sequence}\n")
+    return root
+
+
+def test_probes_learn_learnable_labels_from_one_hot_residues(data_dir):
+    settings = probe.ProbeSettings(epochs=60, patience=8, learning_rate=1e-2)
+    train, valid, tests = probe.load_shared_layout(str(data_dir), "ss")
+    ss = probe.structure_probe(OneHotEmbedder(), train, valid, tests, settings)["test"]
+    assert ss["q3"] > 0.95 and ss["q8"] > 0.9
+    assert ss["n_residues"] == sum(len(r.sequence) for r in tests["test"])
+    train, valid, tests = probe.load_shared_layout(str(data_dir), "localization")
+    loc = probe.localization_probe(OneHotEmbedder(), train, valid, tests, settings)["test"]
+    assert loc["q10"] > 0.8 and loc["q2"] > 0.8
+
+
+def test_one_hot_embeddings_are_residue_indicators_and_composition():
+    [embedding] = OneHotEmbedder().embed(["AAKX"])
+    assert embedding.residues.shape == (4, 21) and (embedding.residues.sum(axis=1) == 1).all()
+    np.testing.assert_allclose(embedding.protein[0], 0.5)  # A is half the protein
+
+
+def check_metrics_file(output: Path, embedder: str) -> dict:
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["embedder"] == embedder
+    ss, loc = metrics["ss"]["test"], metrics["localization"]["test"]
+    assert 0 <= ss["q3"] <= 1 and 0 <= ss["q8"] <= 1 and ss["n_residues"] > 0
+    assert 0 <= loc["q10"] <= 1 and 0 <= loc["q2"] <= 1 and loc["n_proteins"] == 80
+    assert ss["ss3"]["ci95"][0] <= ss["q3"] <= ss["ss3"]["ci95"][1]
+    assert set(loc["location"]["per_class"]) == set(LOCATIONS)
+    assert (output / "ss_test.png").stat().st_size > 10_000
+    assert (output / "localization_test.png").stat().st_size > 10_000
+    return metrics
+
+
+def test_cli_on_the_one_hot_baseline(data_dir, tmp_path, capsys):
+    from models import probe as cli
+
+    assert cli.main(["--model", "onehot", "--data-dir", str(data_dir), "--output", str(tmp_path / "out")]) == 0
+    metrics = check_metrics_file(tmp_path / "out", "onehot")
+    assert "baseline" not in metrics
+    assert "ss test: Q3" in capsys.readouterr().out
+
+
+def test_cli_on_a_saved_model_reports_it_beside_the_baseline(data_dir, tmp_path):
+    from models import probe as cli
+    from models.presets import build_backbone
+    from serving.signatures import export_saved_model
+
+    export_saved_model(build_backbone("protbert", "tiny"), str(tmp_path / "serving" / "protbert"))
+    assert cli.main(["--model", str(tmp_path / "serving" / "protbert"), "--data-dir", str(data_dir),
+                     "--output", str(tmp_path / "out"), "--limit", "40"]) == 0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["embedder"].endswith("protbert/1")
+    assert metrics["baseline"]["embedder"] == "onehot"
+    assert set(metrics["baseline"]["ss"]["test"]) >= {"q3", "q8", "n_residues"}
+
+
+def test_a_training_directory_is_a_model(tmp_path):
+    import tensorflow as tf
+
+    from beam_jobs import fasta_to_tfrecords
+    from models.training.trainer import Phase, TrainConfig, Trainer
+    from tests.conftest import SAMPLE_FASTA
+
+    data = tmp_path / "data"
+    fasta_to_tfrecords.run(["--input", str(SAMPLE_FASTA), "--output-dir", str(data)])
+    files = tuple(str(p) for p in (data / "train").glob("data-*"))
+    trainer = Trainer(TrainConfig(train_files=files, family="protalbert", preset="tiny", phases=(Phase(64, 2, 4),),
+                                  model_dir=str(tmp_path / "run")), log=lambda _: None)
+    trainer.train()
+    embedder = load_embedder(str(tmp_path / "run"))
+    [loaded] = embedder.embed(["MKTAYIAK"])
+    from models import embedding
+
+    [expected] = embedding.embed(trainer.backbone, ["MKTAYIAK"])
+    np.testing.assert_allclose(loaded.residues, expected.residues, atol=1e-6)
+    assert tf.io.gfile.exists(str(tmp_path / "run" / "backbone_config.json"))
+
+
+def test_an_unknown_model_is_a_clear_error(data_dir, tmp_path, capsys):
+    from models import probe as cli
+
+    assert cli.main(["--model", str(tmp_path), "--data-dir", str(data_dir), "--output", str(tmp_path / "o")]) == 2
+    assert "not a SavedModel" in capsys.readouterr().err
