@@ -66,19 +66,45 @@ def length_batches(lengths: Sequence[int], max_tokens_per_batch: int) -> list[li
     return batches
 
 
-def embed(backbone: EncoderBackbone, sequences: Sequence[str], max_tokens_per_batch: int = 16384) -> list[ProteinEmbedding]:
-    """Embeddings of each sequence, in input order. Raises ValueError for a sequence the model cannot take."""
+def _chunks(sequence: str, limit: int) -> list[str]:
+    """Even, consecutive pieces of at most `limit` residues."""
+    count = -(-len(sequence) // limit)
+    size = -(-len(sequence) // count)
+    return [sequence[start : start + size] for start in range(0, len(sequence), size)]
+
+
+def embed(backbone: EncoderBackbone, sequences: Sequence[str], max_tokens_per_batch: int = 16384,
+          chunk_long: bool = False) -> list[ProteinEmbedding]:
+    """Embeddings of each sequence, in input order.
+
+    A sequence longer than the model takes raises ValueError, or with `chunk_long` is embedded in even
+    consecutive pieces whose residue embeddings are concatenated (the protein vector is their mean).
+    """
     limit = max_residues(backbone)
+    pieces: list[str] = []
+    pieces_of: list[list[int]] = []  # for each sequence, the indices of its pieces
     for index, sequence in enumerate(sequences):
         if not isinstance(sequence, str):
             raise TypeError(f"sequence {index} is {type(sequence).__name__}, not str")
-        if len(sequence) > limit:
+        if len(sequence) > limit and not chunk_long:
             raise ValueError(f"sequence {index} has {len(sequence)} residues; this model takes at most {limit}")
+        own = _chunks(sequence, limit) if len(sequence) > limit else [sequence]
+        pieces_of.append(list(range(len(pieces), len(pieces) + len(own))))
+        pieces.extend(own)
     run = tf.function(lambda batch: embed_strings(backbone, batch), reduce_retracing=True)
-    results: list[ProteinEmbedding | None] = [None] * len(sequences)
-    for batch in length_batches([len(s) for s in sequences], max_tokens_per_batch):
-        outputs = run(tf.constant([sequences[i] for i in batch]))
+    piece_residues: list[np.ndarray | None] = [None] * len(pieces)
+    piece_proteins: list[np.ndarray | None] = [None] * len(pieces)
+    for batch in length_batches([len(p) for p in pieces], max_tokens_per_batch):
+        outputs = run(tf.constant([pieces[i] for i in batch]))
         residues, proteins = outputs["residue_embeddings"].numpy(), outputs["protein_embeddings"].numpy()
         for row, index in enumerate(batch):
-            results[index] = ProteinEmbedding(residues[row, : len(sequences[index])], proteins[row])
+            piece_residues[index] = residues[row, : len(pieces[index])]
+            piece_proteins[index] = proteins[row]
+    results = []
+    for mine in pieces_of:
+        if len(mine) == 1:
+            results.append(ProteinEmbedding(piece_residues[mine[0]], piece_proteins[mine[0]]))
+        else:
+            residues = np.concatenate([piece_residues[i] for i in mine])
+            results.append(ProteinEmbedding(residues, residues.mean(axis=0)))
     return results

@@ -12,19 +12,20 @@ import time
 from typing import Sequence
 
 from models.probes import probe, report
+from models.probes.cache import EmbeddingCache
 from models.probes.datasets import DatasetError
 from models.probes.embedders import ONEHOT, OneHotEmbedder, load_embedder
 
 
-def run_probes(embedder, data_dir: str, task: str, settings: probe.ProbeSettings, limit: int | None):
+def run_probes(embedder, data_dir: str, task: str, settings: probe.ProbeSettings, limit: int | None, cache):
     metrics = {"embedder": embedder.name}
     locations = {}
     if task in ("ss", "all"):
         train, valid, tests = probe.load_shared_layout(data_dir, "ss", limit)
-        metrics["ss"] = probe.structure_probe(embedder, train, valid, tests, settings)
+        metrics["ss"] = probe.structure_probe(embedder, train, valid, tests, settings, cache)
     if task in ("localization", "all"):
         train, valid, tests = probe.load_shared_layout(data_dir, "localization", limit)
-        metrics["localization"] = probe.localization_probe(embedder, train, valid, tests, settings)
+        metrics["localization"] = probe.localization_probe(embedder, train, valid, tests, settings, cache)
         locations = {name: [r.location for r in records] for name, records in tests.items()}
     return metrics, locations
 
@@ -40,19 +41,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-baseline", action="store_true", help="skip the one-hot baseline run")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N rows of each split")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache", default=None, metavar="FILE.h5",
+                        help="embedding cache (default: OUTPUT/embeddings.h5); reruns read embeddings from it")
     args = parser.parse_args(argv)
     settings = probe.ProbeSettings(seed=args.seed)
     os.makedirs(args.output, exist_ok=True)
     started = time.perf_counter()
+    cache = EmbeddingCache(args.cache or os.path.join(args.output, "embeddings.h5"))
     try:
         embedder = load_embedder(args.model)
-        metrics, locations = run_probes(embedder, args.data_dir, args.task, settings, args.limit)
+        metrics, locations = run_probes(embedder, args.data_dir, args.task, settings, args.limit, cache)
         if args.model != ONEHOT and not args.no_baseline:
-            baseline, _ = run_probes(OneHotEmbedder(), args.data_dir, args.task, settings, args.limit)
+            baseline, _ = run_probes(OneHotEmbedder(), args.data_dir, args.task, settings, args.limit, cache)
             metrics["baseline"] = baseline
     except (DatasetError, ValueError, FileNotFoundError) as error:
         print(f"prottrans-probe: error: {error}", file=sys.stderr)
         return 2
+    finally:
+        cache.close()
     path = report.write_metrics(metrics, args.output)
     plots = report.write_plots(metrics, locations, args.output)
     for family, key_metrics in (("ss", ("q3", "q8")), ("localization", ("q10", "q2"))):

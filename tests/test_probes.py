@@ -140,3 +140,44 @@ def test_an_unknown_model_is_a_clear_error(data_dir, tmp_path, capsys):
 
     assert cli.main(["--model", str(tmp_path), "--data-dir", str(data_dir), "--output", str(tmp_path / "o")]) == 2
     assert "not a SavedModel" in capsys.readouterr().err
+
+
+class CountingEmbedder(OneHotEmbedder):
+    identity = "counting-onehot"
+
+    def __init__(self):
+        self.embedded = 0
+
+    def embed(self, sequences):
+        self.embedded += len(sequences)
+        return super().embed(sequences)
+
+
+def test_the_cache_embeds_each_sequence_once_and_reads_back_lazily(data_dir, tmp_path):
+    from models.probes.cache import EmbeddingCache
+
+    settings = probe.ProbeSettings(epochs=2)
+    train, valid, tests = probe.load_shared_layout(str(data_dir), "ss", limit=20)
+    embedder = CountingEmbedder()
+    cache = EmbeddingCache(str(tmp_path / "cache.h5"))
+    first = probe.structure_probe(embedder, train, valid, tests, settings, cache)
+    embedded = embedder.embedded
+    assert embedded == len({r.sequence for records in (train, valid, tests["test"]) for r in records})
+    second = probe.structure_probe(embedder, train, valid, tests, settings, cache)
+    cache.close()
+    assert embedder.embedded == embedded  # nothing re-embedded
+    assert first["test"]["q3"] == second["test"]["q3"]  # same seed, same embeddings, same probe
+
+
+def test_long_sequences_are_embedded_in_pieces_when_asked():
+    from models import embedding
+    from models.presets import build_backbone
+
+    backbone = build_backbone("protbert", "tiny", max_sequence_length=12)  # 10 residues at most
+    long = "MKTAYIAKQRQISFVKSHFSRQ"  # 22 residues: 3 pieces of 8, 8, 6
+    with pytest.raises(ValueError, match="takes at most 10"):
+        embedding.embed(backbone, [long])
+    [whole] = embedding.embed(backbone, [long], chunk_long=True)
+    pieces = embedding.embed(backbone, ["MKTAYIAK", "QRQISFVK", "SHFSRQ"])
+    np.testing.assert_allclose(whole.residues, np.concatenate([p.residues for p in pieces]), atol=1e-5)
+    np.testing.assert_allclose(whole.protein, whole.residues.mean(axis=0), atol=1e-6)

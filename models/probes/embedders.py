@@ -3,6 +3,7 @@ one-hot baseline, whose per-protein mean is the amino-acid composition baseline.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Protocol, Sequence
 
@@ -21,6 +22,7 @@ for _i, _r in enumerate(RESIDUES):
 
 class Embedder(Protocol):
     name: str
+    identity: str  # changes whenever the embeddings would: the cache key's model part
 
     def embed(self, sequences: Sequence[str]) -> list[ProteinEmbedding]: ...
 
@@ -29,6 +31,7 @@ class OneHotEmbedder:
     """Residues as one-hot vectors over the 20 residues and X; the protein vector is the composition."""
 
     name = ONEHOT
+    identity = ONEHOT
 
     def embed(self, sequences: Sequence[str]) -> list[ProteinEmbedding]:
         results = []
@@ -43,13 +46,14 @@ class OneHotEmbedder:
 class BackboneEmbedder:
     """An in-process backbone (from a training directory, or built in tests)."""
 
-    def __init__(self, backbone, name: str, max_tokens_per_batch: int = 16384):
+    def __init__(self, backbone, name: str, identity: str, max_tokens_per_batch: int = 16384):
         self.backbone = backbone
         self.name = name
+        self.identity = identity
         self.max_tokens_per_batch = max_tokens_per_batch
 
     def embed(self, sequences: Sequence[str]) -> list[ProteinEmbedding]:
-        return embedding.embed(self.backbone, sequences, self.max_tokens_per_batch)
+        return embedding.embed(self.backbone, sequences, self.max_tokens_per_batch, chunk_long=True)
 
 
 class SavedModelEmbedder:
@@ -57,6 +61,9 @@ class SavedModelEmbedder:
 
     def __init__(self, path: str, max_tokens_per_batch: int = 16384):
         self.name = path
+        with open(os.path.join(path, "saved_model.pb"), "rb") as graph, \
+                open(os.path.join(path, "variables", "variables.index"), "rb") as index:
+            self.identity = "savedmodel:" + hashlib.sha256(graph.read() + index.read()).hexdigest()
         self._signature = tf.saved_model.load(path).signatures["serving_default"]
         self.max_tokens_per_batch = max_tokens_per_batch
 
@@ -91,7 +98,8 @@ def load_embedder(spec: str) -> Embedder:
     from models.training.trainer import load_trained_backbone
 
     try:
-        return BackboneEmbedder(load_trained_backbone(spec), name=spec)
+        backbone, checkpoint = load_trained_backbone(spec)
+        return BackboneEmbedder(backbone, name=spec, identity=f"checkpoint:{os.path.abspath(checkpoint)}")
     except FileNotFoundError as error:
         raise ValueError(f"--model {spec!r}: not a SavedModel, a model folder with versions, or a training "
                          f"directory ({error})") from None

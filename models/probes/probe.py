@@ -15,8 +15,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from models.embedding import ProteinEmbedding
 from models.probes import datasets, metrics
+from models.probes.cache import EmbeddingCache, LazyView, fill
 from models.probes.datasets import LOCATIONS, LocalizationRecord, StructureRecord
 from models.probes.embedders import Embedder
 
@@ -114,19 +114,36 @@ def _fit(model: keras.Model, train, valid, settings: ProbeSettings) -> None:
         keras.callbacks.EarlyStopping(patience=settings.patience, restore_best_weights=True)])
 
 
+def _residue_embeddings(embedder: Embedder, records, cache: EmbeddingCache | None, label: str) -> Sequence[np.ndarray]:
+    sequences = [r.sequence for r in records]
+    if cache is None:
+        return [e.residues for e in embedder.embed(sequences)]
+    return LazyView(cache, fill(cache, embedder, sequences, label), "residues")
+
+
+def _protein_embeddings(embedder: Embedder, records, cache: EmbeddingCache | None, label: str) -> np.ndarray:
+    sequences = [r.sequence for r in records]
+    if cache is None:
+        return np.stack([e.protein for e in embedder.embed(sequences)]).astype(np.float32)
+    view = LazyView(cache, fill(cache, embedder, sequences, label), "protein")
+    return np.stack([view[i] for i in range(len(view))]).astype(np.float32)
+
+
 def structure_probe(embedder: Embedder, train: Sequence[StructureRecord], valid: Sequence[StructureRecord],
-                    tests: dict[str, Sequence[StructureRecord]], settings: ProbeSettings = ProbeSettings()) -> dict:
-    """Train the residue CNN on `train` (early stopping on `valid`), report Q3/Q8 on each test set."""
+                    tests: dict[str, Sequence[StructureRecord]], settings: ProbeSettings = ProbeSettings(),
+                    cache: EmbeddingCache | None = None) -> dict:
+    """Train the residue CNN on `train` (early stopping on `valid`), report Q3/Q8 on each test set. With a
+    `cache`, embeddings are computed once and read back one protein at a time."""
     keras.utils.set_random_seed(settings.seed)
-    embed = lambda records: [e.residues for e in embedder.embed([r.sequence for r in records])]  # noqa: E731
-    train_x, valid_x = embed(train), embed(valid)
+    embed = lambda records, label: _residue_embeddings(embedder, records, cache, f"ss {label}")  # noqa: E731
+    train_x, valid_x = embed(train, "train"), embed(valid, "valid")
     model = residue_cnn(train_x[0].shape[1])
     _compile(model, settings)
     _fit(model, _residue_dataset(train_x, train, settings, True), _residue_dataset(valid_x, valid, settings, False),
          settings)
     results = {}
     for name, records in tests.items():
-        test_x = embed(records)
+        test_x = embed(records, name)
         ss3, ss8, masks = _structure_arrays(records)
         truth3, truth8, pred3, pred8, groups = [], [], [], [], []
         for index, (x, y3, y8, mask) in enumerate(zip(test_x, ss3, ss8, masks)):
@@ -145,8 +162,7 @@ def structure_probe(embedder: Embedder, train: Sequence[StructureRecord], valid:
 
 # ---- localization and membrane --------------------------------------------------------------------------------
 
-def _protein_arrays(embeddings: list[ProteinEmbedding], records: Sequence[LocalizationRecord]):
-    x = np.stack([e.protein for e in embeddings]).astype(np.float32)
+def _protein_arrays(x: np.ndarray, records: Sequence[LocalizationRecord]):
     location = np.array([LOCATIONS.index(r.location) for r in records], np.int32)
     membrane = np.array([MEMBRANE_LABELS.index(r.membrane) if r.membrane in MEMBRANE_LABELS else 0
                          for r in records], np.int32)
@@ -156,12 +172,13 @@ def _protein_arrays(embeddings: list[ProteinEmbedding], records: Sequence[Locali
 
 
 def localization_probe(embedder: Embedder, train: Sequence[LocalizationRecord], valid: Sequence[LocalizationRecord],
-                       tests: dict[str, Sequence[LocalizationRecord]], settings: ProbeSettings = ProbeSettings()) -> dict:
+                       tests: dict[str, Sequence[LocalizationRecord]], settings: ProbeSettings = ProbeSettings(),
+                       cache: EmbeddingCache | None = None) -> dict:
     """Train the protein FNN on `train` (early stopping on `valid`), report Q10/Q2 on each test set."""
     keras.utils.set_random_seed(settings.seed)
-    embed = lambda records: embedder.embed([r.sequence for r in records])  # noqa: E731
-    train_x, train_y, train_w = _protein_arrays(embed(train), train)
-    valid_data = _protein_arrays(embed(valid), valid)
+    embed = lambda records, label: _protein_embeddings(embedder, records, cache, f"localization {label}")  # noqa: E731
+    train_x, train_y, train_w = _protein_arrays(embed(train, "train"), train)
+    valid_data = _protein_arrays(embed(valid, "valid"), valid)
     model = protein_fnn(train_x)
     _compile(model, settings)
     model.fit(train_x, train_y, sample_weight=train_w, validation_data=valid_data, epochs=settings.epochs,
@@ -169,8 +186,7 @@ def localization_probe(embedder: Embedder, train: Sequence[LocalizationRecord], 
                   keras.callbacks.EarlyStopping(patience=settings.patience, restore_best_weights=True)])
     results = {}
     for name, records in tests.items():
-        test_embeddings = embed(records)
-        x, y, w = _protein_arrays(test_embeddings, records)
+        x, y, w = _protein_arrays(embed(records, name), records)
         out = model.predict(x, verbose=0, batch_size=256)
         q10 = metrics.report(y["location"], np.argmax(out["location"], -1), LOCATIONS)
         labelled = w["membrane"] > 0

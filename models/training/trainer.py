@@ -113,7 +113,8 @@ def write_backbone_config(backbone, model_dir: str) -> None:
 
 
 def load_trained_backbone(model_dir: str):
-    """The backbone of a training run's latest checkpoint (``--model-dir`` of ``prottrans-train``)."""
+    """The backbone of a training run's latest checkpoint (``--model-dir`` of ``prottrans-train``), and that
+    checkpoint's path."""
     from models.encoder_backbone import EncoderBackbone
 
     config_path = os.path.join(model_dir, BACKBONE_CONFIG)
@@ -125,7 +126,7 @@ def load_trained_backbone(model_dir: str):
     model = MaskedLM(backbone)
     model.build({TOKEN_IDS: (None, None)})
     restore_model_weights(model, latest)
-    return backbone
+    return backbone, latest
 
 
 def restore_model_weights(model: keras.Model, checkpoint_path: str) -> None:

@@ -1,0 +1,80 @@
+"""An on-disk embedding cache (HDF5), so probes re-train without re-embedding and memory stays bounded.
+
+Entries are keyed by a hash of the embedder's identity and the sequence, so one file can hold several
+models' embeddings and a changed model never serves stale vectors. Readers get lazy views that load one
+protein at a time, so training a probe holds a batch in memory, not the data set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from typing import Sequence
+
+import h5py
+import numpy as np
+
+from models.embedding import ProteinEmbedding
+
+WRITE_EVERY = 256  # sequences embedded per call of the embedder
+
+
+def entry_key(identity: str, sequence: str) -> str:
+    return hashlib.sha256(f"{identity}\0{sequence}".encode()).hexdigest()
+
+
+class EmbeddingCache:
+    def __init__(self, path: str):
+        self.path = path
+        self._file = h5py.File(path, "a")
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._file
+
+    def put(self, key: str, embedding: ProteinEmbedding) -> None:
+        group = self._file.require_group(key)
+        for name, value in (("residues", embedding.residues), ("protein", embedding.protein)):
+            if name in group:
+                del group[name]
+            group.create_dataset(name, data=np.asarray(value, np.float32))
+
+    def residues(self, key: str) -> np.ndarray:
+        return self._file[key]["residues"][()]
+
+    def protein(self, key: str) -> np.ndarray:
+        return self._file[key]["protein"][()]
+
+    def flush(self) -> None:
+        self._file.flush()
+
+
+class LazyView:
+    """``view[i]``: the residue (or protein) embedding of sequence i, read from the cache when asked."""
+
+    def __init__(self, cache: EmbeddingCache, keys: list[str], part: str):
+        self._cache, self._keys, self._part = cache, keys, part
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return getattr(self._cache, self._part)(self._keys[index])
+
+
+def fill(cache: EmbeddingCache, embedder, sequences: Sequence[str], label: str = "embedding") -> list[str]:
+    """Embed the sequences the cache lacks (longest first, in chunks, with a progress line); return the keys."""
+    keys = [entry_key(embedder.identity, s) for s in sequences]
+    missing = sorted({k: s for k, s in zip(keys, sequences) if k not in cache}.items(), key=lambda kv: -len(kv[1]))
+    for start in range(0, len(missing), WRITE_EVERY):
+        chunk = missing[start : start + WRITE_EVERY]
+        for (key, _), embedding in zip(chunk, embedder.embed([s for _, s in chunk])):
+            cache.put(key, embedding)
+        cache.flush()
+        done = min(start + WRITE_EVERY, len(missing))
+        print(f"\r{label}: {done}/{len(missing)} new sequences embedded", end="", file=sys.stderr, flush=True)
+    if missing:
+        print(file=sys.stderr)
+    return keys
