@@ -136,7 +136,7 @@ def compare(workdir: Path, megabytes: float, repeats: int) -> None:
     # Interleaved repeats, best time of each: the machine is noisy, and a run right after a large write
     # (the input, the previous run's output) would otherwise pay for the kernel's flushing.
     best: dict[str, float] = {}
-    for repeat in range(repeats):
+    for _ in range(repeats):
         (workdir / "plain").mkdir(exist_ok=True)
         seconds, counts = timed(plain_loop, fasta, workdir / "plain")
         best[BASELINE] = min(seconds, best.get(BASELINE, seconds))

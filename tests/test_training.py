@@ -199,7 +199,7 @@ def test_mirrored_strategy_trains_on_two_replicas(dataset_dir, tmp_path, family)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
                             cwd=REPO, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     assert result.returncode == 0, result.stderr[-3000:]
-    line = [l for l in result.stdout.splitlines() if l.startswith("replicas")][0]
+    line = next(text for text in result.stdout.splitlines() if text.startswith("replicas"))
     assert line.split()[1] == "2" and np.isfinite(float(line.split()[3]))
 
 
@@ -230,7 +230,7 @@ def test_multi_worker_strategy_trains_across_two_processes(dataset_dir, tmp_path
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
             env={**os.environ, "TF_CONFIG": json.dumps(tf_config), "CUDA_VISIBLE_DEVICES": ""}))
     outputs = [proc.communicate(timeout=400) for proc in procs]
-    for proc, (out, err) in zip(procs, outputs):
+    for proc, (_, err) in zip(procs, outputs):
         assert proc.returncode == 0, err[-3000:]
     chief_out = outputs[0][0]
     assert "on 2 replica(s)" in chief_out and "step       6/6" in chief_out

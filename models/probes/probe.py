@@ -33,6 +33,9 @@ class ProbeSettings:
     seed: int = 0
 
 
+DEFAULT_SETTINGS = ProbeSettings()
+
+
 def residue_cnn(input_dim: int) -> keras.Model:
     inputs = keras.Input((None, input_dim), name="residues")
     hidden = keras.layers.Conv1D(32, 7, padding="same")(inputs)
@@ -130,7 +133,7 @@ def _protein_embeddings(embedder: Embedder, records, cache: EmbeddingCache | Non
 
 
 def structure_probe(embedder: Embedder, train: Sequence[StructureRecord], valid: Sequence[StructureRecord],
-                    tests: dict[str, Sequence[StructureRecord]], settings: ProbeSettings = ProbeSettings(),
+                    tests: dict[str, Sequence[StructureRecord]], settings: ProbeSettings = DEFAULT_SETTINGS,
                     cache: EmbeddingCache | None = None) -> dict:
     """Train the residue CNN on `train` (early stopping on `valid`), report Q3/Q8 on each test set. With a
     `cache`, embeddings are computed once and read back one protein at a time."""
@@ -172,7 +175,7 @@ def _protein_arrays(x: np.ndarray, records: Sequence[LocalizationRecord]):
 
 
 def localization_probe(embedder: Embedder, train: Sequence[LocalizationRecord], valid: Sequence[LocalizationRecord],
-                       tests: dict[str, Sequence[LocalizationRecord]], settings: ProbeSettings = ProbeSettings(),
+                       tests: dict[str, Sequence[LocalizationRecord]], settings: ProbeSettings = DEFAULT_SETTINGS,
                        cache: EmbeddingCache | None = None) -> dict:
     """Train the protein FNN on `train` (early stopping on `valid`), report Q10/Q2 on each test set."""
     keras.utils.set_random_seed(settings.seed)

@@ -75,7 +75,7 @@ def _projection(ax, embeddings: np.ndarray, locations: list[str]) -> None:
     _, _, components = np.linalg.svd(centred, full_matrices=False)
     points = centred @ components[:2].T
     for location in LOCATIONS:
-        chosen = np.array([l == location for l in locations])
+        chosen = np.array([name == location for name in locations])
         if chosen.any():
             ax.scatter(points[chosen, 0], points[chosen, 1], s=4, label=location)
     ax.set_title("per-protein embeddings, PCA"), ax.legend(fontsize=6, markerscale=3)
