@@ -107,12 +107,11 @@ class FastaSource(filebasedsource.FileBasedSource):
         self._max_record_bytes = max_record_bytes
 
     def open_file(self, file_name: str) -> BinaryIO:
-        raw = FileSystems.open(file_name, "application/octet-stream", compression_type=CompressionTypes.UNCOMPRESSED)
-        if CompressionTypes.detect_compression_type(file_name) == CompressionTypes.GZIP:
-            return gzip.GzipFile(fileobj=raw, mode="rb")
-        if CompressionTypes.detect_compression_type(file_name) != CompressionTypes.UNCOMPRESSED:
+        compression = CompressionTypes.detect_compression_type(file_name)
+        if compression not in (CompressionTypes.GZIP, CompressionTypes.UNCOMPRESSED):
             raise InputFileError(f"{file_name}: only plain and gzip FASTA are supported")
-        return raw
+        raw = FileSystems.open(file_name, "application/octet-stream", compression_type=CompressionTypes.UNCOMPRESSED)
+        return gzip.GzipFile(fileobj=raw, mode="rb") if compression == CompressionTypes.GZIP else raw
 
     def read_records(self, file_name: str, offset_range_tracker) -> Iterator[RawRecord]:
         start = offset_range_tracker.start_position()

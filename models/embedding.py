@@ -6,7 +6,7 @@ API for lists of sequences, batched by length under a residue budget.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -66,6 +66,18 @@ def length_batches(lengths: Sequence[int], max_tokens_per_batch: int) -> list[li
     return batches
 
 
+def embed_in_batches(run: Callable[[tf.Tensor], dict[str, tf.Tensor]], sequences: Sequence[str],
+                     max_tokens_per_batch: int) -> list[ProteinEmbedding]:
+    """Call `run` (sequence strings → the §5 outputs) on length batches; unpad the results, in input order."""
+    results: list[ProteinEmbedding | None] = [None] * len(sequences)
+    for batch in length_batches([len(s) for s in sequences], max_tokens_per_batch):
+        outputs = run(tf.constant([sequences[i] for i in batch]))
+        residues, proteins = outputs["residue_embeddings"].numpy(), outputs["protein_embeddings"].numpy()
+        for row, index in enumerate(batch):
+            results[index] = ProteinEmbedding(residues[row, : len(sequences[index])], proteins[row])
+    return results
+
+
 def _chunks(sequence: str, limit: int) -> list[str]:
     """Even, consecutive pieces of at most `limit` residues."""
     count = -(-len(sequence) // limit)
@@ -92,19 +104,12 @@ def embed(backbone: EncoderBackbone, sequences: Sequence[str], max_tokens_per_ba
         pieces_of.append(list(range(len(pieces), len(pieces) + len(own))))
         pieces.extend(own)
     run = tf.function(lambda batch: embed_strings(backbone, batch), reduce_retracing=True)
-    piece_residues: list[np.ndarray | None] = [None] * len(pieces)
-    piece_proteins: list[np.ndarray | None] = [None] * len(pieces)
-    for batch in length_batches([len(p) for p in pieces], max_tokens_per_batch):
-        outputs = run(tf.constant([pieces[i] for i in batch]))
-        residues, proteins = outputs["residue_embeddings"].numpy(), outputs["protein_embeddings"].numpy()
-        for row, index in enumerate(batch):
-            piece_residues[index] = residues[row, : len(pieces[index])]
-            piece_proteins[index] = proteins[row]
+    embedded = embed_in_batches(run, pieces, max_tokens_per_batch)
     results = []
     for mine in pieces_of:
         if len(mine) == 1:
-            results.append(ProteinEmbedding(piece_residues[mine[0]], piece_proteins[mine[0]]))
+            results.append(embedded[mine[0]])
         else:
-            residues = np.concatenate([piece_residues[i] for i in mine])
+            residues = np.concatenate([embedded[i].residues for i in mine])
             results.append(ProteinEmbedding(residues, residues.mean(axis=0)))
     return results

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from beam_jobs.sequences import RESIDUES
 from models import embedding
-from models.embedding import ProteinEmbedding, length_batches
+from models.embedding import ProteinEmbedding
 
 ONEHOT = "onehot"
 _ONEHOT_INDEX = np.full(256, len(RESIDUES) - 1, dtype=np.int64)  # anything else → X
@@ -68,14 +68,8 @@ class SavedModelEmbedder:
         self.max_tokens_per_batch = max_tokens_per_batch
 
     def embed(self, sequences: Sequence[str]) -> list[ProteinEmbedding]:
-        results: list[ProteinEmbedding | None] = [None] * len(sequences)
-        for batch in length_batches([len(s) for s in sequences], self.max_tokens_per_batch):
-            outputs = self._signature(sequences=tf.constant([sequences[i] for i in batch]))
-            residues = outputs["residue_embeddings"].numpy()
-            proteins = outputs["protein_embeddings"].numpy()
-            for row, index in enumerate(batch):
-                results[index] = ProteinEmbedding(residues[row, : len(sequences[index])], proteins[row])
-        return results
+        return embedding.embed_in_batches(lambda batch: self._signature(sequences=batch), sequences,
+                                          self.max_tokens_per_batch)
 
 
 def _latest_version(model_folder: str) -> str | None:

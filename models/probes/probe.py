@@ -77,11 +77,11 @@ def _structure_arrays(records: Sequence[StructureRecord]) -> tuple[list[np.ndarr
     return ss3, ss8, masks
 
 
-def _residue_batches(embeddings: list[np.ndarray], ss3, ss8, masks, batch_size: int, order: np.ndarray) -> Iterator:
+def _residue_batches(embeddings: Sequence[np.ndarray], dim: int, ss3, ss8, masks, batch_size: int,
+                     order: np.ndarray) -> Iterator:
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
         length = max(len(ss3[i]) for i in rows)
-        dim = embeddings[rows[0]].shape[1]
         x = np.zeros((len(rows), length, dim), np.float32)
         y3 = np.zeros((len(rows), length), np.int32)
         y8 = np.zeros((len(rows), length), np.int32)
@@ -106,7 +106,7 @@ def _residue_dataset(embeddings, records, settings: ProbeSettings, shuffle: bool
     def generate():
         order = rng.permutation(len(batches)) if shuffle else range(len(batches))
         for b in order:
-            yield from _residue_batches(embeddings, ss3, ss8, masks, settings.batch_size, batches[b])
+            yield from _residue_batches(embeddings, dim, ss3, ss8, masks, settings.batch_size, batches[b])
 
     dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
     return dataset.apply(tf.data.experimental.assert_cardinality(len(batches)))
