@@ -15,7 +15,7 @@ import tensorflow as tf
 from beam_jobs import schema
 from models.presets import FAMILIES
 from models.training.strategy import STRATEGIES
-from models.training.trainer import MIXED_PRECISION, Phase, TrainConfig, Trainer, two_phase_schedule
+from models.training.trainer import MIXED_PRECISION, OPTIMIZERS, Phase, TrainConfig, Trainer, two_phase_schedule
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -33,7 +33,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--sequence-length", type=int, default=512, help="tokens per sequence, with [CLS]/[SEP]")
     parser.add_argument("--two-phase", action="store_true",
                         help="the paper's schedule: 3/4 of the steps at 512, the last 1/4 at 2048 with 1/4 of the batch")
-    parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="lamb",
+                        help="lamb (the paper's, for large batches) or adamw (small batches)")
+    parser.add_argument("--learning-rate", type=float, default=2e-3, help="peak, after warm-up")
+    parser.add_argument("--dropout", type=float, default=None,
+                        help="hidden and attention dropout instead of the preset's (0 for short runs)")
     parser.add_argument("--warmup-steps", type=int, default=None, help="default: 10%% of --steps")
     parser.add_argument("--weight-decay", type=float, default=0.01)
     parser.add_argument("--accumulation-steps", type=int, default=1)
@@ -58,11 +62,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         phases = (Phase(args.sequence_length, args.steps, args.global_batch),)
     return TrainConfig(
         train_files=files, family=args.family, preset=args.preset, phases=phases, model_dir=args.model_dir,
-        strategy=args.strategy, tpu=args.tpu, learning_rate=args.learning_rate, warmup_steps=args.warmup_steps,
+        strategy=args.strategy, tpu=args.tpu, optimizer=args.optimizer, learning_rate=args.learning_rate, warmup_steps=args.warmup_steps,
         weight_decay=args.weight_decay, accumulation_steps=args.accumulation_steps,
         steps_per_execution=args.steps_per_execution, mixed_precision=args.mixed_precision,
         jit_compile=args.jit_compile, checkpoint_every=args.checkpoint_every, log_every=args.log_every,
-        seed=args.seed, export_dir=args.export_dir,
+        seed=args.seed, export_dir=args.export_dir, dropout=args.dropout,
     )
 
 

@@ -83,13 +83,40 @@ def test_a_new_trainer_resumes_from_the_latest_checkpoint(dataset_dir, tmp_path)
     assert any(line.startswith("resumed from") and line.endswith("at step 20") for line in logged)
 
 
+def test_the_position_table_stops_at_the_longest_trained_length(dataset_dir, tmp_path):
+    from models.training.trainer import load_trained_backbone
+
+    trainer = Trainer(config(dataset_dir, tmp_path, phases=(Phase(64, 2, 8), Phase(96, 2, 4))), log=quiet)
+    trainer.train()
+    backbone, _ = load_trained_backbone(trainer.config.model_dir)
+    assert backbone.max_sequence_length == 96  # not the tiny preset's 1026: positions past 96 were never trained
+    with pytest.raises(ValueError, match="at most 94"):
+        embedding.embed(backbone, ["A" * 200])
+    (chunked,) = embedding.embed(backbone, ["A" * 200], chunk_long=True)
+    assert chunked.residues.shape == (200, 32)
+
+
+def test_adamw_and_a_dropout_override_train(dataset_dir, tmp_path):
+    trainer = Trainer(config(dataset_dir, tmp_path, optimizer="adamw", learning_rate=1e-3, dropout=0.0,
+                             preset="small", phases=(Phase(64, 3, 8),)), log=quiet)
+    metrics = trainer.train()
+    assert type(trainer.optimizer).__name__ == "AdamW"
+    assert trainer.backbone.dropout == trainer.backbone.attention_dropout == 0.0  # the small preset has 0.1
+    assert np.isfinite(metrics["loss"])
+
+
+def test_unknown_optimizer_is_refused(dataset_dir, tmp_path):
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        config(dataset_dir, tmp_path, optimizer="sgd")
+
+
 def test_checkpoints_restore_into_a_model_without_its_optimizer(dataset_dir, tmp_path):
     from models.masked_lm import MaskedLM
     from models.presets import build_backbone
 
     trainer = Trainer(config(dataset_dir, tmp_path, phases=(Phase(64, 3, 8),)), log=quiet)
     trainer.train()
-    fresh = MaskedLM(build_backbone("protbert", "tiny"))
+    fresh = MaskedLM(build_backbone("protbert", "tiny", max_sequence_length=64))
     fresh.build({"token_ids": (None, None)})
     restore_model_weights(fresh, trainer.manager.latest_checkpoint)
     for restored, trained in zip(fresh.weights, trainer.model.weights):

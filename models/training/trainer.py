@@ -25,11 +25,13 @@ import tensorflow as tf
 from models.input_pipeline import (MASK_IDS, MASK_POSITIONS, MASK_WEIGHTS, TOKEN_IDS, InputConfig,
                                    pretraining_dataset)
 from models.masked_lm import MaskedLM
-from models.presets import build_backbone
+from models.presets import build_backbone, preset_config
 from models.training.schedule import WarmupLinearDecay
 from models.training.strategy import is_chief, make_strategy
 
 MIXED_PRECISION = ("none", "bfloat16", "float16")
+# LAMB is the paper's (huge batches); AdamW takes larger steps per update, which suits small batches.
+OPTIMIZERS = {"lamb": keras.optimizers.Lamb, "adamw": keras.optimizers.AdamW}
 # Neither LayerNorm parameters nor biases are decayed (as in BERT/LAMB).
 NO_WEIGHT_DECAY = ["gamma", "beta", "bias"]
 
@@ -52,7 +54,8 @@ class TrainConfig:
     model_dir: str
     strategy: str = "default"
     tpu: str | None = None
-    learning_rate: float = 2e-3  # LAMB's peak
+    optimizer: str = "lamb"
+    learning_rate: float = 2e-3  # the peak
     warmup_steps: int | None = None  # None: 10% of all steps
     weight_decay: float = 0.01
     accumulation_steps: int = 1
@@ -63,8 +66,13 @@ class TrainConfig:
     log_every: int = 50
     seed: int = 0
     export_dir: str | None = None
+    dropout: float | None = None  # None: the preset's; else for both hidden and attention dropout
 
     def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {tuple(OPTIMIZERS)}, not {self.optimizer!r}")
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
         if not self.phases or any(p.steps < 1 or p.global_batch < 1 or p.sequence_length < 3 for p in self.phases):
             raise ValueError(f"every phase needs steps >= 1, global_batch >= 1, sequence_length >= 3: {self.phases}")
         if self.mixed_precision not in MIXED_PRECISION:
@@ -146,10 +154,10 @@ class Trainer:
             keras.config.set_dtype_policy(f"mixed_{config.mixed_precision}")
         keras.utils.set_random_seed(config.seed)
         with self.strategy.scope():
-            self.backbone = build_backbone(config.family, config.preset)
+            self.backbone = build_backbone(config.family, config.preset, **self._backbone_overrides())
             self.model = MaskedLM(self.backbone)
             self.model.build({TOKEN_IDS: (None, None)})
-            optimizer = keras.optimizers.Lamb(
+            optimizer = OPTIMIZERS[config.optimizer](
                 learning_rate=WarmupLinearDecay(
                     config.learning_rate, self._warmup_steps(), config.total_steps, config.accumulation_steps),
                 weight_decay=config.weight_decay,
@@ -171,6 +179,17 @@ class Trainer:
         if config.strategy in ("multi_worker", "tpu"):
             self._preemption_handler = tf.distribute.experimental.PreemptionCheckpointHandler(
                 self.strategy.cluster_resolver, self.manager)
+
+    def _backbone_overrides(self) -> dict:
+        """The position table stops at the longest length trained: positions no step ever saw keep their random
+        initial values, and a model carrying them would embed longer inputs with noise instead of refusing them
+        (the embedders then chunk such sequences)."""
+        longest = max(phase.sequence_length for phase in self.config.phases)
+        overrides = {"max_sequence_length": min(longest, preset_config(self.config.family, self.config.preset)[
+            "max_sequence_length"])}
+        if self.config.dropout is not None:
+            overrides.update(dropout=self.config.dropout, attention_dropout=self.config.dropout)
+        return overrides
 
     def _warmup_steps(self) -> int:
         if self.config.warmup_steps is not None:
