@@ -140,10 +140,16 @@ def run(argv: Sequence[str] | None = None) -> dict:
         )
     except ValueError as error:
         raise UsageError(str(error)) from error
+    return execute(options, beam_args, args.overwrite)
+
+
+def execute(options: PreprocessOptions, beam_args: Sequence[str] = (), overwrite: bool = False) -> dict:
+    """Run the job of `options` with Beam pipeline options `beam_args` and return its manifest (also what the
+    TFX pipeline's FastaExampleGen runs)."""
     options = dataclasses.replace(options, input_files=_match_inputs(options))
-    pipeline_options = PipelineOptions(beam_args)
+    pipeline_options = PipelineOptions(list(beam_args))
     runner = make_runner(pipeline_options)
-    _prepare_output(options.output_dir, args.overwrite)
+    _prepare_output(options.output_dir, overwrite)
 
     pipeline = beam.Pipeline(runner=runner, options=pipeline_options)
     build_pipeline(pipeline, options, _versions())

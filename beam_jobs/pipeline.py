@@ -70,6 +70,7 @@ class PreprocessOptions:
     num_shards: int = 0  # 0: the runner picks
     compression: str = "gzip"
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    split_dir_prefix: str = ""  # TFX's Examples artifacts name split folders `Split-<name>`
     input_files: tuple[dict[str, Any], ...] = field(default=(), compare=False)  # for the manifest
 
     def __post_init__(self) -> None:
@@ -404,7 +405,7 @@ def build_pipeline(pipeline: beam.Pipeline, options: PreprocessOptions, versions
     shards = {}
     for split in schema.SPLITS:
         shards[split] = examples[split] | f"Write{split.title()}" >> WriteTFRecordShards(
-            FileSystems.join(out, split, schema.SHARD_PREFIX),
+            FileSystems.join(out, options.split_dir_prefix + split, schema.SHARD_PREFIX),
             file_name_suffix=schema.shard_suffix(options.compression),
             num_shards=options.num_shards,
             shard_name_template=schema.SHARD_TEMPLATE,

@@ -29,7 +29,7 @@ def pool(hidden: tf.Tensor, lengths: tf.Tensor) -> dict[str, tf.Tensor]:
     ``[batch, hidden]`` (mean over residues; zero for an empty sequence), `lengths` ``[batch]`` int32.
     """
     hidden = tf.cast(hidden, tf.float32)
-    max_len = tf.shape(hidden)[1] - SPECIAL_TOKENS_PER_SEQUENCE
+    max_len = tf.maximum(tf.shape(hidden)[1] - SPECIAL_TOKENS_PER_SEQUENCE, 0)  # 0 for an empty batch
     mask = tf.sequence_mask(lengths, max_len, dtype=tf.float32)[:, :, None]
     residues = hidden[:, 1 : 1 + max_len] * mask
     counts = tf.maximum(tf.cast(lengths, tf.float32), 1.0)[:, None]
@@ -43,6 +43,13 @@ def pool(hidden: tf.Tensor, lengths: tf.Tensor) -> dict[str, tf.Tensor]:
 def embed_strings(backbone: EncoderBackbone, sequences: tf.Tensor) -> dict[str, tf.Tensor]:
     """Raw sequence strings ``[batch]`` → the §5 outputs, tokenised in the graph."""
     token_ids, lengths = vocabulary.encode(sequences)
+    limit = max_residues(backbone)
+    # A clear InvalidArgumentError (gRPC INVALID_ARGUMENT in TF Serving) instead of a shape error deep inside.
+    check = tf.debugging.assert_less_equal(
+        tf.reduce_max(tf.concat([lengths, [0]], 0)), tf.cast(limit, lengths.dtype),
+        message=f"a sequence is longer than this model's limit of {limit} residues; split it")
+    with tf.control_dependencies([check]):
+        token_ids = tf.identity(token_ids)
     return pool(backbone(token_ids, training=False), lengths)
 
 
@@ -92,18 +99,24 @@ def embed(backbone: EncoderBackbone, sequences: Sequence[str], max_tokens_per_ba
     A sequence longer than the model takes raises ValueError, or with `chunk_long` is embedded in even
     consecutive pieces whose residue embeddings are concatenated (the protein vector is their mean).
     """
-    limit = max_residues(backbone)
+    run = tf.function(lambda batch: embed_strings(backbone, batch), reduce_retracing=True)
+    return embed_with_limit(run, sequences, max_residues(backbone), max_tokens_per_batch, chunk_long)
+
+
+def embed_with_limit(run: Callable[[tf.Tensor], dict[str, tf.Tensor]], sequences: Sequence[str], limit: int | None,
+                     max_tokens_per_batch: int, chunk_long: bool) -> list[ProteinEmbedding]:
+    """:func:`embed_in_batches` for a model that takes at most `limit` residues (None: no limit known)."""
     pieces: list[str] = []
     pieces_of: list[list[int]] = []  # for each sequence, the indices of its pieces
     for index, sequence in enumerate(sequences):
         if not isinstance(sequence, str):
             raise TypeError(f"sequence {index} is {type(sequence).__name__}, not str")
-        if len(sequence) > limit and not chunk_long:
+        too_long = limit is not None and len(sequence) > limit
+        if too_long and not chunk_long:
             raise ValueError(f"sequence {index} has {len(sequence)} residues; this model takes at most {limit}")
-        own = _chunks(sequence, limit) if len(sequence) > limit else [sequence]
+        own = _chunks(sequence, limit) if too_long else [sequence]
         pieces_of.append(list(range(len(pieces), len(pieces) + len(own))))
         pieces.extend(own)
-    run = tf.function(lambda batch: embed_strings(backbone, batch), reduce_retracing=True)
     embedded = embed_in_batches(run, pieces, max_tokens_per_batch)
     results = []
     for mine in pieces_of:

@@ -30,6 +30,21 @@ def run_probes(embedder, data_dir: str, task: str, settings: probe.ProbeSettings
     return metrics, locations
 
 
+def probe_model(embedder, data_dir: str, task: str, output_dir: str, settings: probe.ProbeSettings,
+                limit: int | None = None, baseline: bool = True, cache_path: str | None = None) -> tuple[dict, list[str]]:
+    """Probe `embedder` (and, with `baseline`, the one-hot embedder the same way) on the sets in `data_dir`; writes
+    ``metrics.json`` and the plots into `output_dir` and returns the metrics and the files written."""
+    os.makedirs(output_dir, exist_ok=True)
+    cache = EmbeddingCache(cache_path or os.path.join(output_dir, "embeddings.h5"))
+    try:
+        metrics, locations = run_probes(embedder, data_dir, task, settings, limit, cache)
+        if embedder.name != ONEHOT and baseline:
+            metrics["baseline"], _ = run_probes(OneHotEmbedder(), data_dir, task, settings, limit, cache)
+    finally:
+        cache.close()
+    return metrics, [report.write_metrics(metrics, output_dir), *report.write_plots(metrics, locations, output_dir)]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="prottrans-probe", description=__doc__)
     parser.add_argument("--model", required=True, help="'onehot', a SavedModel (or TF Serving model folder), "
@@ -44,23 +59,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cache", default=None, metavar="FILE.h5",
                         help="embedding cache (default: OUTPUT/embeddings.h5); reruns read embeddings from it")
     args = parser.parse_args(argv)
-    settings = probe.ProbeSettings(seed=args.seed)
-    os.makedirs(args.output, exist_ok=True)
     started = time.perf_counter()
-    cache = EmbeddingCache(args.cache or os.path.join(args.output, "embeddings.h5"))
     try:
         embedder = load_embedder(args.model)
-        metrics, locations = run_probes(embedder, args.data_dir, args.task, settings, args.limit, cache)
-        if args.model != ONEHOT and not args.no_baseline:
-            baseline, _ = run_probes(OneHotEmbedder(), args.data_dir, args.task, settings, args.limit, cache)
-            metrics["baseline"] = baseline
+        metrics, files = probe_model(embedder, args.data_dir, args.task, args.output, probe.ProbeSettings(seed=args.seed),
+                                     args.limit, not args.no_baseline, args.cache)
     except (DatasetError, ValueError, FileNotFoundError) as error:
         print(f"prottrans-probe: error: {error}", file=sys.stderr)
         return 2
-    finally:
-        cache.close()
-    path = report.write_metrics(metrics, args.output)
-    plots = report.write_plots(metrics, locations, args.output)
     for family, key_metrics in (("ss", ("q3", "q8")), ("localization", ("q10", "q2"))):
         for set_name, result in metrics.get(family, {}).items():
             line = "  ".join(f"{key.upper()} {result[key]:.3f}" for key in key_metrics)
@@ -68,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if base:
                 line += "   (one-hot: " + "  ".join(f"{key.upper()} {base[key]:.3f}" for key in key_metrics) + ")"
             print(f"{family} {set_name}: {line}")
-    print(f"metrics: {path}; plots: {', '.join(plots)} ({time.perf_counter() - started:.0f} s)")
+    print(f"metrics: {files[0]}; plots: {', '.join(files[1:])} ({time.perf_counter() - started:.0f} s)")
     return 0
 
 

@@ -8,6 +8,7 @@ strings. A version is written to ``<model_folder>/<version>/`` as TF Serving's m
 
 from __future__ import annotations
 
+import json
 import os
 
 import keras
@@ -19,6 +20,8 @@ from models.encoder_backbone import EncoderBackbone
 SIGNATURE = "serving_default"
 INPUT = "sequences"
 OUTPUTS = ("residue_embeddings", "protein_embeddings", "lengths")
+# Beside TF Serving's warm-up file in assets.extra (which the server copies and otherwise ignores).
+MODEL_INFO = "prottrans_model.json"
 
 
 def next_version(model_folder: str) -> int:
@@ -30,16 +33,25 @@ def next_version(model_folder: str) -> int:
 
 
 def export_saved_model(backbone: EncoderBackbone, model_folder: str, version: int | None = None) -> str:
-    """Write `backbone` as a new version of the TF Serving model in `model_folder`; returns its path.
-
-    The version is written under a temporary name and renamed into place, so a server polling the folder
-    never loads a half-written version.
-    """
+    """Write `backbone` as a new version of the TF Serving model in `model_folder`; returns its path."""
     version = version or next_version(model_folder)
     final_path = os.path.join(model_folder, str(version))
-    if tf.io.gfile.exists(final_path):
-        raise FileExistsError(f"{final_path} already exists")
-    staging_path = os.path.join(model_folder, f".staging-{version}")
+    write_saved_model(backbone, final_path)
+    return final_path
+
+
+def write_saved_model(backbone: EncoderBackbone, path: str) -> None:
+    """Write `backbone` as a SavedModel with the signatures of DESIGN §5 at `path` (absent, or an empty folder).
+
+    It is written under a temporary name beside `path` and renamed into place, so a server polling the folder
+    never loads a half-written version.
+    """
+    if tf.io.gfile.exists(path):
+        if tf.io.gfile.listdir(path):
+            raise FileExistsError(f"{path} already exists")
+        tf.io.gfile.rmtree(path)
+    parent, name = os.path.split(path.rstrip("/"))
+    staging_path = os.path.join(parent, f".staging-{name}")
     if tf.io.gfile.exists(staging_path):
         tf.io.gfile.rmtree(staging_path)
 
@@ -53,5 +65,22 @@ def export_saved_model(backbone: EncoderBackbone, model_folder: str, version: in
         input_signature=[tf.TensorSpec([None], tf.string, name=INPUT)],
     )
     archive.write_out(staging_path, verbose=False)
-    tf.io.gfile.rename(staging_path, final_path)
-    return final_path
+    tf.io.gfile.makedirs(os.path.join(staging_path, "assets.extra"))
+    with tf.io.gfile.GFile(os.path.join(staging_path, "assets.extra", MODEL_INFO), "w") as handle:
+        json.dump(model_info(backbone), handle, indent=2)
+    tf.io.gfile.rename(staging_path, path)
+
+
+def model_info(backbone: EncoderBackbone) -> dict:
+    """What clients need beside the signature: the residue limit (to chunk longer sequences) and the width."""
+    return {"max_residues": embedding.max_residues(backbone), "hidden_dim": backbone.hidden_dim,
+            "backbone_config": backbone.get_config()}
+
+
+def read_model_info(saved_model_dir: str) -> dict | None:
+    """:func:`model_info` of an exported version (None for a SavedModel exported without it)."""
+    path = os.path.join(saved_model_dir, "assets.extra", MODEL_INFO)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as handle:
+        return json.load(handle)

@@ -16,7 +16,7 @@ COMMANDS = {
     "prottrans-train": None,
     "prottrans-import": None,
     "prottrans-probe": None,
-    "prottrans-pipeline": 5,
+    "prottrans-pipeline": None,
     "prottrans-serve": 6,
     "prottrans-embed": 6,
 }

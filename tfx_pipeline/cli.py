@@ -1,11 +1,62 @@
-"""`prottrans-pipeline` (DESIGN §7): not built yet — issue #5 builds it."""
+"""`prottrans-pipeline` (DESIGN §7): run the TFX pipeline locally, or compile (and submit) it for Vertex AI.
 
+With no options it runs on the embedded defaults: the bundled UniProt sample, a `small` ProtBert trained briefly
+on CPU, the bundled probe sets, LocalDagRunner with SQLite ML Metadata, all under ./prottrans-pipeline.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse
 import sys
+import time
+from typing import Sequence
+
+from tfx_pipeline.config import load_config
 
 
-def main() -> int:
-    print("prottrans-pipeline: not built yet (issue #5)", file=sys.stderr)
-    return 2
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="prottrans-pipeline", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the pipeline (local) or compile it for Vertex AI (vertex)")
+    run.add_argument("--config", default=None, metavar="FILE", help="YAML or JSON with config keys")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                     help="override one config key (repeatable), e.g. --set steps=1000 --set vertex.project=p")
+    run.add_argument("--runner", choices=("local", "vertex"), default="local")
+    run.add_argument("--submit", action="store_true", help="with --runner vertex: submit the compiled spec")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = load_config(args.config, args.overrides)
+    except (ValueError, OSError) as error:
+        print(f"prottrans-pipeline: error: {error}", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    try:
+        if args.runner == "vertex":
+            from tfx_pipeline.runners import vertex
+
+            spec = vertex.compile_spec(config)
+            print(f"pipeline spec: {os.path.abspath(spec)}")
+            if args.submit:
+                print(f"submitted: {vertex.submit(config, spec)}")
+            return 0
+        from tfx_pipeline.runners import local
+        from tfx_pipeline.summary import describe_last_run
+
+        local.run(config)
+    except ValueError as error:
+        print(f"prottrans-pipeline: error: {error}", file=sys.stderr)
+        return 2
+    print(describe_last_run(config))
+    print(f"total {time.perf_counter() - started:.0f} s")
+    return 0
 
 
 if __name__ == "__main__":

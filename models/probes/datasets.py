@@ -12,11 +12,14 @@ or ``-`` some tools write for coil) → C.
 from __future__ import annotations
 
 import csv
+import os
 from dataclasses import dataclass
 from typing import Iterator
 
 DSSP8 = "HGIEBTSC"
 DSSP3 = "HEC"
+# Small subsets of the shared real sets, in their layout (see sample_data/README.md).
+SAMPLE_DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sample_data")
 _EIGHT_TO_THREE = {"H": "H", "G": "H", "I": "H", "E": "E", "B": "E", "T": "C", "S": "C", "C": "C", "-": "C", " ": "C"}
 
 LOCATIONS = ("Nucleus", "Cytoplasm", "Extracellular", "Mitochondrion", "Cell.membrane", "Endoplasmic.reticulum",

@@ -13,6 +13,7 @@ import tensorflow as tf
 from beam_jobs.sequences import RESIDUES
 from models import embedding
 from models.embedding import ProteinEmbedding
+from serving.signatures import read_model_info
 
 ONEHOT = "onehot"
 _ONEHOT_INDEX = np.full(256, len(RESIDUES) - 1, dtype=np.int64)  # anything else → X
@@ -66,10 +67,12 @@ class SavedModelEmbedder:
             self.identity = "savedmodel:" + hashlib.sha256(graph.read() + index.read()).hexdigest()
         self._signature = tf.saved_model.load(path).signatures["serving_default"]
         self.max_tokens_per_batch = max_tokens_per_batch
+        info = read_model_info(path)
+        self.max_residues = info["max_residues"] if info else None
 
     def embed(self, sequences: Sequence[str]) -> list[ProteinEmbedding]:
-        return embedding.embed_in_batches(lambda batch: self._signature(sequences=batch), sequences,
-                                          self.max_tokens_per_batch)
+        return embedding.embed_with_limit(lambda batch: self._signature(sequences=batch), sequences,
+                                          self.max_residues, self.max_tokens_per_batch, chunk_long=True)
 
 
 def _latest_version(model_folder: str) -> str | None:

@@ -2,7 +2,7 @@
 
 ``tfx`` imports TFDV at module level even when a pipeline uses no TFDV component, but TFDV 1.21 (pinned by
 TFX 1.21) has no Linux wheel on PyPI. This package lets ``from tfx import v1`` import; any real use of TFDV
-(StatisticsGen, SchemaGen, ExampleValidator, ExampleDiff) fails loudly instead of producing fake statistics.
+(StatisticsGen, SchemaGen, ExampleValidator, ExampleDiff: a call of any TFDV function or class) fails loudly instead of producing fake statistics.
 """
 
 _MESSAGE = (
@@ -15,7 +15,24 @@ _MESSAGE = (
 __version__ = "1.21.0+unavailable"
 
 
+class _Unavailable(type):
+    """What any TFDV name resolves to: usable where TFX only names it at import time (annotations, default
+    arguments), raising as soon as anything is called or constructed."""
+
+    def __getattr__(cls, name: str):
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)
+        return _placeholder(f"{cls.__name__}.{name}")
+
+    def __call__(cls, *args, **kwargs):
+        raise NotImplementedError(_MESSAGE.format(name=cls.__name__))
+
+
+def _placeholder(name: str) -> type:
+    return _Unavailable(name, (), {})
+
+
 def __getattr__(name: str):
     if name.startswith("__") and name.endswith("__"):
         raise AttributeError(name)
-    raise NotImplementedError(_MESSAGE.format(name=name))
+    return _placeholder(name)

@@ -1,0 +1,151 @@
+"""The TFX pipeline end to end on LocalDagRunner (tiny model, small probe sets): it pushes a blessed model that
+serves embeddings, serves reruns from the ML Metadata cache, refuses to push when thresholds fail, compares a
+retrained model with the last blessed one, resumes a killed run, and compiles for Vertex AI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfx_pipeline.config import load_config
+from tfx_pipeline.summary import last_run
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["preset=tiny", "steps=6", "global_batch=8", "sequence_length=64", "warmup_steps=2", "checkpoint_every=3",
+        "probe_limit=30", "thresholds={q3: 0.0, q8: 0.0, q10: 0.0, q2: 0.0}", "regression_tolerance=1.0"]
+
+
+def run_pipeline(output_dir: Path, *overrides: str):
+    from tfx_pipeline.runners import local
+
+    config = load_config(None, [f"output_dir={output_dir}", *TINY, *overrides])
+    local.run(config)
+    return config, {node.node: node for node in last_run(config)}
+
+
+def versions(config) -> list[str]:
+    folder = config.serving_model_dir("local")
+    return sorted(name for name in os.listdir(folder) if name.isdigit()) if os.path.isdir(folder) else []
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("pipeline")
+    config, nodes = run_pipeline(output_dir)
+    return output_dir, config, nodes
+
+
+@pytest.mark.slow
+def test_a_run_trains_probes_blesses_and_pushes_a_model_that_serves_embeddings(first_run):
+    _, config, nodes = first_run
+    assert [nodes[n].state for n in ("FastaExampleGen", "Trainer", "ProbeEvaluator", "Pusher")] == ["COMPLETE"] * 4
+    examples = nodes["FastaExampleGen"].outputs["examples"][0]
+    assert examples.custom_properties["records_read"].int_value == 2000  # the bundled sample, reconciled
+    evaluation = nodes["ProbeEvaluator"].outputs["evaluation"][0].uri
+    metrics = json.loads(Path(evaluation, "metrics.json").read_text())
+    assert 0.0 <= metrics["ss"]["test"]["q3"] <= 1.0 and 0.0 <= metrics["localization"]["test"]["q10"] <= 1.0
+    assert "baseline" in metrics and any(p.suffix == ".png" for p in Path(evaluation).iterdir())
+    assert json.loads(Path(evaluation, "blessing.json").read_text())["blessed"] is True
+
+    (version,) = versions(config)
+    served = tf.saved_model.load(os.path.join(config.serving_model_dir("local"), version))
+    outputs = served.signatures["serving_default"](sequences=tf.constant(["MKTAYIAKQRQISFVKSHFSRQ", "MSTNPKPQ"]))
+    assert outputs["residue_embeddings"].shape == (2, 22, 32)
+    np.testing.assert_array_equal(outputs["lengths"].numpy(), [22, 8])
+
+
+@pytest.mark.slow
+def test_a_rerun_with_unchanged_inputs_is_served_from_the_cache(first_run):
+    output_dir, config, _ = first_run
+    _, nodes = run_pipeline(output_dir)
+    assert nodes["FastaExampleGen"].state == nodes["Trainer"].state == "CACHED"  # no re-reading, no retraining
+    # The resolver now hands the evaluator this same model as the last blessed one, so it runs again, but it
+    # reuses that blessing's probe report instead of embedding again, and the model is not pushed twice.
+    report = json.loads(Path(nodes["ProbeEvaluator"].outputs["evaluation"][0].uri, "blessing.json").read_text())
+    assert report["blessed"] and report["baseline"] == report["candidate"]
+    assert nodes["ProbeEvaluator"].seconds < 10
+    assert len(versions(config)) == 1
+
+
+@pytest.mark.slow
+def test_a_model_that_misses_a_threshold_is_not_pushed(first_run):
+    output_dir, config, _ = first_run
+    _, nodes = run_pipeline(output_dir, "thresholds={q3: 0.99}")
+    assert nodes["Trainer"].state == "CACHED"  # only the evaluation changed
+    blessing = nodes["ProbeEvaluator"].outputs["blessing"][0]
+    assert blessing.custom_properties["blessed"].int_value == 0
+    assert nodes["Pusher"].outputs["pushed_model"][0].custom_properties["pushed"].int_value == 0
+    assert len(versions(config)) == 1
+
+
+@pytest.mark.slow
+def test_a_new_config_retrains_and_is_compared_with_the_last_blessed_model(first_run):
+    output_dir, config, nodes = first_run
+    first_model = nodes["Trainer"].outputs["model"][0].uri
+    _, nodes = run_pipeline(output_dir, "steps=8")
+    assert nodes["Trainer"].state == "COMPLETE"
+    report = json.loads(Path(nodes["ProbeEvaluator"].outputs["evaluation"][0].uri, "blessing.json").read_text())
+    assert report["baseline_model"] == first_model
+    assert any("last blessed model" in check for check in report["checks"])
+    assert report["blessed"] and len(versions(config)) == 2
+
+
+def _pipeline_command(output_dir: Path, *overrides: str) -> list[str]:
+    sets = [arg for override in [f"output_dir={output_dir}", *TINY, *overrides] for arg in ("--set", override)]
+    return [sys.executable, "-m", "tfx_pipeline.cli", "run", *sets]
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_training_from_its_checkpoints(tmp_path):
+    long = ("steps=400", "checkpoint_every=5")
+    proc = subprocess.Popen(_pipeline_command(tmp_path, *long), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    deadline = time.time() + 300
+    while not list(tmp_path.glob("checkpoints/*/checkpoints/ckpt-*.index")):
+        assert proc.poll() is None, proc.communicate()[0][-3000:]
+        assert time.time() < deadline, "no checkpoint written"
+        time.sleep(0.5)
+    proc.kill()
+    proc.communicate()
+    rerun = subprocess.run(_pipeline_command(tmp_path, *long), capture_output=True, text=True, timeout=900)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "resumed from" in rerun.stdout
+    assert "FastaExampleGen                  CACHED" in rerun.stdout
+
+
+def test_the_pipeline_compiles_for_vertex_ai_and_kfp_loads_the_spec(tmp_path):
+    from google.protobuf import json_format
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    from tfx_pipeline.runners import vertex
+
+    config = load_config(None, [
+        "vertex.project=my-project", "vertex.pipeline_root=gs://bucket/prottrans", "vertex.image=gcr.io/p/prottrans:1",
+        "vertex.trainer=gpu", "vertex.machine_type=a2-highgpu-4g", "vertex.accelerator_type=NVIDIA_TESLA_A100",
+        "vertex.accelerator_count=4", "vertex.replica_count=2", f"vertex.spec_file={tmp_path / 'spec.json'}",
+    ])
+    spec_file = vertex.compile_spec(config)
+    job = json.loads(Path(spec_file).read_text())
+    spec = json_format.ParseDict(job["pipelineSpec"] if "pipelineSpec" in job else job,
+                                 pipeline_spec_pb2.PipelineSpec(), ignore_unknown_fields=True)
+    tasks = set(spec.root.dag.tasks)
+    assert {"FastaExampleGen", "Trainer", "ProbeEvaluator", "Pusher"} <= tasks
+    assert any(task.startswith("latest_blessed_model_resolver") for task in tasks)
+    text = Path(spec_file).read_text()
+    assert "gcr.io/p/prottrans:1" in text and "models.training.run_fn.run_fn" in text
+    assert "a2-highgpu-4g" in text and "multi_worker" in text and "gs://bucket/prottrans/checkpoints" in text
+
+
+def test_the_cli_refuses_a_bad_override(capsys):
+    from tfx_pipeline import cli
+
+    assert cli.main(["run", "--set", "stepz=3"]) == 2
+    assert "unknown config key 'stepz'" in capsys.readouterr().err

@@ -1,0 +1,170 @@
+"""ProbeEvaluator: embeds the probe sets with the candidate SavedModel, trains the paper's probes
+(`models.probe.probe_model`), writes their report as a ModelEvaluation, and blesses the model only if the
+thresholds hold (`tfx_pipeline.blessing`).
+
+The blessing follows TFX's Evaluator conventions (custom properties ``blessed`` and ``current_model_id``, a
+``BLESSED``/``NOT_BLESSED`` file), so the Pusher and `LatestBlessedModelStrategy` read it as theirs. It also
+records where its metrics are and a fingerprint of the probe sets: the next run compares against those metrics
+without re-embedding, unless the probe sets changed, in which case it probes the last blessed model again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from typing import Any
+
+from tfx import types
+from tfx.dsl.components.base import base_component, base_executor, executor_spec
+from tfx.types import artifact_utils, standard_artifacts
+from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
+
+from tfx_pipeline import blessing
+
+METRICS_URI = "metrics_uri"
+PROBE_DATA_FINGERPRINT = "probe_data_fingerprint"
+CHECKS_FILE = "blessing.json"
+
+
+class ProbeEvaluatorSpec(ComponentSpec):
+    PARAMETERS = {
+        "probe_data_dir": ExecutionParameter(type=str),
+        "task": ExecutionParameter(type=str),
+        "thresholds": ExecutionParameter(type=str),  # JSON {"q3": floor, …}
+        "regression_tolerance": ExecutionParameter(type=float),
+        "limit": ExecutionParameter(type=int),  # 0: every row
+        "seed": ExecutionParameter(type=int),
+        "onehot_baseline": ExecutionParameter(type=int),  # 0/1: also probe the one-hot embedder
+    }
+    INPUTS = {
+        "model": ChannelParameter(type=standard_artifacts.Model),
+        "baseline_model": ChannelParameter(type=standard_artifacts.Model, optional=True),
+        "baseline_blessing": ChannelParameter(type=standard_artifacts.ModelBlessing, optional=True),
+    }
+    OUTPUTS = {
+        "evaluation": ChannelParameter(type=standard_artifacts.ModelEvaluation),
+        "blessing": ChannelParameter(type=standard_artifacts.ModelBlessing),
+    }
+
+
+def probe_data_fingerprint(data_dir: str, task: str, limit: int, seed: int) -> str:
+    """Changes when the probe sets' files or the probe settings do."""
+    digest = hashlib.sha256(json.dumps([task, limit, seed]).encode())
+    for folder, _, files in sorted(os.walk(data_dir)):
+        for name in sorted(files):
+            path = os.path.join(folder, name)
+            digest.update(os.path.relpath(path, data_dir).encode())
+            with open(path, "rb") as handle:
+                digest.update(hashlib.sha256(handle.read()).digest())
+    return digest.hexdigest()
+
+
+def _serving_dir(model: types.Artifact) -> str:
+    return os.path.join(model.uri, "Format-Serving")
+
+
+class Executor(base_executor.BaseExecutor):
+
+    def Do(self, input_dict: dict[str, list[types.Artifact]], output_dict: dict[str, list[types.Artifact]],
+           exec_properties: dict[str, Any]) -> None:
+        from models.probe import probe_model
+        from models.probes.embedders import SavedModelEmbedder
+        from models.probes.probe import ProbeSettings
+
+        model = artifact_utils.get_single_instance(input_dict["model"])
+        evaluation = artifact_utils.get_single_instance(output_dict["evaluation"])
+        verdict = artifact_utils.get_single_instance(output_dict["blessing"])
+        data_dir, task = exec_properties["probe_data_dir"], exec_properties["task"]
+        limit, seed = int(exec_properties["limit"]), int(exec_properties["seed"])
+        floors = json.loads(exec_properties["thresholds"] or "{}")
+        settings = ProbeSettings(seed=seed)
+        fingerprint = probe_data_fingerprint(data_dir, task, limit, seed)
+
+        def probe(saved_model: str, output_dir: str, baseline: bool) -> dict:
+            with tempfile.TemporaryDirectory() as scratch:  # embeddings are not kept with the artifact
+                metrics, _ = probe_model(SavedModelEmbedder(saved_model), data_dir, task, output_dir, settings,
+                                         limit or None, baseline, os.path.join(scratch, "embeddings.h5"))
+            return metrics
+
+        earlier = self._earlier_report(input_dict, model, fingerprint)
+        if earlier:  # the last blessed model is this one (a rerun with a cached Trainer): no need to re-probe
+            for name in os.listdir(earlier):
+                if name != CHECKS_FILE:
+                    shutil.copy(os.path.join(earlier, name), evaluation.uri)
+            with open(os.path.join(earlier, "metrics.json")) as handle:
+                candidate = blessing.headline_metrics(json.load(handle))
+        else:
+            candidate = blessing.headline_metrics(
+                probe(_serving_dir(model), evaluation.uri, bool(exec_properties["onehot_baseline"])))
+        baseline, baseline_model = self._baseline(input_dict, fingerprint, probe, evaluation.uri)
+        checks = blessing.judge(candidate, floors, baseline, float(exec_properties["regression_tolerance"]))
+        blessed = all(check.passed for check in checks)
+
+        report = {"blessed": blessed, "checks": [check.describe() for check in checks],
+                  "candidate": candidate, "baseline_model": baseline_model, "baseline": baseline}
+        with open(os.path.join(evaluation.uri, CHECKS_FILE), "w") as handle:
+            json.dump(report, handle, indent=2)
+        os.makedirs(verdict.uri, exist_ok=True)
+        open(os.path.join(verdict.uri, "BLESSED" if blessed else "NOT_BLESSED"), "w").close()
+        verdict.set_int_custom_property("blessed", int(blessed))
+        verdict.set_int_custom_property("current_model_id", model.id)
+        verdict.set_string_custom_property("current_model", model.uri)
+        verdict.set_string_custom_property(METRICS_URI, evaluation.uri)
+        verdict.set_string_custom_property(PROBE_DATA_FINGERPRINT, fingerprint)
+        if baseline_model:
+            verdict.set_string_custom_property("baseline_model", baseline_model)
+        for line in report["checks"]:
+            print(f"ProbeEvaluator: {line}", flush=True)
+        print(f"ProbeEvaluator: {'BLESSED' if blessed else 'NOT BLESSED'}; report: {evaluation.uri}", flush=True)
+
+    @staticmethod
+    def _earlier_report(input_dict, model: types.Artifact, fingerprint: str) -> str | None:
+        """The report folder of the last blessing, if it judged this very model on the same probe sets."""
+        models, blessings = input_dict.get("baseline_model") or [], input_dict.get("baseline_blessing") or []
+        if not models or not blessings or models[0].id != model.id:
+            return None
+        if blessings[0].get_string_custom_property(PROBE_DATA_FINGERPRINT) != fingerprint:
+            return None
+        return blessings[0].get_string_custom_property(METRICS_URI)
+
+    @staticmethod
+    def _baseline(input_dict, fingerprint: str, probe, evaluation_dir: str) -> tuple[dict | None, str | None]:
+        """The last blessed model's headline metrics on the same probe sets, and its URI."""
+        models, blessings = input_dict.get("baseline_model") or [], input_dict.get("baseline_blessing") or []
+        if not models:
+            return None, None
+        model = models[0]
+        earlier = blessings[0] if blessings else None
+        if earlier is not None and earlier.get_string_custom_property(PROBE_DATA_FINGERPRINT) == fingerprint:
+            with open(os.path.join(earlier.get_string_custom_property(METRICS_URI), "metrics.json")) as handle:
+                return blessing.headline_metrics(json.load(handle)), model.uri
+        # The probe sets changed since that blessing: measure the blessed model on the current ones.
+        metrics = probe(_serving_dir(model), os.path.join(evaluation_dir, "last_blessed_model"), False)
+        return blessing.headline_metrics(metrics), model.uri
+
+
+class ProbeEvaluator(base_component.BaseComponent):
+    """Probe metrics for `model` and a ModelBlessing (see the module docstring)."""
+
+    SPEC_CLASS = ProbeEvaluatorSpec
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
+
+    def __init__(self, model: types.BaseChannel, probe_data_dir: str, task: str = "all",
+                 thresholds: dict[str, float] | None = None, regression_tolerance: float = 0.01,
+                 baseline_model: types.BaseChannel | None = None,
+                 baseline_blessing: types.BaseChannel | None = None, limit: int = 0, seed: int = 0,
+                 onehot_baseline: bool = True):
+        if task not in ("ss", "localization", "all"):
+            raise ValueError(f"task must be ss, localization or all, not {task!r}")
+        blessing.check_floor_names(thresholds or {})
+        super().__init__(spec=ProbeEvaluatorSpec(
+            model=model, baseline_model=baseline_model, baseline_blessing=baseline_blessing,
+            probe_data_dir=probe_data_dir, task=task, thresholds=json.dumps(thresholds or {}, sort_keys=True),
+            regression_tolerance=float(regression_tolerance), limit=int(limit), seed=int(seed),
+            onehot_baseline=int(onehot_baseline),
+            evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
+            blessing=types.Channel(type=standard_artifacts.ModelBlessing),
+        ))

@@ -1,0 +1,171 @@
+"""The pipeline's one typed config: defaults run on the bundled sample; a YAML/JSON file and ``--set KEY=VALUE``
+overrides change it (``vertex.project=my-project`` reaches into the Vertex section)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+SAMPLE_FASTA_DIR = os.path.join(os.path.dirname(_HERE), "beam_jobs", "sample_data")
+SAMPLE_PROBE_DIR = os.path.join(os.path.dirname(_HERE), "models", "probes", "sample_data")
+
+
+@dataclass
+class VertexConfig:
+    """Where and how `--runner vertex` runs. The trainer pool: `cpu` (one machine), `gpu` (`replica_count`
+    machines with `accelerator_count` GPUs each, MultiWorkerMirroredStrategy across them) or `tpu` (one TPU VM,
+    TPUStrategy)."""
+
+    project: str = ""
+    region: str = "us-central1"
+    pipeline_root: str = ""  # gs://bucket/path: artifacts, checkpoints and the serving root
+    image: str = ""  # the pipeline image (Dockerfile in this repo), e.g. us-docker.pkg.dev/p/r/prottrans:tag
+    service_account: str = ""
+    trainer: str = "cpu"
+    machine_type: str = "n1-standard-8"
+    accelerator_type: str = ""  # e.g. NVIDIA_TESLA_A100, TPU_V3
+    accelerator_count: int = 0
+    replica_count: int = 1
+    spec_file: str = "prottrans_pipeline.json"
+
+
+@dataclass
+class PipelineConfig:
+    pipeline_name: str = "prottrans"
+    output_dir: str = "prottrans-pipeline"  # local runs: ML Metadata, artifacts, checkpoints and serving root
+    # Data (FastaExampleGen = prottrans-preprocess)
+    input_base: str = SAMPLE_FASTA_DIR
+    input_patterns: list[str] = field(default_factory=lambda: ["uniprot_sample.fasta.gz"])
+    valid_fraction: float = 0.05
+    min_length: int = 1
+    max_length: int = 40000
+    dedup: bool = False
+    num_shards: int = 0
+    beam_pipeline_args: list[str] = field(default_factory=list)
+    # Model and training (models.training.run_fn)
+    family: str = "protbert"
+    preset: str = "small"
+    steps: int = 300
+    global_batch: int = 16
+    sequence_length: int = 256
+    two_phase: bool = False
+    strategy: str = "default"
+    optimizer: str = "adamw"
+    learning_rate: float = 1e-3
+    warmup_steps: int = 30
+    dropout: float = 0.0
+    mixed_precision: str = "none"
+    jit_compile: bool = False
+    checkpoint_every: int = 100
+    seed: int = 0
+    # Probes and blessing (ProbeEvaluator)
+    probe_data_dir: str = SAMPLE_PROBE_DIR
+    probe_task: str = "all"
+    probe_limit: int = 0  # 0: every row of the probe sets
+    onehot_baseline: bool = True
+    thresholds: dict[str, float] = field(default_factory=lambda: {"q3": 0.45, "q8": 0.3, "q10": 0.2, "q2": 0.5})
+    regression_tolerance: float = 0.02
+    # Serving
+    serving_root: str = ""  # default: <output_dir>/serving; models go to <serving_root>/<model_name>/<version>
+    model_name: str = ""  # default: the family
+    vertex: VertexConfig = field(default_factory=VertexConfig)
+
+    def __post_init__(self):
+        if not self.input_patterns:
+            raise ValueError("input_patterns: at least one FASTA or a3m-ffindex pattern is needed")
+        if self.steps < 1 or self.global_batch < 1:
+            raise ValueError("steps and global_batch must be >= 1")
+        if self.probe_task not in ("ss", "localization", "all"):
+            raise ValueError(f"probe_task must be ss, localization or all, not {self.probe_task!r}")
+        if self.vertex.trainer not in ("cpu", "gpu", "tpu"):
+            raise ValueError(f"vertex.trainer must be cpu, gpu or tpu, not {self.vertex.trainer!r}")
+
+    # Derived locations
+    def root(self, runner: str) -> str:
+        if runner == "vertex":
+            if not self.vertex.pipeline_root:
+                raise ValueError("vertex.pipeline_root (gs://…) is required for --runner vertex")
+            return self.vertex.pipeline_root.rstrip("/")
+        return os.path.abspath(self.output_dir)
+
+    def pipeline_root(self, runner: str) -> str:
+        return os.path.join(self.root(runner), "tfx")
+
+    def metadata_path(self) -> str:
+        return os.path.join(self.root("local"), "metadata.sqlite")
+
+    def checkpoint_root(self, runner: str) -> str:
+        return os.path.join(self.root(runner), "checkpoints")
+
+    def serving_model_dir(self, runner: str) -> str:
+        base = self.serving_root or os.path.join(self.root(runner), "serving")
+        return os.path.join(base if "://" in base else os.path.abspath(base), self.model_name or self.family)
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """`value` as the field type `annotation` says, or ValueError naming `key`."""
+    hint = annotation
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        return None if value is None else _coerce(value, options[0], key)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    expected = origin or hint
+    if expected is list and isinstance(value, str):
+        value = [value]
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise ValueError(f"{key}: expected {getattr(expected, '__name__', expected)}, got {value!r}")
+    if expected is dict:
+        return {str(k): float(v) for k, v in value.items()}
+    return value
+
+
+def _apply(target: Any, settings: dict[str, Any], prefix: str = "") -> Any:
+    known = typing.get_type_hints(type(target))
+    changes = {}
+    for key, value in settings.items():
+        if key not in known:
+            raise ValueError(f"unknown config key {prefix + key!r}; known: {', '.join(sorted(known))}")
+        current = getattr(target, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ValueError(f"{prefix + key}: expected a mapping")
+            changes[key] = _apply(current, value, f"{prefix}{key}.")
+        else:
+            changes[key] = _coerce(value, known[key], prefix + key)
+    return dataclasses.replace(target, **changes)
+
+
+def load_config(path: str | None = None, overrides: list[str] = ()) -> PipelineConfig:
+    """Defaults, then the YAML/JSON file at `path`, then ``KEY=VALUE`` overrides (values parsed as YAML)."""
+    config = PipelineConfig()
+    if path:
+        with open(path) as handle:
+            settings = yaml.safe_load(handle) or {}
+        if not isinstance(settings, dict):
+            raise ValueError(f"{path}: expected a mapping of config keys")
+        config = _apply(config, settings)
+    for override in overrides:
+        key, sep, raw = override.partition("=")
+        if not sep:
+            raise ValueError(f"--set {override!r}: expected KEY=VALUE")
+        nested: dict[str, Any] = {}
+        cursor = nested
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            cursor = cursor.setdefault(part, {})
+        cursor[parts[-1]] = yaml.safe_load(raw)
+        config = _apply(config, nested)
+    return config
+
+
+def to_dict(config: PipelineConfig) -> dict[str, Any]:
+    return dataclasses.asdict(config)
