@@ -47,7 +47,7 @@ def embed_strings(backbone: EncoderBackbone, sequences: tf.Tensor) -> dict[str, 
     # A clear InvalidArgumentError (gRPC INVALID_ARGUMENT in TF Serving) instead of a shape error deep inside.
     check = tf.debugging.assert_less_equal(
         tf.reduce_max(tf.concat([lengths, [0]], 0)), tf.cast(limit, lengths.dtype),
-        message=f"a sequence is longer than this model's limit of {limit} residues; split it")
+        message=f"a sequence is longer than the model limit of {limit} residues; split it")
     with tf.control_dependencies([check]):
         token_ids = tf.identity(token_ids)
     return pool(backbone(token_ids, training=False), lengths)
@@ -106,8 +106,15 @@ def embed(backbone: EncoderBackbone, sequences: Sequence[str], max_tokens_per_ba
 def embed_with_limit(run: Callable[[tf.Tensor], dict[str, tf.Tensor]], sequences: Sequence[str], limit: int | None,
                      max_tokens_per_batch: int, chunk_long: bool) -> list[ProteinEmbedding]:
     """:func:`embed_in_batches` for a model that takes at most `limit` residues (None: no limit known)."""
+    pieces, pieces_of = split_long(sequences, limit, chunk_long)
+    return join_pieces(embed_in_batches(run, pieces, max_tokens_per_batch), pieces_of)
+
+
+def split_long(sequences: Sequence[str], limit: int | None, chunk_long: bool = True) -> tuple[list[str], list[list[int]]]:
+    """Sequences longer than `limit` cut into even consecutive pieces (or ValueError without `chunk_long`):
+    the pieces, and for each sequence the indices of its pieces."""
     pieces: list[str] = []
-    pieces_of: list[list[int]] = []  # for each sequence, the indices of its pieces
+    pieces_of: list[list[int]] = []
     for index, sequence in enumerate(sequences):
         if not isinstance(sequence, str):
             raise TypeError(f"sequence {index} is {type(sequence).__name__}, not str")
@@ -117,7 +124,11 @@ def embed_with_limit(run: Callable[[tf.Tensor], dict[str, tf.Tensor]], sequences
         own = _chunks(sequence, limit) if too_long else [sequence]
         pieces_of.append(list(range(len(pieces), len(pieces) + len(own))))
         pieces.extend(own)
-    embedded = embed_in_batches(run, pieces, max_tokens_per_batch)
+    return pieces, pieces_of
+
+
+def join_pieces(embedded: Sequence[ProteinEmbedding], pieces_of: list[list[int]]) -> list[ProteinEmbedding]:
+    """Per sequence: its pieces' residue embeddings concatenated, the protein vector their mean."""
     results = []
     for mine in pieces_of:
         if len(mine) == 1:

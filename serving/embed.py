@@ -1,11 +1,181 @@
-"""`prottrans-embed` (DESIGN §7): not built yet — issue #6 builds it."""
+"""`prottrans-embed` (DESIGN §7): embeddings for a FASTA file of any size, into HDF5.
 
+    prottrans-embed (--server HOST:PORT --model NAME | --saved-model DIR) IN.fasta[.gz] OUT.h5
+        [--per-residue] [--per-protein]
+
+The FASTA is streamed in chunks, so memory does not grow with the file. The HDF5 file holds one dataset per
+protein, keyed by its id (the header's first word; a ``/`` in it is written as ``%2F``), as bio_embeddings and
+ProtTrans write them: ``[length, hidden]`` per residue or ``[hidden]`` per protein (the default); with both
+flags, under the groups ``per_residue`` and ``per_protein``. Every chunk is flushed when written: rerunning an
+interrupted command skips the proteins already in OUT.h5. Records that cannot be embedded (no id, empty or
+illegal sequence, an id seen twice) are counted, listed in ``OUT.h5.rejects.jsonl`` and never silently dropped.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse
+import gzip
+import json
 import sys
+from typing import IO, Iterator, Sequence
+
+import h5py
+
+from beam_jobs.sequences import Reject, normalise
+
+CHUNK_RESIDUES = 200_000  # residues embedded (and written) per round
 
 
-def main() -> int:
-    print("prottrans-embed: not built yet (issue #6)", file=sys.stderr)
-    return 2
+def read_fasta(handle: IO[str]) -> Iterator[tuple[int, str, str]]:
+    """``(line number, header, residues)`` per record; residues before any header raise ValueError."""
+    header, parts, start = None, [], 0
+    for number, line in enumerate(handle, start=1):
+        if line.startswith(">"):
+            if header is not None:
+                yield start, header, "".join(parts)
+            header, parts, start = line[1:].strip(), [], number
+        elif line.strip():
+            if header is None:
+                raise ValueError(f"line {number}: residues before the first '>' header: not FASTA")
+            parts.append(line.strip())
+    if header is not None:
+        yield start, header, "".join(parts)
+
+
+def dataset_key(record_id: str) -> str:
+    return record_id.replace("%", "%25").replace("/", "%2F")
+
+
+class Output:
+    """OUT.h5 and its rejects file, opened for appending."""
+
+    def __init__(self, path: str, per_residue: bool, per_protein: bool):
+        self.file = h5py.File(path, "a")
+        both = per_residue and per_protein
+        self.groups = {}
+        if per_residue:
+            self.groups["residues"] = self.file.require_group("per_residue") if both else self.file
+        if per_protein:
+            self.groups["protein"] = self.file.require_group("per_protein") if both else self.file
+        self.rejects = open(path + ".rejects.jsonl", "a")
+        self.rejected = 0
+
+    def done(self, key: str) -> bool:
+        return all(key in group for group in self.groups.values())
+
+    def write(self, key: str, embedding) -> None:
+        for kind, group in self.groups.items():
+            if key in group:
+                del group[key]
+            group.create_dataset(key, data=getattr(embedding, kind))
+
+    def reject(self, line: int, record_id: str, reason: str) -> None:
+        self.rejects.write(json.dumps({"line": line, "id": record_id, "reason": reason}) + "\n")
+        self.rejected += 1
+
+    def flush(self) -> None:
+        self.file.flush()
+        self.rejects.flush()
+
+    def close(self) -> None:
+        self.file.close()
+        self.rejects.close()
+
+
+def make_embedder(args):
+    """`.embed(list[str])` of the server or of a local SavedModel."""
+    if args.saved_model:
+        from models.probes.embedders import load_embedder
+
+        return load_embedder(args.saved_model)
+    from serving.client import EmbeddingClient
+
+    return EmbeddingClient(args.server, args.model, max_residues=args.max_residues, timeout_s=args.timeout)
+
+
+def embed_file(fasta: str, output: Output, embedder, progress) -> dict[str, int]:
+    opener = gzip.open if fasta.endswith(".gz") else open
+    counts = {"embedded": 0, "skipped_done": 0, "rejected": 0}
+    seen: set[str] = set()
+    chunk: list[tuple[str, str]] = []
+
+    def flush_chunk():
+        if not chunk:
+            return
+        for (key, _), embedding in zip(chunk, embedder.embed([sequence for _, sequence in chunk])):
+            output.write(key, embedding)
+        output.flush()
+        counts["embedded"] += len(chunk)
+        progress.update(len(chunk))
+        chunk.clear()
+
+    with opener(fasta, "rt") as handle:
+        for line, header, residues in read_fasta(handle):
+            record_id = header.split()[0] if header.split() else ""
+            if not record_id:
+                output.reject(line, "", "missing id")
+                continue
+            key = dataset_key(record_id)
+            if key in seen:
+                output.reject(line, record_id, "duplicate id (the first record with it was embedded)")
+                continue
+            seen.add(key)
+            if output.done(key):
+                counts["skipped_done"] += 1
+                progress.update(1)
+                continue
+            normalised = normalise(residues.encode("ascii", errors="replace"))
+            if isinstance(normalised, Reject):
+                output.reject(line, record_id, normalised.detail or normalised.reason)
+                continue
+            chunk.append((key, normalised.sequence.decode("ascii")))
+            if sum(len(s) for _, s in chunk) >= CHUNK_RESIDUES:
+                flush_chunk()
+        flush_chunk()
+    counts["rejected"] = output.rejected
+    return counts
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="prottrans-embed", description=__doc__.split("\n\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--server", metavar="HOST:PORT", help="TF Serving (or prottrans-serve) gRPC address")
+    source.add_argument("--saved-model", metavar="DIR", help="a SavedModel (or model folder) run in this process")
+    parser.add_argument("--model", help="model name on the server (with --server)")
+    parser.add_argument("--max-residues", type=int, default=None,
+                        help="with --server: the model's limit; longer sequences are embedded in pieces")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request (deadline)")
+    parser.add_argument("input", metavar="IN.fasta")
+    parser.add_argument("output", metavar="OUT.h5")
+    parser.add_argument("--per-residue", action="store_true")
+    parser.add_argument("--per-protein", action="store_true")
+    args = parser.parse_args(argv)
+    if args.server and not args.model:
+        parser.error("--server needs --model NAME")
+    per_protein = args.per_protein or not args.per_residue
+    from tqdm import tqdm
+
+    try:
+        embedder = make_embedder(args)
+        output = Output(args.output, args.per_residue, per_protein)
+    except (ValueError, OSError) as error:
+        print(f"prottrans-embed: error: {error}", file=sys.stderr)
+        return 2
+    try:
+        with tqdm(unit=" proteins", file=sys.stderr, disable=None) as progress:
+            counts = embed_file(args.input, output, embedder, progress)
+    except (ValueError, OSError, EOFError) as error:
+        print(f"prottrans-embed: error: {args.input}: {error}", file=sys.stderr)
+        return 1
+    finally:
+        output.close()
+    print(f"embedded {counts['embedded']:,}; already in {args.output}: {counts['skipped_done']:,}; "
+          f"rejected {counts['rejected']:,} (see {args.output}.rejects.jsonl)")
+    return 0
 
 
 if __name__ == "__main__":

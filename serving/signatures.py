@@ -22,6 +22,7 @@ INPUT = "sequences"
 OUTPUTS = ("residue_embeddings", "protein_embeddings", "lengths")
 # Beside TF Serving's warm-up file in assets.extra (which the server copies and otherwise ignores).
 MODEL_INFO = "prottrans_model.json"
+WARMUP_FILE = "tf_serving_warmup_requests"
 
 
 def next_version(model_folder: str) -> int:
@@ -68,7 +69,29 @@ def write_saved_model(backbone: EncoderBackbone, path: str) -> None:
     tf.io.gfile.makedirs(os.path.join(staging_path, "assets.extra"))
     with tf.io.gfile.GFile(os.path.join(staging_path, "assets.extra", MODEL_INFO), "w") as handle:
         json.dump(model_info(backbone), handle, indent=2)
+    write_warmup_requests(os.path.join(staging_path, "assets.extra", WARMUP_FILE), embedding.max_residues(backbone))
     tf.io.gfile.rename(staging_path, path)
+
+
+def warmup_sequences(max_residues: int) -> list[list[str]]:
+    """Batches TF Serving replays when it loads a version, so first requests do not pay for graph warm-up:
+    a short, a typical and the longest protein, alone and in a batch of 8."""
+    residues = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQFEVVHSLAKWKRQTLGQHDFSAGEGLYTHMKAL"
+    lengths = sorted({min(length, max_residues) for length in (16, 300, max_residues)})
+    sequences = [(residues * (length // len(residues) + 1))[:length] for length in lengths]
+    return [[sequence] for sequence in sequences] + [[sequences[min(1, len(sequences) - 1)]] * 8]
+
+
+def write_warmup_requests(path: str, max_residues: int) -> None:
+    """``assets.extra/tf_serving_warmup_requests``: PredictionLogs of :func:`warmup_sequences` (TFRecord)."""
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    with tf.io.TFRecordWriter(path) as writer:
+        for batch in warmup_sequences(max_residues):
+            request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(signature_name=SIGNATURE))
+            request.inputs[INPUT].CopyFrom(tf.make_tensor_proto(batch, dtype=tf.string))
+            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
 
 
 def model_info(backbone: EncoderBackbone) -> dict:

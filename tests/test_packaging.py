@@ -11,15 +11,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = {
-    "prottrans-preprocess": None,
-    "prottrans-train": None,
-    "prottrans-import": None,
-    "prottrans-probe": None,
-    "prottrans-pipeline": None,
-    "prottrans-serve": 6,
-    "prottrans-embed": 6,
-}
+COMMANDS = ("prottrans-preprocess", "prottrans-train", "prottrans-import", "prottrans-probe", "prottrans-pipeline",
+            "prottrans-serve", "prottrans-embed")
 
 
 def test_every_design_command_is_a_console_script():
@@ -29,11 +22,11 @@ def test_every_design_command_is_a_console_script():
         assert (Path(sys.executable).parent / name).exists(), name
 
 
-@pytest.mark.parametrize("name, issue", [(n, i) for n, i in COMMANDS.items() if i is not None])
-def test_commands_of_later_issues_say_so_and_exit_2(name, issue):
-    result = subprocess.run([str(Path(sys.executable).parent / name)], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 2
-    assert f"not built yet (issue #{issue})" in result.stderr
+@pytest.mark.parametrize("name", COMMANDS)
+def test_every_command_has_help(name):
+    result = subprocess.run([str(Path(sys.executable).parent / name), "--help"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0 and "usage:" in result.stdout
 
 
 def test_preprocess_help_lists_the_design_flags():

@@ -1,0 +1,260 @@
+"""Serving: the SavedModel TF Serving loads (core ops only, warm-up requests, server configs), the development
+gRPC server speaking TF Serving's protocol, the typed client and the `prottrans-embed` CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import h5py
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from models import embedding
+from models.presets import build_backbone
+from serving.signatures import export_saved_model
+
+PROTEINS = ["MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ", "MSTNPKPQRKTKRNTNRRPQDVKFPGG", "ACDEFGHIKLMNPQRSTVWY" * 3]
+MAX_RESIDUES = 62
+
+
+def tiny_backbone(seed: int):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    backbone = build_backbone("protbert", "tiny", max_sequence_length=MAX_RESIDUES + 2)
+    backbone(tf.constant([[2, 5, 3]]))
+    return backbone
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("serving") / "protbert"
+    backbone = tiny_backbone(0)
+    export_saved_model(backbone, str(folder), 1)
+    return folder, backbone
+
+
+@pytest.fixture(scope="module")
+def server(model_folder):
+    from serving.dev_server import DevServer
+
+    folder, _ = model_folder
+    running = DevServer(str(folder), "protbert", port=0, host="127.0.0.1", poll_s=0.2).start()
+    yield running
+    running.stop()
+
+
+def stub(server):
+    return prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(f"127.0.0.1:{server.port}"))
+
+
+def request(values, dtype=tf.string, name="protbert", input_name="sequences"):
+    message = predict_pb2.PredictRequest()
+    message.model_spec.name = name
+    message.inputs[input_name].CopyFrom(tf.make_tensor_proto(values, dtype=dtype))
+    return message
+
+
+def test_the_saved_model_needs_no_custom_ops_and_carries_warmup_requests(model_folder):
+    folder, _ = model_folder
+    version = folder / "1"
+    # A fresh interpreter without tensorflow_text: every op in the graph must be a core TF op.
+    script = (
+        "import sys, tensorflow as tf\n"
+        "from tensorflow.core.protobuf import saved_model_pb2\n"
+        "from tensorflow.python.framework import op_def_registry\n"
+        f"saved = saved_model_pb2.SavedModel.FromString(open({str(version / 'saved_model.pb')!r}, 'rb').read())\n"
+        "graph = saved.meta_graphs[0].graph_def\n"
+        "ops = {n.op for n in graph.node} | {n.op for f in graph.library.function for n in f.node_def}\n"
+        "missing = sorted(op for op in ops if op_def_registry.get(op) is None)\n"
+        "assert 'tensorflow_text' not in sys.modules\n"
+        "print(missing)\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+    cli = subprocess.run([str(Path(sys.executable).parent / "saved_model_cli"), "show", "--dir", str(version), "--all"],
+                         capture_output=True, text=True, timeout=120)
+    assert "signature_def['serving_default']" in cli.stdout and "sequences" in cli.stdout
+    assert (version / "assets.extra" / "tf_serving_warmup_requests").stat().st_size > 0
+    assert json.loads((version / "assets.extra" / "prottrans_model.json").read_text())["max_residues"] == MAX_RESIDUES
+
+
+def test_server_configs_name_every_model_and_label(tmp_path):
+    from serving.server_config import write_server_configs
+
+    files = write_server_configs(str(tmp_path), {"protbert": {"stable": 1, "canary": 2}, "protalbert": {}})
+    text = Path(files["models.config"]).read_text()
+    assert 'name: "protbert"' in text and 'base_path: "/models/protbert"' in text and 'name: "protalbert"' in text
+    assert 'key: "canary"' in text and "value: 2" in text
+    assert "max_batch_size { value: 32 }" in Path(files["batching.config"]).read_text()
+    assert "prometheus_config" in Path(files["monitoring.config"]).read_text()
+
+
+def test_served_embeddings_equal_the_in_process_model(server, model_folder):
+    _, backbone = model_folder
+    response = stub(server).Predict(request(PROTEINS), timeout=30)
+    expected = embedding.embed_strings(backbone, tf.constant(PROTEINS))
+    for name in ("residue_embeddings", "protein_embeddings", "lengths"):
+        np.testing.assert_allclose(tf.make_ndarray(response.outputs[name]), expected[name].numpy(), atol=1e-5)
+    assert response.model_spec.version.value == 1
+
+
+def test_metadata_and_status_describe_the_loaded_version(server):
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    metadata_request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    metadata_request.model_spec.name = "protbert"
+    metadata = prediction_service_pb2_grpc.PredictionServiceStub(channel).GetModelMetadata(metadata_request)
+    signatures = get_model_metadata_pb2.SignatureDefMap()
+    metadata.metadata["signature_def"].Unpack(signatures)
+    assert set(signatures.signature_def["serving_default"].outputs) == {
+        "residue_embeddings", "protein_embeddings", "lengths"}
+    status_request = get_model_status_pb2.GetModelStatusRequest()
+    status_request.model_spec.name = "protbert"
+    status = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(status_request)
+    assert [(s.version, s.state) for s in status.model_version_status][0][1] == \
+        get_model_status_pb2.ModelVersionStatus.AVAILABLE
+
+
+@pytest.mark.parametrize("bad, message", [
+    (request([1.0, 2.0], dtype=tf.float32), "must be DT_STRING"),
+    (request([], dtype=tf.string), "empty batch"),
+    (request(["MKT1AY"]), "sequence 0: illegal characters '1'"),
+    (request(["MKT", "A" * (MAX_RESIDUES + 1)]), f"sequence 1 has {MAX_RESIDUES + 1} residues; this model takes at most"),
+    (request([["MKT"]]), "must be a vector"),
+    (request(["MKT"], input_name="seqs"), "expected exactly one input 'sequences'"),
+])
+def test_bad_requests_get_invalid_argument_naming_the_problem_and_the_server_keeps_serving(server, bad, message):
+    with pytest.raises(grpc.RpcError) as error:
+        stub(server).Predict(bad, timeout=30)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in error.value.details()
+    assert stub(server).Predict(request(["MKT"]), timeout=30).outputs["lengths"].int_val == [3]
+
+
+def test_an_unknown_model_is_not_found(server):
+    with pytest.raises(grpc.RpcError) as error:
+        stub(server).Predict(request(["MKT"], name="esm"), timeout=30)
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_the_saved_model_itself_refuses_an_over_long_sequence_clearly(model_folder):
+    folder, _ = model_folder
+    signature = tf.saved_model.load(str(folder / "1")).signatures["serving_default"]
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"longer than the model limit of {MAX_RESIDUES} residues"):
+        signature(sequences=tf.constant(["A" * (MAX_RESIDUES + 5)]))
+
+
+def test_the_client_chunks_long_sequences_and_batches_by_residue_budget(server, model_folder):
+    from serving.client import EmbeddingClient
+
+    _, backbone = model_folder
+    sequences = PROTEINS + ["MKTAYIAKQR" * 15]  # 150 residues: three pieces of 50
+    with EmbeddingClient(f"127.0.0.1:{server.port}", "protbert", residues_per_request=100,
+                         max_residues=MAX_RESIDUES) as client:
+        served = client.embed(sequences)
+    local = embedding.embed(backbone, sequences, chunk_long=True)
+    for got, want in zip(served, local):
+        np.testing.assert_allclose(got.residues, want.residues, atol=1e-5)
+        np.testing.assert_allclose(got.protein, want.protein, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_new_version_swaps_in_under_concurrent_load_without_a_failed_request(tmp_path):
+    from serving.client import EmbeddingClient
+    from serving.dev_server import DevServer
+
+    folder = tmp_path / "protbert"
+    export_saved_model(tiny_backbone(0), str(folder), 1)
+    running = DevServer(str(folder), "protbert", port=0, host="127.0.0.1", poll_s=0.1).start()
+    failures, versions = [], set()
+
+    def client_loop():
+        # 50 requests each, and on until this client has been answered by version 2 (bounded).
+        seen, sent, deadline = set(), 0, time.monotonic() + 120
+        with EmbeddingClient(f"127.0.0.1:{running.port}", "protbert") as client:
+            while (sent < 50 or 2 not in seen) and time.monotonic() < deadline:
+                try:
+                    response = client._stub.Predict(client.request(PROTEINS[:2]), timeout=30)
+                    seen.add(response.model_spec.version.value)
+                except grpc.RpcError as error:  # noqa: PERF203
+                    failures.append(error)
+                sent += 1
+        versions.update(seen)
+
+    try:
+        threads = [threading.Thread(target=client_loop) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        staged = tmp_path / "staged"
+        export_saved_model(tiny_backbone(1), str(staged), 2)
+        shutil.move(str(staged / "2"), str(folder / "2"))  # a complete version appears at once, as the Pusher's
+        for thread in threads:
+            thread.join()
+    finally:
+        running.stop()
+    assert failures == []
+    assert versions == {1, 2}
+
+
+def _write_fasta(path: Path, records: list[tuple[str, str]]) -> None:
+    path.write_text("".join(f">{name} description\n{sequence}\n" for name, sequence in records))
+
+
+@pytest.mark.parametrize("backend", ["server", "saved-model"])
+def test_embed_cli_writes_hdf5_keyed_by_id_and_reports_rejects(server, model_folder, tmp_path, backend):
+    from serving import embed
+
+    folder, backbone = model_folder
+    fasta = tmp_path / "in.fasta"
+    _write_fasta(fasta, [("P1", PROTEINS[0]), ("sp/P2", PROTEINS[1]), ("BAD", "MK1T"), ("P1", PROTEINS[2])])
+    source = ["--server", f"127.0.0.1:{server.port}", "--model", "protbert"] if backend == "server" \
+        else ["--saved-model", str(folder)]
+    out = tmp_path / "out.h5"
+    assert embed.main([*source, str(fasta), str(out), "--per-residue", "--per-protein"]) == 0
+    with h5py.File(out) as handle:
+        assert sorted(handle["per_protein"]) == ["P1", "sp%2FP2"]
+        expected = embedding.embed(backbone, [PROTEINS[0]])[0]
+        np.testing.assert_allclose(handle["per_residue"]["P1"][()], expected.residues, atol=1e-5)
+        np.testing.assert_allclose(handle["per_protein"]["P1"][()], expected.protein, atol=1e-5)
+    rejects = [json.loads(line) for line in Path(str(out) + ".rejects.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["reason"].split(" ")[0]) for r in rejects] == [("BAD", "illegal"), ("P1", "duplicate")]
+
+
+def test_embed_cli_resumes_an_interrupted_file(model_folder, tmp_path, capsys):
+    from serving import embed
+
+    folder, _ = model_folder
+    fasta = tmp_path / "in.fasta"
+    _write_fasta(fasta, [("P1", PROTEINS[0]), ("P2", PROTEINS[1])])
+    out = tmp_path / "out.h5"
+    with h5py.File(out, "w") as handle:  # as if a run had stopped after its first chunk
+        handle.create_dataset("P1", data=np.zeros(32, np.float32))
+    assert embed.main(["--saved-model", str(folder), str(fasta), str(out)]) == 0
+    assert "embedded 1; already in" in capsys.readouterr().out
+    with h5py.File(out) as handle:
+        assert sorted(handle) == ["P1", "P2"] and handle["P2"].shape == (32,)
+
+
+def test_embed_cli_refuses_a_file_that_is_not_fasta(model_folder, tmp_path, capsys):
+    from serving import embed
+
+    folder, _ = model_folder
+    bad = tmp_path / "bad.fasta"
+    bad.write_text("MKTAYIAK\n>P1\nMKT\n")
+    assert embed.main(["--saved-model", str(folder), str(bad), str(tmp_path / "o.h5")]) == 1
+    assert "residues before the first '>' header" in capsys.readouterr().err
