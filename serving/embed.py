@@ -23,6 +23,7 @@ import json
 import sys
 from typing import IO, Iterator, Sequence
 
+import grpc
 import h5py
 
 from beam_jobs.sequences import Reject, normalise
@@ -170,6 +171,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             counts = embed_file(args.input, output, embedder, progress)
     except (ValueError, OSError, EOFError) as error:
         print(f"prottrans-embed: error: {args.input}: {error}", file=sys.stderr)
+        return 1
+    except grpc.RpcError as error:
+        print(f"prottrans-embed: error: the server answered {error.code().name}: {error.details()} "
+              "(rerun to resume; for over-long sequences pass --max-residues)", file=sys.stderr)
         return 1
     finally:
         output.close()

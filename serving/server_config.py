@@ -59,3 +59,29 @@ def write_server_configs(serving_root: str, models: dict[str, dict[str, int]], c
             handle.write(text)
         written[name] = path
     return written
+
+
+def main(argv=None) -> int:
+    """``python -m serving.server_config --serving-root DIR --model NAME [--label NAME:LABEL=VERSION]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m serving.server_config", description=__doc__.split("\n")[0])
+    parser.add_argument("--serving-root", required=True, help="folder holding <model_name>/<version>/ folders")
+    parser.add_argument("--model", action="append", required=True, help="model name (repeatable)")
+    parser.add_argument("--label", action="append", default=[], metavar="MODEL:LABEL=VERSION")
+    parser.add_argument("--container-root", default="/models", help="where the server sees the serving root")
+    args = parser.parse_args(argv)
+    models: dict[str, dict[str, int]] = {name: {} for name in args.model}
+    for item in args.label:
+        model, _, rest = item.partition(":")
+        label, _, version = rest.partition("=")
+        if model not in models or not label or not version.isdigit():
+            parser.error(f"--label {item!r}: expected MODEL:LABEL=VERSION for a --model")
+        models[model][label] = int(version)
+    for kind, path in write_server_configs(args.serving_root, models, args.container_root).items():
+        print(f"{kind}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -258,3 +258,16 @@ def test_embed_cli_refuses_a_file_that_is_not_fasta(model_folder, tmp_path, caps
     bad.write_text("MKTAYIAK\n>P1\nMKT\n")
     assert embed.main(["--saved-model", str(folder), str(bad), str(tmp_path / "o.h5")]) == 1
     assert "residues before the first '>' header" in capsys.readouterr().err
+
+
+def test_embed_cli_explains_a_server_refusal(server, tmp_path, capsys):
+    from serving import embed
+
+    fasta = tmp_path / "in.fasta"
+    _write_fasta(fasta, [("LONG", "A" * (MAX_RESIDUES + 10))])
+    code = embed.main(["--server", f"127.0.0.1:{server.port}", "--model", "protbert", str(fasta),
+                       str(tmp_path / "o.h5")])
+    assert code == 1
+    assert "INVALID_ARGUMENT" in capsys.readouterr().err
+    assert embed.main(["--server", f"127.0.0.1:{server.port}", "--model", "protbert", "--max-residues",
+                       str(MAX_RESIDUES), str(fasta), str(tmp_path / "o.h5")]) == 0
