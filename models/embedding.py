@@ -45,10 +45,16 @@ def embed_strings(backbone: EncoderBackbone, sequences: tf.Tensor) -> dict[str, 
     token_ids, lengths = vocabulary.encode(sequences)
     limit = max_residues(backbone)
     # A clear InvalidArgumentError (gRPC INVALID_ARGUMENT in TF Serving) instead of a shape error deep inside.
-    check = tf.debugging.assert_less_equal(
-        tf.reduce_max(tf.concat([lengths, [0]], 0)), tf.cast(limit, lengths.dtype),
-        message=f"a sequence is longer than the model limit of {limit} residues; split it")
-    with tf.control_dependencies([check]):
+    checks = [
+        tf.debugging.assert_positive(tf.size(sequences), message="empty batch: send at least one sequence"),
+        tf.debugging.assert_less_equal(
+            tf.reduce_max(tf.concat([lengths, [0]], 0)), tf.cast(limit, lengths.dtype),
+            message=f"a sequence is longer than the model limit of {limit} residues; split it"),
+        tf.debugging.Assert(tf.reduce_all(tf.not_equal(token_ids, vocabulary.UNK_ID)), [
+            "a sequence holds characters that are not residues (allowed: the 20 amino acids, X, U, Z, O, B; "
+            "upper or lower case)"]),
+    ]
+    with tf.control_dependencies(checks):
         token_ids = tf.identity(token_ids)
     return pool(backbone(token_ids, training=False), lengths)
 

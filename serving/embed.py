@@ -1,7 +1,7 @@
 """`prottrans-embed` (DESIGN §7): embeddings for a FASTA file of any size, into HDF5.
 
     prottrans-embed (--server HOST:PORT --model NAME | --saved-model DIR) IN.fasta[.gz] OUT.h5
-        [--per-residue] [--per-protein]
+        [--per-residue] [--per-protein] [--float16]
 
 The FASTA is streamed in chunks, so memory does not grow with the file. The HDF5 file holds one dataset per
 protein, keyed by its id (the header's first word; a ``/`` in it is written as ``%2F``), as bio_embeddings and
@@ -54,8 +54,9 @@ def dataset_key(record_id: str) -> str:
 class Output:
     """OUT.h5 and its rejects file, opened for appending."""
 
-    def __init__(self, path: str, per_residue: bool, per_protein: bool):
+    def __init__(self, path: str, per_residue: bool, per_protein: bool, dtype: str = "float32"):
         self.file = h5py.File(path, "a")
+        self.dtype = dtype
         both = per_residue and per_protein
         self.groups = {}
         if per_residue:
@@ -72,7 +73,7 @@ class Output:
         for kind, group in self.groups.items():
             if key in group:
                 del group[key]
-            group.create_dataset(key, data=getattr(embedding, kind))
+            group.create_dataset(key, data=getattr(embedding, kind).astype(self.dtype))
 
     def reject(self, line: int, record_id: str, reason: str) -> None:
         self.rejects.write(json.dumps({"line": line, "id": record_id, "reason": reason}) + "\n")
@@ -154,6 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("output", metavar="OUT.h5")
     parser.add_argument("--per-residue", action="store_true")
     parser.add_argument("--per-protein", action="store_true")
+    parser.add_argument("--float16", action="store_true", help="store half-precision embeddings (half the size)")
     args = parser.parse_args(argv)
     if args.server and not args.model:
         parser.error("--server needs --model NAME")
@@ -162,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         embedder = make_embedder(args)
-        output = Output(args.output, args.per_residue, per_protein)
+        output = Output(args.output, args.per_residue, per_protein, "float16" if args.float16 else "float32")
     except (ValueError, OSError) as error:
         print(f"prottrans-embed: error: {error}", file=sys.stderr)
         return 2
