@@ -55,6 +55,7 @@ class Output:
     """OUT.h5 and its rejects file, opened for appending."""
 
     def __init__(self, path: str, per_residue: bool, per_protein: bool, dtype: str = "float32"):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.file = h5py.File(path, "a")
         self.dtype = dtype
         both = per_residue and per_protein
