@@ -1,7 +1,8 @@
 """gRPC serving overhead: residues/s and p50/p99 latency of embeddings from `prottrans-serve` against calling the
-same SavedModel in process, same inputs, same run (interleaved rounds, best round of each).
+same SavedModel in process, same inputs, same run (interleaved rounds, best round of each). Run it with
+``-m`` (as a script, this file would shadow the `serving` package).
 
-    .venv/bin/python bench/serving.py [--preset small] [--batch 32] [--batches 20] [--rounds 3]
+    .venv/bin/python -m bench.serving [--preset small] [--batch 32] [--batches 20] [--rounds 3]
 
 Inputs are real proteins (the bundled UniProt sample, cut to the model's limit), sent as batches of `--batch`
 sequences, one request at a time. The overhead ratio is in-process throughput / gRPC throughput − 1.
