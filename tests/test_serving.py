@@ -212,11 +212,10 @@ def test_the_client_chunks_long_sequences_and_batches_by_residue_budget(server, 
 @pytest.mark.slow
 def test_a_new_version_swaps_in_under_concurrent_load_without_a_failed_request(tmp_path):
     from serving.client import EmbeddingClient
-    from serving.dev_server import DevServer
 
     folder = tmp_path / "protbert"
     export_saved_model(tiny_backbone(0), str(folder), 1)
-    running = DevServer(str(folder), "protbert", port=0, host="127.0.0.1", poll_s=0.1).start()
+    running = ModelServer(folder)
     failures, versions = [], set()
 
     def client_loop():
