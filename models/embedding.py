@@ -6,6 +6,8 @@ API for lists of sequences, batched by length under a residue budget.
 
 from __future__ import annotations
 
+import weakref
+
 from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
@@ -105,8 +107,18 @@ def embed(backbone: EncoderBackbone, sequences: Sequence[str], max_tokens_per_ba
     A sequence longer than the model takes raises ValueError, or with `chunk_long` is embedded in even
     consecutive pieces whose residue embeddings are concatenated (the protein vector is their mean).
     """
-    run = tf.function(lambda batch: embed_strings(backbone, batch), reduce_retracing=True)
-    return embed_with_limit(run, sequences, max_residues(backbone), max_tokens_per_batch, chunk_long)
+    return embed_with_limit(_embed_function(backbone), sequences, max_residues(backbone), max_tokens_per_batch,
+                            chunk_long)
+
+
+_EMBED_FUNCTIONS: "weakref.WeakKeyDictionary[EncoderBackbone, Callable]" = weakref.WeakKeyDictionary()
+
+
+def _embed_function(backbone: EncoderBackbone) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
+    """One traced function per backbone, so repeated `embed` calls (a probe set in chunks) reuse its traces."""
+    if backbone not in _EMBED_FUNCTIONS:
+        _EMBED_FUNCTIONS[backbone] = tf.function(lambda batch: embed_strings(backbone, batch), reduce_retracing=True)
+    return _EMBED_FUNCTIONS[backbone]
 
 
 def embed_with_limit(run: Callable[[tf.Tensor], dict[str, tf.Tensor]], sequences: Sequence[str], limit: int | None,
