@@ -1,0 +1,164 @@
+"""The XLNet backbone: relative-position attention with a memory of the previous segment, and the two-stream
+(content/query) attention of permutation language modelling.
+
+`backbone(token_ids)` is the content stream over the whole input, ``[batch, length, hidden]``, what the
+embedding API and the SavedModel use (bidirectional, like XLNet's fine-tuning). `backbone.forward(...)` also
+takes a permutation mask, a target mapping and the memory, and returns both streams and the new memory.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import keras
+import tensorflow as tf
+
+from models import vocabulary
+from models.layers.relative_attention import RelativeAttention, sinusoid_positions
+
+
+class XLNetState(NamedTuple):
+    hidden: tf.Tensor  # content stream [b, q, h]
+    query: tf.Tensor | None  # query stream at the targets [b, m, h]
+    memory: list[tf.Tensor]  # per layer, its input hidden states of this and earlier segments [b, mem, h]
+
+
+@keras.saving.register_keras_serializable(package="prottrans")
+class XLNetFeedForward(keras.layers.Layer):
+    def __init__(self, hidden_dim: int, intermediate_dim: int, dropout: float = 0.0, activation: str = "gelu",
+                 layer_norm_epsilon: float = 1e-12, initializer_range: float = 0.02, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden_dim, self.intermediate_dim, self.dropout = hidden_dim, intermediate_dim, dropout
+        self.activation, self.layer_norm_epsilon = activation, layer_norm_epsilon
+        self.initializer_range = initializer_range
+        init = keras.initializers.TruncatedNormal(stddev=initializer_range)
+        self.layer_1 = keras.layers.Dense(intermediate_dim, kernel_initializer=init, name="layer_1")
+        self.layer_2 = keras.layers.Dense(hidden_dim, kernel_initializer=init, name="layer_2")
+        self.drop = keras.layers.Dropout(dropout)
+        self.layer_norm = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="layer_norm")
+
+    def build(self, shape):
+        self.layer_1.build((None, None, self.hidden_dim))
+        self.layer_2.build((None, None, self.intermediate_dim))
+        self.layer_norm.build((None, None, self.hidden_dim))
+        super().build(shape)
+
+    def call(self, hidden, training=None):
+        # erf GELU, as XLNet's "gelu"
+        inner = self.drop(keras.activations.gelu(self.layer_1(hidden), approximate=False), training=training)
+        return self.layer_norm(self.drop(self.layer_2(inner), training=training) + hidden)
+
+    def get_config(self):
+        return {**super().get_config(), "hidden_dim": self.hidden_dim, "intermediate_dim": self.intermediate_dim,
+                "dropout": self.dropout, "activation": self.activation,
+                "layer_norm_epsilon": self.layer_norm_epsilon, "initializer_range": self.initializer_range}
+
+
+@keras.saving.register_keras_serializable(package="prottrans")
+class XLNetBackbone(keras.layers.Layer):
+
+    def __init__(self, num_layers: int, hidden_dim: int, num_heads: int, intermediate_dim: int,
+                 memory_length: int = 0, max_sequence_length: int = 1026,
+                 vocabulary_size: int = vocabulary.VOCABULARY_SIZE, dropout: float = 0.0,
+                 layer_norm_epsilon: float = 1e-12, initializer_range: float = 0.02, clamp_length: int = -1,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.num_layers, self.hidden_dim, self.num_heads = num_layers, hidden_dim, num_heads
+        self.intermediate_dim, self.memory_length = intermediate_dim, memory_length
+        self.max_sequence_length, self.vocabulary_size = max_sequence_length, vocabulary_size
+        self.dropout, self.layer_norm_epsilon = dropout, layer_norm_epsilon
+        self.initializer_range, self.clamp_length = initializer_range, clamp_length
+        init = keras.initializers.TruncatedNormal(stddev=initializer_range)
+        self.token_embedding = keras.layers.Embedding(vocabulary_size, hidden_dim, embeddings_initializer=init,
+                                                      name="token_embedding")
+        self.drop = keras.layers.Dropout(dropout)
+        self.attention_layers = [
+            RelativeAttention(hidden_dim, num_heads, dropout, dropout, layer_norm_epsilon, initializer_range,
+                              name=f"relative_attention_{i}") for i in range(num_layers)]
+        self.feed_forward_layers = [
+            XLNetFeedForward(hidden_dim, intermediate_dim, dropout, "gelu", layer_norm_epsilon, initializer_range,
+                             name=f"feed_forward_{i}") for i in range(num_layers)]
+
+    def build(self, token_ids_shape):
+        self.token_embedding.build(token_ids_shape)
+        self.mask_embedding = self.add_weight(
+            name="mask_embedding", shape=(self.hidden_dim,),
+            initializer=keras.initializers.TruncatedNormal(stddev=self.initializer_range))
+        for attention, feed_forward in zip(self.attention_layers, self.feed_forward_layers):
+            attention.build((None, None, self.hidden_dim))
+            feed_forward.build((None, None, self.hidden_dim))
+        super().build(token_ids_shape)
+
+    def call(self, token_ids, training=None):
+        return self.forward(token_ids, training=training).hidden
+
+    def forward(self, token_ids, memory: list[tf.Tensor] | None = None, permutation_mask=None,
+                target_mapping=None, training=None) -> XLNetState:
+        """`permutation_mask` ``[b, q, q]``: 1 where position i may not see position j (the permutation order);
+        `target_mapping` ``[b, m, q]``: one-hot, the positions the m query vectors predict."""
+        token_ids = tf.convert_to_tensor(token_ids)
+        batch, query_length = tf.shape(token_ids)[0], tf.shape(token_ids)[1]
+        memory_length = tf.shape(memory[0])[1] if memory else 0
+        key_length = memory_length + query_length
+
+        padding = tf.equal(token_ids, vocabulary.PAD_ID)  # keys that nobody may see
+        blocked = tf.broadcast_to(padding[:, None, :], [batch, query_length, query_length])
+        if permutation_mask is not None:
+            blocked = blocked | tf.cast(permutation_mask, tf.bool)
+        blocked = tf.concat([tf.zeros([batch, query_length, memory_length], tf.bool), blocked], axis=2)
+        # The content stream may see itself; the query stream may not (it predicts its own token).
+        self_position = tf.concat([tf.zeros([query_length, memory_length], tf.bool),
+                                   tf.cast(tf.eye(query_length), tf.bool)], axis=1)
+        content_mask = blocked & ~self_position[None]
+
+        hidden = self.drop(self.token_embedding(token_ids), training=training)
+        query = None
+        if target_mapping is not None:
+            target_mapping = tf.cast(target_mapping, hidden.dtype)
+            shape = tf.shape(target_mapping)
+            query = tf.broadcast_to(tf.cast(self.mask_embedding, hidden.dtype), [shape[0], shape[1], self.hidden_dim])
+            query = self.drop(query, training=training)
+        positions = self.drop(sinusoid_positions(query_length, key_length, self.hidden_dim, self.clamp_length),
+                              training=training)
+
+        new_memory = []
+        for index, (attention, feed_forward) in enumerate(zip(self.attention_layers, self.feed_forward_layers)):
+            previous = memory[index] if memory else None
+            keys_values = hidden if previous is None else tf.concat([tf.cast(previous, hidden.dtype), hidden], 1)
+            if self.memory_length:
+                new_memory.append(tf.stop_gradient(keys_values[:, -self.memory_length:]))
+            next_hidden = feed_forward(attention(hidden, keys_values, positions, content_mask, training=training),
+                                       training=training)
+            if query is not None:
+                query = feed_forward(attention(query, keys_values, positions, blocked, target_mapping,
+                                               training=training), training=training)
+            hidden = next_hidden
+        hidden = self.drop(hidden, training=training)
+        if query is not None:
+            query = self.drop(query, training=training)
+        return XLNetState(hidden, query, new_memory)
+
+    def get_config(self):
+        return {**super().get_config(), "num_layers": self.num_layers, "hidden_dim": self.hidden_dim,
+                "num_heads": self.num_heads, "intermediate_dim": self.intermediate_dim,
+                "memory_length": self.memory_length, "max_sequence_length": self.max_sequence_length,
+                "vocabulary_size": self.vocabulary_size, "dropout": self.dropout,
+                "layer_norm_epsilon": self.layer_norm_epsilon, "initializer_range": self.initializer_range,
+                "clamp_length": self.clamp_length}
+
+
+@keras.saving.register_keras_serializable(package="prottrans")
+class XLNetLMHead(keras.layers.Layer):
+    """Logits over the vocabulary from hidden states: the token embedding transposed (tied) plus a bias."""
+
+    def __init__(self, backbone: XLNetBackbone, **kwargs):
+        super().__init__(**kwargs)
+        self.backbone = backbone
+
+    def build(self, shape):
+        self.bias = self.add_weight(name="bias", shape=(self.backbone.vocabulary_size,), initializer="zeros")
+        super().build(shape)
+
+    def call(self, hidden):
+        embeddings = tf.cast(self.backbone.token_embedding.embeddings, hidden.dtype)
+        return tf.einsum("...h,vh->...v", hidden, embeddings) + tf.cast(self.bias, hidden.dtype)

@@ -1,0 +1,80 @@
+"""ProtXLNet: parity with transformers' XLNet (content stream, memory, query stream of a permutation) and the
+behaviours permutation language modelling relies on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models import vocabulary
+from models.protxlnet.backbone import XLNetBackbone, XLNetLMHead
+from models.protxlnet.convert import assign_hf_xlnet
+
+FIXTURE = Path(__file__).parent / "fixtures" / "hf" / "protxlnet" / "expected.npz"
+
+
+@pytest.fixture(scope="module")
+def imported():
+    expected = dict(np.load(FIXTURE))
+    backbone = XLNetBackbone(num_layers=2, hidden_dim=32, num_heads=4, intermediate_dim=64, memory_length=48)
+    head = XLNetLMHead(backbone)
+    backbone.build((None, None))
+    head.build((None, None, 32))
+    assign_hf_xlnet({k.split(":", 1)[1]: v for k, v in expected.items() if k.startswith("weight:")}, backbone, head)
+    return backbone, head, expected
+
+
+def test_the_fixture_uses_our_token_ids(imported):
+    _, _, expected = imported
+    sequences = ["MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ", "MSTNPKPQ", "ACDEFGHIKLMNPQRSTVWYX"]
+    ids, _ = vocabulary.encode(tf.constant(sequences))
+    np.testing.assert_array_equal(ids.numpy(), expected["first"])
+
+
+def test_content_stream_and_logits_match_transformers(imported):
+    backbone, head, expected = imported
+    state = backbone.forward(expected["first"])
+    valid = expected["first"] != vocabulary.PAD_ID
+    np.testing.assert_allclose(state.hidden.numpy()[valid], expected["hidden_first"][valid], atol=1e-4)
+    np.testing.assert_allclose(head(state.hidden).numpy()[valid], expected["logits_first"][valid], atol=1e-4)
+    memory = np.stack([m.numpy() for m in state.memory])  # [layers, b, mem, h] vs transformers' [layers, mem, b, h]
+    np.testing.assert_allclose(memory, np.transpose(expected["memory_first"], (0, 2, 1, 3)), atol=1e-4)
+
+
+def test_a_second_segment_reading_the_memory_matches_transformers(imported):
+    backbone, head, expected = imported
+    first = backbone.forward(expected["first"])
+    second = backbone.forward(expected["second"], memory=first.memory)
+    valid = expected["second"] != vocabulary.PAD_ID
+    np.testing.assert_allclose(head(second.hidden).numpy()[valid], expected["logits_second"][valid], atol=1e-4)
+    alone = head(backbone.forward(expected["second"]).hidden).numpy()[valid]
+    assert np.abs(alone - expected["logits_second"][valid]).max() > 1e-2  # the memory changes the outputs
+
+
+def test_the_query_stream_of_a_permutation_matches_transformers(imported):
+    backbone, head, expected = imported
+    state = backbone.forward(expected["first"], permutation_mask=expected["perm_mask"],
+                             target_mapping=expected["target_mapping"])
+    np.testing.assert_allclose(head(state.query).numpy(), expected["logits_query"], atol=1e-4)
+
+
+def test_the_query_stream_cannot_see_its_own_token(imported):
+    backbone, _, expected = imported
+    ids = expected["first"][:1].copy()
+    target = 4
+    mapping = np.zeros((1, 1, ids.shape[1]), np.float32)
+    mapping[0, 0, target] = 1.0
+    no_order = np.zeros((1, ids.shape[1], ids.shape[1]), np.float32)
+    no_order[0, :, target] = 1.0  # nobody sees the target (as when it comes last in the permutation)
+    before = backbone.forward(ids, permutation_mask=no_order, target_mapping=mapping).query.numpy()
+    changed = ids.copy()
+    changed[0, target] = vocabulary.TOKEN_IDS["W"] if ids[0, target] != vocabulary.TOKEN_IDS["W"] else \
+        vocabulary.TOKEN_IDS["A"]
+    after = backbone.forward(changed, permutation_mask=no_order, target_mapping=mapping).query.numpy()
+    np.testing.assert_allclose(before, after, atol=1e-6)
+    content_before = backbone.forward(ids).hidden.numpy()[0, target]
+    content_after = backbone.forward(changed).hidden.numpy()[0, target]
+    assert np.abs(content_before - content_after).max() > 1e-3  # the content stream does see it
