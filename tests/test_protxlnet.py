@@ -10,7 +10,8 @@ import pytest
 import tensorflow as tf
 
 from models import vocabulary
-from models.protxlnet.backbone import XLNetBackbone, XLNetLMHead
+from models.layers.tied_lm_head import TiedLMHead
+from models.protxlnet.backbone import XLNetBackbone
 from models.protxlnet.convert import assign_hf_xlnet
 
 FIXTURE = Path(__file__).parent / "fixtures" / "hf" / "protxlnet" / "expected.npz"
@@ -20,7 +21,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "hf" / "protxlnet" / "expected.np
 def imported():
     expected = dict(np.load(FIXTURE))
     backbone = XLNetBackbone(num_layers=2, hidden_dim=32, num_heads=4, intermediate_dim=64, memory_length=48)
-    head = XLNetLMHead(backbone)
+    head = TiedLMHead(backbone)
     backbone.build((None, None))
     head.build((None, None, 32))
     assign_hf_xlnet({k.split(":", 1)[1]: v for k, v in expected.items() if k.startswith("weight:")}, backbone, head)

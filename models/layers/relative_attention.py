@@ -43,13 +43,14 @@ class RelativeAttention(keras.layers.Layer):
     """
 
     def __init__(self, hidden_dim: int, num_heads: int, dropout: float = 0.0, attention_dropout: float = 0.0,
-                 layer_norm_epsilon: float = 1e-12, initializer_range: float = 0.02, **kwargs):
+                 layer_norm_epsilon: float = 1e-12, initializer_range: float = 0.02, head_dim: int | None = None,
+                 **kwargs):
         super().__init__(**kwargs)
-        if hidden_dim % num_heads:
+        if head_dim is None and hidden_dim % num_heads:
             raise ValueError(f"hidden_dim {hidden_dim} is not divisible by num_heads {num_heads}")
         self.hidden_dim = hidden_dim
         self.num_heads = num_heads
-        self.head_dim = hidden_dim // num_heads
+        self.head_dim = head_dim or hidden_dim // num_heads
         self.dropout = dropout
         self.attention_dropout = attention_dropout
         self.layer_norm_epsilon = layer_norm_epsilon
@@ -97,4 +98,5 @@ class RelativeAttention(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "hidden_dim": self.hidden_dim, "num_heads": self.num_heads,
                 "dropout": self.dropout, "attention_dropout": self.attention_dropout,
-                "layer_norm_epsilon": self.layer_norm_epsilon, "initializer_range": self.initializer_range}
+                "layer_norm_epsilon": self.layer_norm_epsilon, "initializer_range": self.initializer_range,
+                "head_dim": self.head_dim}

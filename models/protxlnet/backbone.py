@@ -14,6 +14,7 @@ import keras
 import tensorflow as tf
 
 from models import vocabulary
+from models.layers.feed_forward import PositionwiseFeedForward
 from models.layers.relative_attention import RelativeAttention, sinusoid_positions
 
 
@@ -21,37 +22,6 @@ class XLNetState(NamedTuple):
     hidden: tf.Tensor  # content stream [b, q, h]
     query: tf.Tensor | None  # query stream at the targets [b, m, h]
     memory: list[tf.Tensor]  # per layer, its input hidden states of this and earlier segments [b, mem, h]
-
-
-@keras.saving.register_keras_serializable(package="prottrans")
-class XLNetFeedForward(keras.layers.Layer):
-    def __init__(self, hidden_dim: int, intermediate_dim: int, dropout: float = 0.0, activation: str = "gelu",
-                 layer_norm_epsilon: float = 1e-12, initializer_range: float = 0.02, **kwargs):
-        super().__init__(**kwargs)
-        self.hidden_dim, self.intermediate_dim, self.dropout = hidden_dim, intermediate_dim, dropout
-        self.activation, self.layer_norm_epsilon = activation, layer_norm_epsilon
-        self.initializer_range = initializer_range
-        init = keras.initializers.TruncatedNormal(stddev=initializer_range)
-        self.layer_1 = keras.layers.Dense(intermediate_dim, kernel_initializer=init, name="layer_1")
-        self.layer_2 = keras.layers.Dense(hidden_dim, kernel_initializer=init, name="layer_2")
-        self.drop = keras.layers.Dropout(dropout)
-        self.layer_norm = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, name="layer_norm")
-
-    def build(self, shape):
-        self.layer_1.build((None, None, self.hidden_dim))
-        self.layer_2.build((None, None, self.intermediate_dim))
-        self.layer_norm.build((None, None, self.hidden_dim))
-        super().build(shape)
-
-    def call(self, hidden, training=None):
-        # erf GELU, as XLNet's "gelu"
-        inner = self.drop(keras.activations.gelu(self.layer_1(hidden), approximate=False), training=training)
-        return self.layer_norm(self.drop(self.layer_2(inner), training=training) + hidden)
-
-    def get_config(self):
-        return {**super().get_config(), "hidden_dim": self.hidden_dim, "intermediate_dim": self.intermediate_dim,
-                "dropout": self.dropout, "activation": self.activation,
-                "layer_norm_epsilon": self.layer_norm_epsilon, "initializer_range": self.initializer_range}
 
 
 @keras.saving.register_keras_serializable(package="prottrans")
@@ -76,7 +46,7 @@ class XLNetBackbone(keras.layers.Layer):
             RelativeAttention(hidden_dim, num_heads, dropout, dropout, layer_norm_epsilon, initializer_range,
                               name=f"relative_attention_{i}") for i in range(num_layers)]
         self.feed_forward_layers = [
-            XLNetFeedForward(hidden_dim, intermediate_dim, dropout, "gelu", layer_norm_epsilon, initializer_range,
+            PositionwiseFeedForward(hidden_dim, intermediate_dim, dropout, "gelu", layer_norm_epsilon, initializer_range,
                              name=f"feed_forward_{i}") for i in range(num_layers)]
 
     def build(self, token_ids_shape):
@@ -145,20 +115,3 @@ class XLNetBackbone(keras.layers.Layer):
                 "vocabulary_size": self.vocabulary_size, "dropout": self.dropout,
                 "layer_norm_epsilon": self.layer_norm_epsilon, "initializer_range": self.initializer_range,
                 "clamp_length": self.clamp_length}
-
-
-@keras.saving.register_keras_serializable(package="prottrans")
-class XLNetLMHead(keras.layers.Layer):
-    """Logits over the vocabulary from hidden states: the token embedding transposed (tied) plus a bias."""
-
-    def __init__(self, backbone: XLNetBackbone, **kwargs):
-        super().__init__(**kwargs)
-        self.backbone = backbone
-
-    def build(self, shape):
-        self.bias = self.add_weight(name="bias", shape=(self.backbone.vocabulary_size,), initializer="zeros")
-        super().build(shape)
-
-    def call(self, hidden):
-        embeddings = tf.cast(self.backbone.token_embedding.embeddings, hidden.dtype)
-        return tf.einsum("...h,vh->...v", hidden, embeddings) + tf.cast(self.bias, hidden.dtype)

@@ -1,4 +1,4 @@
-"""transformers' XLNet weights (``XLNetLMHeadModel`` state-dict names) → our XLNet backbone and LM head.
+"""transformers' XLNet weights (``TiedLMHeadModel`` state-dict names) → our XLNet backbone and LM head.
 
 Segment embeddings (``r_s_bias``, ``seg_embed``) are not mapped: our models take one segment, for which
 transformers' XLNet adds no segment term either.
@@ -10,13 +10,14 @@ from typing import Mapping
 
 import numpy as np
 
-from models.protxlnet.backbone import XLNetBackbone, XLNetLMHead
+from models.layers.tied_lm_head import TiedLMHead
+from models.protxlnet.backbone import XLNetBackbone
 
 _ATTENTION = {"q": "query_kernel", "k": "key_kernel", "v": "value_kernel", "o": "output_kernel",
               "r": "position_kernel", "r_w_bias": "content_bias", "r_r_bias": "position_bias"}
 
 
-def assign_hf_xlnet(state: Mapping[str, np.ndarray], backbone: XLNetBackbone, head: XLNetLMHead | None = None,
+def assign_hf_xlnet(state: Mapping[str, np.ndarray], backbone: XLNetBackbone, head: TiedLMHead | None = None,
                     token_rows: np.ndarray | None = None) -> None:
     """Set built `backbone` (and `head`) weights from `state`. `token_rows[i]` is the checkpoint row of our token
     id i (None: the checkpoint uses our ids)."""
