@@ -79,3 +79,41 @@ def test_the_query_stream_cannot_see_its_own_token(imported):
     content_before = backbone.forward(ids).hidden.numpy()[0, target]
     content_after = backbone.forward(changed).hidden.numpy()[0, target]
     assert np.abs(content_before - content_after).max() > 1e-3  # the content stream does see it
+
+
+def test_permutation_batches_hide_each_target_from_itself_and_from_what_comes_before_it():
+    from models.input_pipeline import permutation_batch
+
+    ids, _ = vocabulary.encode(tf.constant(["MKTAYIAKQRQISFVKSHFSRQ", "MSTNP"]))
+    batch = {k: v.numpy() for k, v in permutation_batch(ids, tf.constant([3, 4], tf.int64), 4).items()}
+    for row in range(2):
+        targets = batch["target_mapping"][row].argmax(-1)[batch["mask_weights"][row] > 0]
+        residues = int((ids.numpy()[row] >= vocabulary.FIRST_RESIDUE_ID).sum())
+        assert len(targets) == -(-residues // 6)  # the last 1/6 of the order is predicted
+        np.testing.assert_array_equal(batch["mask_ids"][row][: len(targets)], ids.numpy()[row][targets])
+        mask = batch["permutation_mask"][row]
+        assert all(mask[t, t] == 1 for t in targets)  # a target's query stream never sees itself
+        others = [p for p in range(ids.shape[1]) if p not in targets]
+        assert mask[np.ix_(others, others)].sum() == 0  # context sees context, both ways
+        assert (mask[np.ix_(others, targets)] == 1).all()  # and no target
+        seen = mask[np.ix_(targets, targets)]  # among targets: a strict order, each sees those before it
+        assert sorted(seen.sum(axis=1).tolist()) == list(range(1, len(targets) + 1))
+
+
+def test_protxlnet_trains_on_real_proteins_and_its_loss_falls(tmp_path):
+    from beam_jobs import fasta_to_tfrecords
+    from models.training.trainer import Phase, TrainConfig, Trainer, load_trained_backbone
+    from tests.conftest import SAMPLE_FASTA
+
+    data = tmp_path / "data"
+    fasta_to_tfrecords.run(["--input", str(SAMPLE_FASTA), "--output-dir", str(data), "--num-shards", "2"])
+    logged = []
+    config = TrainConfig(train_files=tuple(sorted(str(p) for p in (data / "train").glob("data-*"))),
+                         family="protxlnet", preset="tiny", phases=(Phase(128, 120, 16),),
+                         model_dir=str(tmp_path / "model"), optimizer="adamw", learning_rate=5e-3, warmup_steps=10,
+                         log_every=10, checkpoint_every=60)
+    metrics = Trainer(config, log=logged.append).train()
+    losses = [float(line.split("loss ")[1].split()[0]) for line in logged if line.startswith("step")]
+    assert losses[0] > 3.0 and metrics["loss"] < losses[0] - 0.15, losses
+    backbone, _ = load_trained_backbone(str(tmp_path / "model"))
+    assert isinstance(backbone, XLNetBackbone)

@@ -10,6 +10,7 @@ are the global mean's; ``steps_per_execution`` steps run inside one `tf.function
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -22,9 +23,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from models.input_pipeline import (MASK_IDS, MASK_POSITIONS, MASK_WEIGHTS, TOKEN_IDS, InputConfig,
-                                   pretraining_dataset)
-from models.masked_lm import MaskedLM
+from models.input_pipeline import MASK_IDS, MASK_WEIGHTS, TOKEN_IDS, InputConfig
+from models.encoder_backbone import EncoderBackbone
+from models.objectives import task_dataset, task_model
 from models.presets import build_backbone, preset_config
 from models.training.schedule import WarmupLinearDecay
 from models.training.strategy import is_chief, make_strategy
@@ -113,25 +114,29 @@ def model_weights(model: keras.Model) -> dict[str, keras.Variable]:
 BACKBONE_CONFIG = "backbone_config.json"
 
 
-def write_backbone_config(backbone, model_dir: str) -> None:
-    """``<model_dir>/backbone_config.json``: what a reader of the checkpoints needs to rebuild the model."""
+def write_backbone_config(backbone, family: str, model_dir: str) -> None:
+    """``<model_dir>/backbone_config.json``: what a reader of the checkpoints needs to rebuild the model (the
+    family, which names the backbone class and task model, and the backbone's config)."""
     tf.io.gfile.makedirs(model_dir)
     with tf.io.gfile.GFile(os.path.join(model_dir, BACKBONE_CONFIG), "w") as handle:
-        handle.write(json.dumps(backbone.get_config(), indent=2))
+        handle.write(json.dumps({"family": family, "config": backbone.get_config()}, indent=2))
 
 
 def load_trained_backbone(model_dir: str):
     """The backbone of a training run's latest checkpoint (``--model-dir`` of ``prottrans-train``), and that
     checkpoint's path."""
-    from models.encoder_backbone import EncoderBackbone
+    from models.presets import BACKBONES
 
     config_path = os.path.join(model_dir, BACKBONE_CONFIG)
     latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
     if not tf.io.gfile.exists(config_path) or latest is None:
         raise FileNotFoundError(f"{model_dir} is not a training directory (no {BACKBONE_CONFIG} or no checkpoint)")
     with tf.io.gfile.GFile(config_path) as handle:
-        backbone = EncoderBackbone.from_config(json.load(handle))
-    model = MaskedLM(backbone)
+        saved = json.load(handle)
+    if "family" not in saved:  # written before other families existed: a ProtBert/ProtAlbert config
+        saved = {"family": "protbert", "config": saved}
+    backbone = BACKBONES[saved["family"]].from_config(saved["config"])
+    model = task_model(saved["family"], backbone)
     model.build({TOKEN_IDS: (None, None)})
     restore_model_weights(model, latest)
     return backbone, latest
@@ -155,7 +160,7 @@ class Trainer:
         keras.utils.set_random_seed(config.seed)
         with self.strategy.scope():
             self.backbone = build_backbone(config.family, config.preset, **self._backbone_overrides())
-            self.model = MaskedLM(self.backbone)
+            self.model = task_model(config.family, self.backbone)
             self.model.build({TOKEN_IDS: (None, None)})
             optimizer = OPTIMIZERS[config.optimizer](
                 learning_rate=WarmupLinearDecay(
@@ -181,14 +186,20 @@ class Trainer:
                 self.strategy.cluster_resolver, self.manager)
 
     def _backbone_overrides(self) -> dict:
-        """The position table stops at the longest length trained: positions no step ever saw keep their random
-        initial values, and a model carrying them would embed longer inputs with noise instead of refusing them
-        (the embedders then chunk such sequences)."""
-        longest = max(phase.sequence_length for phase in self.config.phases)
-        overrides = {"max_sequence_length": min(longest, preset_config(self.config.family, self.config.preset)[
-            "max_sequence_length"])}
+        """A learned position table stops at the longest length trained: positions no step ever saw keep their
+        random initial values, and a model carrying them would embed longer inputs with noise instead of
+        refusing them (the embedders then chunk such sequences). Relative-position families need no cut."""
+        from models.presets import BACKBONES
+
+        family = self.config.family
+        accepted = inspect.signature(BACKBONES[family]).parameters
+        overrides = {}
+        if BACKBONES[family] is EncoderBackbone:
+            longest = max(phase.sequence_length for phase in self.config.phases)
+            overrides["max_sequence_length"] = min(longest, preset_config(family, self.config.preset)[
+                "max_sequence_length"])
         if self.config.dropout is not None:
-            overrides.update(dropout=self.config.dropout, attention_dropout=self.config.dropout)
+            overrides.update({key: self.config.dropout for key in ("dropout", "attention_dropout") if key in accepted})
         return overrides
 
     def _warmup_steps(self) -> int:
@@ -217,7 +228,7 @@ class Trainer:
         """Run (or finish) every phase; returns the last logged metrics."""
         self.restore()
         if self.chief:
-            write_backbone_config(self.backbone, self.config.model_dir)
+            write_backbone_config(self.backbone, self.config.family, self.config.model_dir)
         previous_handler = signal.getsignal(signal.SIGTERM)
         if self._preemption_handler is None:
             signal.signal(signal.SIGTERM, self._on_sigterm)
@@ -260,7 +271,7 @@ class Trainer:
                 batch_size=context.get_per_replica_batch_size(micro_batch),
                 seed=self.config.seed + self.step,  # a resumed run does not replay the data it has seen
             )
-            return pretraining_dataset(self.config.train_files, input_config, context)
+            return task_dataset(self.config.family)(self.config.train_files, input_config, context)
 
         return self.strategy.distribute_datasets_from_function(dataset_fn)
 
@@ -300,7 +311,8 @@ class Trainer:
 
         def loss_and_gradients(batch, global_weight):
             with tf.GradientTape() as tape:
-                logits = model({TOKEN_IDS: batch[TOKEN_IDS], MASK_POSITIONS: batch[MASK_POSITIONS]}, training=True)
+                inputs = {key: value for key, value in batch.items() if key not in (MASK_IDS, MASK_WEIGHTS)}
+                logits = model(inputs, training=True)
                 logits = tf.cast(logits, tf.float32)
                 losses = keras.losses.sparse_categorical_crossentropy(batch[MASK_IDS], logits, from_logits=True)
                 weights = batch[MASK_WEIGHTS]

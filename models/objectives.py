@@ -1,0 +1,29 @@
+"""What each model family is trained on, by family name: its task model and its input pipeline."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import keras
+
+from models import input_pipeline
+from models.presets import OBJECTIVES
+
+
+def task_model(family: str, backbone) -> keras.Model:
+    objective = OBJECTIVES[family]
+    if objective == "masked_lm":
+        from models.masked_lm import MaskedLM
+
+        return MaskedLM(backbone)
+    if objective == "permutation_lm":
+        from models.protxlnet.permutation_lm import PermutationLM
+
+        return PermutationLM(backbone)
+    raise ValueError(f"training {family} ({objective}) is not built yet; it can be imported, embedded and served")
+
+
+def task_dataset(family: str) -> Callable:
+    """`(files, InputConfig, input_context) → tf.data.Dataset` of the family's training batches."""
+    return {"masked_lm": input_pipeline.pretraining_dataset,
+            "permutation_lm": input_pipeline.permutation_lm_dataset}[OBJECTIVES[family]]
