@@ -235,3 +235,41 @@ def permutation_lm_dataset(files: Sequence[str], config: InputConfig,
     batches = tf.data.Dataset.zip(_length_batches(files, config, input_context, repeat), _seeds(config.seed, 3))
     return batches.map(lambda ids, seed: permutation_batch(ids, seed, max_predictions),
                        num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+# Causal language modelling on segment streams (Transformer-XL) -----------------------------------------------
+RESET = "reset"
+
+
+def causal_lm_dataset(files: Sequence[str], config: InputConfig,
+                      input_context: tf.distribute.InputContext | None = None,
+                      repeat: bool = True) -> tf.data.Dataset:
+    """Segment batches ``[lanes, sequence_length]`` (lanes = `config.batch_size`) for a causal LM with memory.
+
+    Lane b reads every lanes-th protein of the (shuffled) input as one stream, ``[CLS] residues [SEP]`` after
+    another, and row b of each batch is that stream's next segment, so a lane's memory from one batch is the
+    context of its next. Targets are the next tokens; ``reset`` is 1 on each lane's first segment.
+    """
+    lanes, length = config.batch_size, config.sequence_length
+
+    def lane(index: int) -> tf.data.Dataset:
+        sequences = read_sequences(files, config, input_context, repeat).shard(lanes, index)
+        tokens = sequences.map(
+            lambda sequence: tf.concat([[vocabulary.CLS_ID], vocabulary.tokenize(tf.reshape(sequence, [1]))[0],
+                                        [vocabulary.SEP_ID]], axis=0),
+            num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+        # Windows of length + 1 tokens, overlapping by one: the inputs and their next tokens
+        return tokens.window(length + 1, shift=length, drop_remainder=True).flat_map(
+            lambda window: window.batch(length + 1))
+
+    segments = tf.data.Dataset.zip(tuple(lane(i) for i in range(lanes))).map(lambda *rows: tf.stack(rows))
+
+    def as_batch(index, rows):
+        return {
+            TOKEN_IDS: rows[:, :-1],
+            MASK_IDS: rows[:, 1:],
+            MASK_WEIGHTS: tf.ones([lanes, length], tf.float32),
+            RESET: tf.fill([lanes], tf.cast(tf.equal(index, 0), tf.float32)),
+        }
+
+    return segments.enumerate().map(as_batch).prefetch(tf.data.AUTOTUNE)

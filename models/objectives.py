@@ -10,7 +10,8 @@ from models import input_pipeline
 from models.presets import OBJECTIVES
 
 
-def task_model(family: str, backbone) -> keras.Model:
+def task_model(family: str, backbone, lanes: int = 1) -> keras.Model:
+    """The family's training model; `lanes` is the per-replica batch of a causal LM (its memory's rows)."""
     objective = OBJECTIVES[family]
     if objective == "masked_lm":
         from models.masked_lm import MaskedLM
@@ -20,10 +21,15 @@ def task_model(family: str, backbone) -> keras.Model:
         from models.protxlnet.permutation_lm import PermutationLM
 
         return PermutationLM(backbone)
-    raise ValueError(f"training {family} ({objective}) is not built yet; it can be imported, embedded and served")
+    if objective == "causal_lm":
+        from models.prottxl.causal_lm import CausalLM
+
+        return CausalLM(backbone, lanes)
+    raise ValueError(f"unknown objective {objective!r} of {family}")
 
 
 def task_dataset(family: str) -> Callable:
     """`(files, InputConfig, input_context) → tf.data.Dataset` of the family's training batches."""
     return {"masked_lm": input_pipeline.pretraining_dataset,
-            "permutation_lm": input_pipeline.permutation_lm_dataset}[OBJECTIVES[family]]
+            "permutation_lm": input_pipeline.permutation_lm_dataset,
+            "causal_lm": input_pipeline.causal_lm_dataset}[OBJECTIVES[family]]

@@ -60,3 +60,42 @@ def test_the_model_never_attends_to_the_future(imported):
     after = backbone.forward(ids).hidden.numpy()
     np.testing.assert_allclose(after[:, :15], before[:, :15], atol=1e-6)
     assert np.abs(after[:, 15:] - before[:, 15:]).max() > 1e-3
+
+
+@pytest.fixture(scope="module")
+def sample_data(tmp_path_factory):
+    from beam_jobs import fasta_to_tfrecords
+    from tests.conftest import SAMPLE_FASTA
+
+    data = tmp_path_factory.mktemp("txl") / "data"
+    fasta_to_tfrecords.run(["--input", str(SAMPLE_FASTA), "--output-dir", str(data), "--num-shards", "2"])
+    return tuple(sorted(str(p) for p in (data / "train").glob("data-*")))
+
+
+def test_each_batch_lane_continues_its_own_stream(sample_data):
+    from models.input_pipeline import InputConfig, causal_lm_dataset
+
+    batches = [{k: v.numpy() for k, v in b.items()}
+               for b in causal_lm_dataset(sample_data, InputConfig(sequence_length=32, batch_size=3)).take(4)]
+    assert batches[0]["reset"].tolist() == [1.0] * 3 and all(b["reset"].sum() == 0 for b in batches[1:])
+    for earlier, later in zip(batches, batches[1:]):
+        # the token after a lane's segment is the first input of that lane's next segment
+        np.testing.assert_array_equal(earlier["mask_ids"][:, -1], later["token_ids"][:, 0])
+        np.testing.assert_array_equal(earlier["token_ids"][:, 1:], earlier["mask_ids"][:, :-1])
+    assert len({tuple(row) for row in batches[0]["token_ids"]}) == 3  # lanes read different proteins
+
+
+def test_prottxl_trains_on_real_proteins_with_memory_across_batches(sample_data, tmp_path):
+    from models.training.trainer import Phase, TrainConfig, Trainer, load_trained_backbone
+
+    logged = []
+    config = TrainConfig(train_files=sample_data, family="prottxl", preset="tiny", phases=(Phase(64, 120, 8),),
+                         model_dir=str(tmp_path / "model"), optimizer="adamw", learning_rate=5e-3, warmup_steps=10,
+                         log_every=10, checkpoint_every=60)
+    trainer = Trainer(config, log=logged.append)
+    metrics = trainer.train()
+    losses = [float(line.split("loss ")[1].split()[0]) for line in logged if line.startswith("step")]
+    assert losses[0] > 3.0 and metrics["loss"] < losses[0] - 0.15, losses
+    assert all(np.abs(m.numpy()).max() > 0 for m in trainer.model._memory)  # the lanes' memory was carried
+    backbone, _ = load_trained_backbone(str(tmp_path / "model"))
+    assert isinstance(backbone, TransformerXLBackbone)

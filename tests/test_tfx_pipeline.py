@@ -149,3 +149,16 @@ def test_the_cli_refuses_a_bad_override(capsys):
 
     assert cli.main(["run", "--set", "stepz=3"]) == 2
     assert "unknown config key 'stepz'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["protxlnet", "prottxl"])
+def test_the_autoregressive_families_run_through_the_same_pipeline_by_name(first_run, family):
+    output_dir, _, _ = first_run
+    config, nodes = run_pipeline(output_dir, f"family={family}")
+    assert nodes["FastaExampleGen"].state == "CACHED" and nodes["Trainer"].state == "COMPLETE"
+    (version,) = versions(config)
+    assert config.serving_model_dir("local").endswith(family)
+    served = tf.saved_model.load(os.path.join(config.serving_model_dir("local"), version))
+    outputs = served.signatures["serving_default"](sequences=tf.constant(["MKTAYIAKQR"]))
+    assert outputs["residue_embeddings"].shape == (1, 10, 32)

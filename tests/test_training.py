@@ -243,7 +243,7 @@ def _free_ports(count: int) -> list[int]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["protbert", "protalbert"])
+@pytest.mark.parametrize("family", ["protbert", "protalbert", "protxlnet", "prottxl"])
 def test_multi_worker_strategy_trains_across_two_processes(dataset_dir, tmp_path, family):
     import json
 

@@ -26,7 +26,7 @@ import tensorflow as tf
 from models.input_pipeline import MASK_IDS, MASK_WEIGHTS, TOKEN_IDS, InputConfig
 from models.encoder_backbone import EncoderBackbone
 from models.objectives import task_dataset, task_model
-from models.presets import build_backbone, preset_config
+from models.presets import OBJECTIVES, build_backbone, preset_config
 from models.training.schedule import WarmupLinearDecay
 from models.training.strategy import is_chief, make_strategy
 
@@ -160,7 +160,7 @@ class Trainer:
         keras.utils.set_random_seed(config.seed)
         with self.strategy.scope():
             self.backbone = build_backbone(config.family, config.preset, **self._backbone_overrides())
-            self.model = task_model(config.family, self.backbone)
+            self.model = task_model(config.family, self.backbone, self._lanes())
             self.model.build({TOKEN_IDS: (None, None)})
             optimizer = OPTIMIZERS[config.optimizer](
                 learning_rate=WarmupLinearDecay(
@@ -184,6 +184,14 @@ class Trainer:
         if config.strategy in ("multi_worker", "tpu"):
             self._preemption_handler = tf.distribute.experimental.PreemptionCheckpointHandler(
                 self.strategy.cluster_resolver, self.manager)
+
+    def _lanes(self) -> int:
+        """Per-replica micro-batch: a causal LM keeps one memory row per lane, so it must not change."""
+        sizes = {phase.global_batch // self.config.accumulation_steps // self.strategy.num_replicas_in_sync
+                 for phase in self.config.phases}
+        if len(sizes) > 1 and OBJECTIVES[self.config.family] == "causal_lm":
+            raise ValueError("a causal LM with memory needs one per-replica batch for all phases (no --two-phase)")
+        return min(sizes)
 
     def _backbone_overrides(self) -> dict:
         """A learned position table stops at the longest length trained: positions no step ever saw keep their

@@ -1,0 +1,51 @@
+"""The causal-LM task model of Transformer-XL: next-token logits at every position of a segment, with each batch
+lane's memory carried from one training batch to the next."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from models.layers.tied_lm_head import TiedLMHead
+from models.prottxl.backbone import TransformerXLBackbone
+
+
+@keras.saving.register_keras_serializable(package="prottrans")
+class CausalLM(keras.Model):
+    """``{"token_ids": [lanes, length], "reset": [lanes]}`` → logits ``[lanes, length, vocabulary]``.
+
+    Row b of every batch continues lane b's stream of proteins, so the memory the previous batch left is the
+    context of this one; ``reset`` is 1 where a lane starts over (the first batch of a run), and zeroes its
+    memory. The memory lives in per-replica (sync-on-read) variables that are not checkpointed: a resumed run
+    starts its lanes afresh.
+    """
+
+    def __init__(self, backbone: TransformerXLBackbone, lanes: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        if not backbone.memory_length:
+            raise ValueError("a causal LM trained on segment streams needs a memory_length > 0")
+        self.backbone = backbone
+        self.lanes = lanes
+        self.head = TiedLMHead(backbone, name="lm_head")
+
+    def build(self, input_shape):
+        token_ids_shape = input_shape["token_ids"] if isinstance(input_shape, dict) else input_shape
+        if not self.backbone.built:
+            self.backbone.build(token_ids_shape)
+        self.head.build((None, None, self.backbone.hidden_dim))
+        shape = [self.lanes, self.backbone.memory_length, self.backbone.hidden_dim]
+        # Bypasses Keras tracking on purpose: the memory is state of the data stream, not a weight.
+        object.__setattr__(self, "_memory", [
+            tf.Variable(tf.zeros(shape), trainable=False, name=f"memory_{i}",
+                        synchronization=tf.VariableSynchronization.ON_READ,
+                        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+            for i in range(self.backbone.num_layers)])
+        self.built = True
+
+    def call(self, inputs, training=None):
+        keep = 1.0 - tf.cast(inputs["reset"], tf.float32)[:, None, None]
+        memory = [m * keep for m in self._memory]
+        state = self.backbone.forward(inputs["token_ids"], memory=memory, training=training)
+        for variable, value in zip(self._memory, state.memory):
+            variable.assign(tf.cast(value, tf.float32))
+        return self.head(state.hidden)
