@@ -3,6 +3,10 @@
     .venv/bin/python bench/train_throughput.py [--batch 4] [--steps 3] [--repeats 3] [--mixed-precision bfloat16]
         [--jit-compile]
 
+With --all-families, ProtXLNet (two-stream permutation LM, 1/6 of positions predicted) and ProtTXL (causal LM
+with a memory as long as the segment) of the same shape are timed too, each on its own objective; their MFU uses
+the same FLOP formula, so it understates ProtTXL's (attention over twice the keys) and ProtXLNet's (two streams).
+
 Both models are BERT-base shaped (12 layers, hidden 768, 12 heads, FFN 3072) at sequence length 512, and
 train with the same step: masked-LM loss on 15% of the positions, LAMB. Prints tokens/s, the ratio to
 keras-hub, and model FLOP utilisation: (6 × non-embedding parameters + 12 × layers × hidden × length) FLOPs
@@ -80,6 +84,36 @@ def keras_hub_bert(length: int) -> tuple[keras.Model, callable]:
     return model, forward
 
 
+def xlnet(length: int):
+    from models.protxlnet.backbone import XLNetBackbone
+    from models.protxlnet.permutation_lm import PermutationLM
+
+    model = PermutationLM(XLNetBackbone(**SHAPE, memory_length=0, max_sequence_length=length))
+    return model, lambda batch: model(batch, training=True)
+
+
+def transformer_xl(length: int, lanes: int):
+    from models.prottxl.backbone import TransformerXLBackbone
+    from models.prottxl.causal_lm import CausalLM
+
+    backbone = TransformerXLBackbone(**SHAPE, head_dim=SHAPE["hidden_dim"] // SHAPE["num_heads"],
+                                     memory_length=length, max_sequence_length=length)
+    model = CausalLM(backbone, lanes)
+    return model, lambda batch: model(batch, training=True)
+
+
+def xlnet_inputs(batch: dict) -> dict:
+    from models.input_pipeline import PREDICT_ONE_IN, permutation_batch
+
+    length = int(batch["token_ids"].shape[1])
+    return permutation_batch(batch["token_ids"], tf.constant([0, 1], tf.int64), -(-(length - 2) // PREDICT_ONE_IN))
+
+
+def causal_inputs(batch: dict) -> dict:
+    ids = batch["token_ids"]
+    return {"token_ids": ids, "reset": tf.zeros([ids.shape[0]]), "mask_ids": tf.roll(ids, -1, axis=1)}
+
+
 def non_embedding_parameters(model: keras.Model) -> int:
     return sum(int(np.prod(w.shape)) for w in model.trainable_weights if "embedding" not in w.path)
 
@@ -132,6 +166,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=4, help="timed windows per model, interleaved")
     parser.add_argument("--mixed-precision", choices=("none", "bfloat16", "float16"), default="none")
     parser.add_argument("--jit-compile", action="store_true")
+    parser.add_argument("--all-families", action="store_true",
+                        help="also time ProtXLNet and ProtTXL of the same shape on their objectives")
     parser.add_argument("--activation", choices=("gelu", "gelu_new"), default="gelu",
                         help="ours: gelu is ProtBert's exact (erf) GELU; keras-hub's BERT uses the tanh "
                         "approximation (gelu_new)")
@@ -147,6 +183,11 @@ def main() -> None:
     candidates = [Candidate(f"ProtBert (ours, {args.activation})", partial(ours, activation_name=args.activation),
                             batch, args.jit_compile),
                   Candidate("keras-hub BertMaskedLM", keras_hub_bert, batch, args.jit_compile)]
+    if args.all_families:  # same shape and length; their own objectives (no reference implementation to compare)
+        candidates += [
+            Candidate("ProtXLNet (ours, permutation LM)", xlnet, xlnet_inputs(batch), args.jit_compile),
+            Candidate("ProtTXL (ours, causal LM + memory)", partial(transformer_xl, lanes=args.batch),
+                      causal_inputs(batch), args.jit_compile)]
     for repeat in range(args.repeats):  # interleaved windows in alternating order, best of each: noisy machine
         for candidate in candidates if repeat % 2 == 0 else candidates[::-1]:
             candidate.time(args.steps)
