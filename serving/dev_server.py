@@ -136,6 +136,7 @@ class Batcher:
         self.max_batch_size = max_batch_size
         self.timeout_s = timeout_s
         self._queue: queue.Queue[_Pending] = queue.Queue()
+        self.model_calls = 0  # batched calls of the model so far (for monitoring and tests)
         self._thread = threading.Thread(target=self._loop, daemon=True, name="batcher")
         self._thread.start()
 
@@ -165,6 +166,7 @@ class Batcher:
                     leftovers.append(item)
             for item in leftovers:
                 self._queue.put(item)
+            self.model_calls += 1
             self._run_group(group)
 
     @staticmethod
@@ -304,7 +306,8 @@ class DevServer:
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
                                    options=[("grpc.max_send_message_length", 512 << 20),
                                             ("grpc.max_receive_message_length", 512 << 20)])
-        service = _Service(self.models, Batcher(max_batch_size, batch_timeout_s))
+        self.batcher = Batcher(max_batch_size, batch_timeout_s)
+        service = _Service(self.models, self.batcher)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(service, self._server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(service, self._server)
         self.port = self._server.add_insecure_port(f"{host}:{port}")

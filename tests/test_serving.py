@@ -322,3 +322,48 @@ def test_the_saved_model_itself_refuses_bad_sequences_so_any_server_does(model_f
     signature = tf.saved_model.load(str(folder / "1")).signatures["serving_default"]
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
         signature(sequences=tf.constant(sequences, dtype=tf.string))
+
+
+def test_concurrent_requests_are_batched_into_fewer_model_calls(model_folder):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from serving.dev_server import DevServer
+
+    folder, backbone = model_folder
+    running = DevServer(str(folder), "protbert", port=0, host="127.0.0.1", batch_timeout_s=0.2).start()
+    try:
+        before = running.batcher.model_calls
+        with ThreadPoolExecutor(8) as pool:
+            responses = list(pool.map(lambda s: stub(running).Predict(request([s]), timeout=30), PROTEINS * 4))
+        calls = running.batcher.model_calls - before
+    finally:
+        running.stop()
+    assert calls < len(responses)
+    expected = embedding.embed_strings(backbone, tf.constant(PROTEINS))["protein_embeddings"].numpy()
+    for index, response in enumerate(responses):  # each caller gets its own rows back
+        np.testing.assert_allclose(tf.make_ndarray(response.outputs["protein_embeddings"])[0],
+                                   expected[index % len(PROTEINS)], atol=1e-5)
+
+
+def test_the_client_retries_while_the_server_is_unavailable(model_folder):
+    import socket
+
+    from serving.client import EmbeddingClient
+    from serving.dev_server import DevServer
+
+    folder, _ = model_folder
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    servers = []
+    starter = threading.Timer(1.0, lambda: servers.append(
+        DevServer(str(folder), "protbert", port=port, host="127.0.0.1").start()))
+    starter.start()
+    try:
+        with EmbeddingClient(f"127.0.0.1:{port}", "protbert", retries=8) as client:
+            (result,) = client.embed(["MKTAYIAKQR"])  # sent before the server is up
+        assert result.residues.shape == (10, 32)
+    finally:
+        starter.join()
+        for server in servers:
+            server.stop()
