@@ -242,3 +242,132 @@ def load_masked_lm(directory: str, family: str) -> MaskedLM:
     if unused:
         raise CheckpointError(f"{directory}: weights not mapped to the model: {unused[:10]}")
     return model
+
+
+# ---- XLNet (ProtXLNet): sentencepiece vocabulary ---------------------------------------------------------------
+SPIECE = "spiece.model"
+# XLNet's special pieces, as ours
+_XLNET_SPECIALS = {"<pad>": vocabulary.PAD, "<unk>": vocabulary.UNK, "<cls>": vocabulary.CLS,
+                   "<sep>": vocabulary.SEP, "<mask>": vocabulary.MASK}
+
+
+def _varint(data: bytes, position: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        byte = data[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, position
+        shift += 7
+
+
+def read_sentencepiece_pieces(path: str) -> list[str]:
+    """The pieces of a sentencepiece ``ModelProto`` file, in id order (read from the protobuf wire format:
+    field 1 holds the pieces, each with its text in field 1), without the sentencepiece library."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    pieces, position = [], 0
+    try:
+        while position < len(data):
+            key, position = _varint(data, position)
+            field, wire = key >> 3, key & 7
+            if wire == 0:
+                _, position = _varint(data, position)
+            elif wire == 1:
+                position += 8
+            elif wire == 5:
+                position += 4
+            elif wire == 2:
+                size, position = _varint(data, position)
+                if position + size > len(data):
+                    raise IndexError
+                body, position = data[position: position + size], position + size
+                if field == 1:
+                    pieces.append(_piece_text(body))
+            else:
+                raise CheckpointError(f"{path}: unsupported protobuf wire type {wire}")
+    except IndexError:
+        raise CheckpointError(f"{path}: truncated sentencepiece model") from None
+    if not pieces:
+        raise CheckpointError(f"{path}: no pieces: not a sentencepiece model")
+    return pieces
+
+
+def _piece_text(message: bytes) -> str:
+    position = 0
+    while position < len(message):
+        key, position = _varint(message, position)
+        field, wire = key >> 3, key & 7
+        if wire == 2:
+            size, position = _varint(message, position)
+            if field == 1:
+                return message[position: position + size].decode("utf-8")
+            position += size
+        elif wire == 0:
+            _, position = _varint(message, position)
+        elif wire == 5:
+            position += 4
+        elif wire == 1:
+            position += 8
+    return ""
+
+
+def sentencepiece_rows(pieces: list[str]) -> np.ndarray:
+    """For each of our token ids, the row of its piece: specials by name, a residue by its piece (``▁A``, the
+    piece of a space-separated residue, before a bare ``A``)."""
+    index: dict[str, int] = {}
+    for row, piece in enumerate(pieces):
+        if piece in _XLNET_SPECIALS:
+            index.setdefault(_XLNET_SPECIALS[piece], row)
+    for prefer_word_start in (True, False):
+        for row, piece in enumerate(pieces):
+            residue = piece[1:] if piece.startswith("\u2581") else piece
+            if (piece.startswith("\u2581") == prefer_word_start) and residue in vocabulary.TOKENS[5:]:
+                index.setdefault(residue, row)
+    missing = [token for token in vocabulary.TOKENS if token not in index]
+    if missing:
+        raise CheckpointError(f"the sentencepiece vocabulary lacks {missing}")
+    return np.array([index[token] for token in vocabulary.TOKENS])
+
+
+def xlnet_backbone_config(hf_config: dict) -> dict[str, Any]:
+    if hf_config.get("model_type") != "xlnet":
+        raise CheckpointError(f"--family protxlnet expects an 'xlnet' checkpoint, not {hf_config.get('model_type')!r}")
+    for key, supported in (("attn_type", "bi"), ("bi_data", False), ("ff_activation", "gelu")):
+        if hf_config.get(key, supported) != supported:
+            raise CheckpointError(f"only XLNet checkpoints with {key}={supported!r} are supported, not "
+                                  f"{hf_config[key]!r}")
+    return {
+        "num_layers": hf_config["n_layer"], "hidden_dim": hf_config["d_model"], "num_heads": hf_config["n_head"],
+        "intermediate_dim": hf_config["d_inner"], "memory_length": hf_config.get("mem_len") or 0,
+        "max_sequence_length": 40000, "dropout": hf_config.get("dropout", 0.0),
+        "layer_norm_epsilon": hf_config.get("layer_norm_eps", 1e-12), "clamp_length": hf_config.get("clamp_len", -1),
+        "specials_at_end": True,
+    }
+
+
+def load_xlnet(directory: str):
+    """An :class:`XLNetBackbone` with the weights of the Hugging Face XLNet checkpoint in `directory` (config.json,
+    spiece.model, weights); it takes XLNet's own ``residues <sep> <cls>`` layout."""
+    from models.layers.tied_lm_head import TiedLMHead
+    from models.protxlnet.backbone import XLNetBackbone
+    from models.protxlnet.convert import assign_hf_xlnet
+
+    config_path, spiece_path = os.path.join(directory, "config.json"), os.path.join(directory, SPIECE)
+    for path in (config_path, spiece_path):
+        if not os.path.exists(path):
+            raise CheckpointError(f"{directory}: no {os.path.basename(path)}")
+    with open(config_path) as handle:
+        config = xlnet_backbone_config(json.load(handle))
+    rows = sentencepiece_rows(read_sentencepiece_pieces(spiece_path))
+    weights = {name: value.astype(np.float32) for name, value in read_weights(directory).items()}
+    backbone = XLNetBackbone(**config, name="protxlnet_backbone")
+    head = TiedLMHead(backbone)
+    backbone.build((None, None))
+    head.build((None, None, backbone.hidden_dim))
+    try:
+        assign_hf_xlnet(weights, backbone, head if "lm_loss.bias" in weights else None, rows)
+    except KeyError as error:
+        raise CheckpointError(f"{directory}: weight {error.args[0]!r} not found") from None
+    return backbone

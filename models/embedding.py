@@ -24,8 +24,8 @@ class ProteinEmbedding(NamedTuple):
     protein: np.ndarray  # [hidden]
 
 
-def pool(hidden: tf.Tensor, lengths: tf.Tensor) -> dict[str, tf.Tensor]:
-    """Backbone outputs ``[batch, 2 + max_len, hidden]`` → the §5 outputs.
+def pool(hidden: tf.Tensor, lengths: tf.Tensor, offset: int = 1) -> dict[str, tf.Tensor]:
+    """Backbone outputs ``[batch, 2 + max_len, hidden]`` (residues from position `offset`) → the §5 outputs.
 
     `residue_embeddings` ``[batch, max_len, hidden]`` (zero past each length), `protein_embeddings`
     ``[batch, hidden]`` (mean over residues; zero for an empty sequence), `lengths` ``[batch]`` int32.
@@ -33,7 +33,7 @@ def pool(hidden: tf.Tensor, lengths: tf.Tensor) -> dict[str, tf.Tensor]:
     hidden = tf.cast(hidden, tf.float32)
     max_len = tf.maximum(tf.shape(hidden)[1] - SPECIAL_TOKENS_PER_SEQUENCE, 0)  # 0 for an empty batch
     mask = tf.sequence_mask(lengths, max_len, dtype=tf.float32)[:, :, None]
-    residues = hidden[:, 1 : 1 + max_len] * mask
+    residues = hidden[:, offset : offset + max_len] * mask
     counts = tf.maximum(tf.cast(lengths, tf.float32), 1.0)[:, None]
     return {
         "residue_embeddings": residues,
@@ -44,7 +44,8 @@ def pool(hidden: tf.Tensor, lengths: tf.Tensor) -> dict[str, tf.Tensor]:
 
 def embed_strings(backbone: EncoderBackbone, sequences: tf.Tensor) -> dict[str, tf.Tensor]:
     """Raw sequence strings ``[batch]`` → the §5 outputs, tokenised in the graph."""
-    token_ids, lengths = vocabulary.encode(sequences)
+    specials_at_end = getattr(backbone, "specials_at_end", False)
+    token_ids, lengths = vocabulary.encode(sequences, specials_at_end=specials_at_end)
     limit = max_residues(backbone)
     # A clear InvalidArgumentError (gRPC INVALID_ARGUMENT in TF Serving) instead of a shape error deep inside.
     checks = [
@@ -58,7 +59,7 @@ def embed_strings(backbone: EncoderBackbone, sequences: tf.Tensor) -> dict[str, 
     ]
     with tf.control_dependencies(checks):
         token_ids = tf.identity(token_ids)
-    return pool(backbone(token_ids, training=False), lengths)
+    return pool(backbone(token_ids, training=False), lengths, offset=0 if specials_at_end else 1)
 
 
 def max_residues(backbone: EncoderBackbone) -> int:

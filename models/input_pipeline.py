@@ -134,9 +134,10 @@ def pretraining_dataset(
 
 
 def read_sequences(files: Sequence[str], config: InputConfig, input_context: tf.distribute.InputContext | None = None,
-                   repeat: bool = True) -> tf.data.Dataset:
+                   repeat: bool = True, shuffle: bool | None = None) -> tf.data.Dataset:
     """Sequence strings from the Beam job's TFRecord shards: this input pipeline's share of the files, shuffled
-    (with `repeat`) by the seed."""
+    by the seed (by default when repeating; each pass in a new order), repeated forever with `repeat`."""
+    shuffle = repeat if shuffle is None else shuffle
     files = sorted(files)
     if not files:
         raise ValueError("no TFRecord files to read")
@@ -147,12 +148,14 @@ def read_sequences(files: Sequence[str], config: InputConfig, input_context: tf.
             raise ValueError(f"{len(files)} files cannot be shared by {input_context.num_input_pipelines} input "
                              "pipelines: write more shards (--num-shards)")
         dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+    if shuffle:
+        dataset = dataset.shuffle(len(files), seed=config.seed, reshuffle_each_iteration=True)
     if repeat:
-        dataset = dataset.shuffle(len(files), seed=config.seed, reshuffle_each_iteration=True).repeat()
+        dataset = dataset.repeat()
     dataset = dataset.interleave(
         lambda path: tf.data.TFRecordDataset(path, compression_type=compression),
         cycle_length=min(len(files), 8), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if repeat:
+    if shuffle:
         dataset = dataset.shuffle(config.shuffle_buffer, seed=config.seed, reshuffle_each_iteration=True)
     return dataset.map(lambda record: schema.parse_example(record)[schema.SEQUENCE],
                        num_parallel_calls=tf.data.AUTOTUNE)
@@ -246,14 +249,16 @@ def causal_lm_dataset(files: Sequence[str], config: InputConfig,
                       repeat: bool = True) -> tf.data.Dataset:
     """Segment batches ``[lanes, sequence_length]`` (lanes = `config.batch_size`) for a causal LM with memory.
 
-    Lane b reads every lanes-th protein of the (shuffled) input as one stream, ``[CLS] residues [SEP]`` after
-    another, and row b of each batch is that stream's next segment, so a lane's memory from one batch is the
-    context of its next. Targets are the next tokens; ``reset`` is 1 on each lane's first segment.
+    In each epoch, lane b reads every lanes-th protein of the (shuffled) input as one stream, ``[CLS] residues
+    [SEP]`` after another, and row b of each batch is that stream's next segment, so a lane's memory from one
+    batch is the context of its next. Targets are the next tokens; ``reset`` is 1 on the first segment of every
+    epoch (the lanes start new streams). An epoch ends with its shortest lane.
     """
     lanes, length = config.batch_size, config.sequence_length
 
     def lane(index: int) -> tf.data.Dataset:
-        sequences = read_sequences(files, config, input_context, repeat).shard(lanes, index)
+        # One epoch, reshuffled each time the whole stream is repeated; every lane shuffles alike and takes its share
+        sequences = read_sequences(files, config, input_context, repeat=False, shuffle=repeat).shard(lanes, index)
         tokens = sequences.map(
             lambda sequence: tf.concat([[vocabulary.CLS_ID], vocabulary.tokenize(tf.reshape(sequence, [1]))[0],
                                         [vocabulary.SEP_ID]], axis=0),
@@ -272,4 +277,5 @@ def causal_lm_dataset(files: Sequence[str], config: InputConfig,
             RESET: tf.fill([lanes], tf.cast(tf.equal(index, 0), tf.float32)),
         }
 
-    return segments.enumerate().map(as_batch).prefetch(tf.data.AUTOTUNE)
+    epochs = segments.enumerate().map(as_batch)
+    return (epochs.repeat() if repeat else epochs).prefetch(tf.data.AUTOTUNE)

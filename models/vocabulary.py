@@ -52,9 +52,11 @@ def add_special_tokens(residue_ids: tf.RaggedTensor) -> tf.RaggedTensor:
     return tf.concat([cls, residue_ids, sep], axis=1)
 
 
-def encode(sequences: tf.Tensor, max_length: int | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+def encode(sequences: tf.Tensor, max_length: int | None = None,
+           specials_at_end: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
     """Padded model inputs for raw sequences: ``token_ids`` ``[batch, max_len + 2]`` and residue ``lengths``.
 
+    ``[CLS] residues [SEP]``, or with `specials_at_end` XLNet's ``residues [SEP] [CLS]``; padding on the right.
     Sequences longer than `max_length` residues are truncated to it (callers that must not truncate check
     lengths first).
     """
@@ -62,7 +64,12 @@ def encode(sequences: tf.Tensor, max_length: int | None = None) -> tuple[tf.Tens
     if max_length is not None:
         residues = residues[:, :max_length]
     lengths = tf.cast(residues.row_lengths(), tf.int32)
-    token_ids = add_special_tokens(residues).to_tensor(default_value=PAD_ID)
+    if specials_at_end:
+        batch = residues.nrows()
+        ends = tf.tile(tf.constant([[SEP_ID, CLS_ID]], residues.dtype), [batch, 1])
+        token_ids = tf.concat([residues, ends], axis=1).to_tensor(default_value=PAD_ID)
+    else:
+        token_ids = add_special_tokens(residues).to_tensor(default_value=PAD_ID)
     return token_ids, lengths
 
 

@@ -99,3 +99,18 @@ def test_prottxl_trains_on_real_proteins_with_memory_across_batches(sample_data,
     assert all(np.abs(m.numpy()).max() > 0 for m in trainer.model._memory)  # the lanes' memory was carried
     backbone, _ = load_trained_backbone(str(tmp_path / "model"))
     assert isinstance(backbone, TransformerXLBackbone)
+
+
+def test_lanes_start_new_streams_each_epoch(tmp_path):
+    from beam_jobs import fasta_to_tfrecords
+    from models.input_pipeline import InputConfig, causal_lm_dataset
+
+    fasta = tmp_path / "small.fasta"
+    fasta.write_text("".join(f">p{i}\n{'MKTAYIAKQRQISFVKSHFSRQ'[: 10 + i]}\n" for i in range(12)))
+    fasta_to_tfrecords.run(["--input", str(fasta), "--output-dir", str(tmp_path / "data"), "--valid-fraction", "0"])
+    files = tuple(str(p) for p in (tmp_path / "data" / "train").glob("data-*"))
+    config = InputConfig(sequence_length=16, batch_size=2, seed=1)
+    one_epoch = len(list(causal_lm_dataset(files, config, repeat=False)))
+    resets = [float(b["reset"][0]) for b in causal_lm_dataset(files, config).take(3 * one_epoch)]
+    assert one_epoch > 2
+    assert [i for i, r in enumerate(resets) if r] == [0, one_epoch, 2 * one_epoch]

@@ -117,3 +117,35 @@ def test_protxlnet_trains_on_real_proteins_and_its_loss_falls(tmp_path):
     assert losses[0] > 3.0 and metrics["loss"] < losses[0] - 0.15, losses
     backbone, _ = load_trained_backbone(str(tmp_path / "model"))
     assert isinstance(backbone, XLNetBackbone)
+
+
+CHECKPOINT = Path(__file__).parent / "fixtures" / "hf" / "protxlnet_checkpoint"
+
+
+def test_a_hugging_face_xlnet_folder_imports_and_serves_transformers_residue_embeddings(tmp_path, capsys):
+    from models import import_checkpoint
+
+    assert import_checkpoint.main(["--from-hf", str(CHECKPOINT), "--family", "protxlnet",
+                                   "--output", str(tmp_path / "protxlnet")]) == 0
+    expected = np.load(CHECKPOINT / "expected.npz")
+    sequences = [str(s) for s in expected["sequences"]]
+    signature = tf.saved_model.load(str(tmp_path / "protxlnet" / "1")).signatures["serving_default"]
+    served = signature(sequences=tf.constant(sequences))
+    for row, sequence in enumerate(sequences):
+        np.testing.assert_allclose(served["residue_embeddings"].numpy()[row, : len(sequence)],
+                                   expected[f"residues_{row}"], atol=1e-4)
+
+
+def test_the_sentencepiece_vocabulary_maps_token_by_token(tmp_path):
+    from models.checkpoint_import import CheckpointError, read_sentencepiece_pieces, sentencepiece_rows
+
+    pieces = read_sentencepiece_pieces(str(CHECKPOINT / "spiece.model"))
+    rows = sentencepiece_rows(pieces)
+    assert [pieces[r] for r in rows[:5]] == ["<pad>", "<unk>", "<cls>", "<sep>", "<mask>"]
+    assert pieces[rows[vocabulary.TOKEN_IDS["M"]]] == "\u2581M"
+    with pytest.raises(CheckpointError, match=r"lacks \['W'\]"):
+        sentencepiece_rows([p for p in pieces if p != "\u2581W"])
+    broken = tmp_path / "spiece.model"
+    broken.write_bytes((CHECKPOINT / "spiece.model").read_bytes()[:40])
+    with pytest.raises(CheckpointError, match="truncated"):
+        read_sentencepiece_pieces(str(broken))

@@ -31,8 +31,9 @@ class XLNetBackbone(keras.layers.Layer):
                  memory_length: int = 0, max_sequence_length: int = 1026,
                  vocabulary_size: int = vocabulary.VOCABULARY_SIZE, dropout: float = 0.0,
                  layer_norm_epsilon: float = 1e-12, initializer_range: float = 0.02, clamp_length: int = -1,
-                 **kwargs):
+                 specials_at_end: bool = False, **kwargs):
         super().__init__(**kwargs)
+        self.specials_at_end = specials_at_end  # XLNet's own "residues <sep> <cls>" (imported checkpoints)
         self.num_layers, self.hidden_dim, self.num_heads = num_layers, hidden_dim, num_heads
         self.intermediate_dim, self.memory_length = intermediate_dim, memory_length
         self.max_sequence_length, self.vocabulary_size = max_sequence_length, vocabulary_size
@@ -114,4 +115,4 @@ class XLNetBackbone(keras.layers.Layer):
                 "memory_length": self.memory_length, "max_sequence_length": self.max_sequence_length,
                 "vocabulary_size": self.vocabulary_size, "dropout": self.dropout,
                 "layer_norm_epsilon": self.layer_norm_epsilon, "initializer_range": self.initializer_range,
-                "clamp_length": self.clamp_length}
+                "clamp_length": self.clamp_length, "specials_at_end": self.specials_at_end}
