@@ -62,8 +62,8 @@ class SavedModelEmbedder:
 
     def __init__(self, path: str, max_tokens_per_batch: int = 16384):
         self.name = path
-        with open(os.path.join(path, "saved_model.pb"), "rb") as graph, \
-                open(os.path.join(path, "variables", "variables.index"), "rb") as index:
+        with tf.io.gfile.GFile(os.path.join(path, "saved_model.pb"), "rb") as graph, \
+                tf.io.gfile.GFile(os.path.join(path, "variables", "variables.index"), "rb") as index:
             self.identity = "savedmodel:" + hashlib.sha256(graph.read() + index.read()).hexdigest()
         self._signature = tf.saved_model.load(path).signatures["serving_default"]
         self.max_tokens_per_batch = max_tokens_per_batch

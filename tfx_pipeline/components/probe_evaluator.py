@@ -13,10 +13,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 from typing import Any
 
+import tensorflow as tf
 from tfx import types
 from tfx.dsl.components.base import base_component, base_executor, executor_spec
 from tfx.types import artifact_utils, standard_artifacts
@@ -53,13 +53,27 @@ class ProbeEvaluatorSpec(ComponentSpec):
 def probe_data_fingerprint(data_dir: str, task: str, limit: int, seed: int) -> str:
     """Changes when the probe sets' files or the probe settings do."""
     digest = hashlib.sha256(json.dumps([task, limit, seed]).encode())
-    for folder, _, files in sorted(os.walk(data_dir)):
+    for folder, _, files in sorted(tf.io.gfile.walk(data_dir)):
         for name in sorted(files):
             path = os.path.join(folder, name)
             digest.update(os.path.relpath(path, data_dir).encode())
-            with open(path, "rb") as handle:
+            with tf.io.gfile.GFile(path, "rb") as handle:
                 digest.update(hashlib.sha256(handle.read()).digest())
     return digest.hexdigest()
+
+
+def _copy_folder(source: str, destination: str, skip: tuple[str, ...] = ()) -> None:
+    """Files of `source` into `destination` (local paths or gs://: artifact URIs on Vertex are buckets)."""
+    tf.io.gfile.makedirs(destination)
+    for name in tf.io.gfile.listdir(source):
+        path = os.path.join(source, name)
+        if name not in skip and not tf.io.gfile.isdir(path):
+            tf.io.gfile.copy(path, os.path.join(destination, name), overwrite=True)
+
+
+def _read_json(path: str) -> dict:
+    with tf.io.gfile.GFile(path) as handle:
+        return json.load(handle)
 
 
 def _serving_dir(model: types.Artifact) -> str:
@@ -84,18 +98,19 @@ class Executor(base_executor.BaseExecutor):
         fingerprint = probe_data_fingerprint(data_dir, task, limit, seed)
 
         def probe(saved_model: str, output_dir: str, baseline: bool) -> dict:
-            with tempfile.TemporaryDirectory() as scratch:  # embeddings are not kept with the artifact
-                metrics, _ = probe_model(SavedModelEmbedder(saved_model), data_dir, task, output_dir, settings,
+            # The report is written locally, then copied to the artifact (which may be in a bucket); the
+            # embeddings are not kept with it.
+            with tempfile.TemporaryDirectory() as scratch:
+                report_dir = os.path.join(scratch, "report")
+                metrics, _ = probe_model(SavedModelEmbedder(saved_model), data_dir, task, report_dir, settings,
                                          limit or None, baseline, os.path.join(scratch, "embeddings.h5"))
+                _copy_folder(report_dir, output_dir)
             return metrics
 
         earlier = self._earlier_report(input_dict, model, fingerprint)
         if earlier:  # the last blessed model is this one (a rerun with a cached Trainer): no need to re-probe
-            for name in os.listdir(earlier):
-                if name != CHECKS_FILE:
-                    shutil.copy(os.path.join(earlier, name), evaluation.uri)
-            with open(os.path.join(earlier, "metrics.json")) as handle:
-                candidate = blessing.headline_metrics(json.load(handle))
+            _copy_folder(earlier, evaluation.uri, skip=(CHECKS_FILE,))
+            candidate = blessing.headline_metrics(_read_json(os.path.join(earlier, "metrics.json")))
         else:
             candidate = blessing.headline_metrics(
                 probe(_serving_dir(model), evaluation.uri, bool(exec_properties["onehot_baseline"])))
@@ -105,10 +120,11 @@ class Executor(base_executor.BaseExecutor):
 
         report = {"blessed": blessed, "checks": [check.describe() for check in checks],
                   "candidate": candidate, "baseline_model": baseline_model, "baseline": baseline}
-        with open(os.path.join(evaluation.uri, CHECKS_FILE), "w") as handle:
-            json.dump(report, handle, indent=2)
-        os.makedirs(verdict.uri, exist_ok=True)
-        open(os.path.join(verdict.uri, "BLESSED" if blessed else "NOT_BLESSED"), "w").close()
+        with tf.io.gfile.GFile(os.path.join(evaluation.uri, CHECKS_FILE), "w") as handle:
+            handle.write(json.dumps(report, indent=2))
+        tf.io.gfile.makedirs(verdict.uri)
+        with tf.io.gfile.GFile(os.path.join(verdict.uri, "BLESSED" if blessed else "NOT_BLESSED"), "w"):
+            pass
         verdict.set_int_custom_property("blessed", int(blessed))
         verdict.set_int_custom_property("current_model_id", model.id)
         verdict.set_string_custom_property("current_model", model.uri)
@@ -139,8 +155,8 @@ class Executor(base_executor.BaseExecutor):
         model = models[0]
         earlier = blessings[0] if blessings else None
         if earlier is not None and earlier.get_string_custom_property(PROBE_DATA_FINGERPRINT) == fingerprint:
-            with open(os.path.join(earlier.get_string_custom_property(METRICS_URI), "metrics.json")) as handle:
-                return blessing.headline_metrics(json.load(handle)), model.uri
+            return blessing.headline_metrics(
+                _read_json(os.path.join(earlier.get_string_custom_property(METRICS_URI), "metrics.json"))), model.uri
         # The probe sets changed since that blessing: measure the blessed model on the current ones.
         metrics = probe(_serving_dir(model), os.path.join(evaluation_dir, "last_blessed_model"), False)
         return blessing.headline_metrics(metrics), model.uri
