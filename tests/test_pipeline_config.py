@@ -35,6 +35,8 @@ def test_local_outputs_live_under_the_output_folder(tmp_path):
     assert config.serving_model_dir("local") == str(tmp_path / "serving" / "protbert")
     with pytest.raises(ValueError, match="vertex.pipeline_root"):
         config.pipeline_root("vertex")
+    with pytest.raises(ValueError, match="input_base is this machine's bundled sample"):
+        load_config(None, ["vertex.pipeline_root=gs://b/p"]).pipeline_root("vertex")
 
 
 CANDIDATE = {"ss/test/q3": 0.70, "ss/test/q8": 0.55, "localization/test/q10": 0.50, "localization/test/q2": 0.80}

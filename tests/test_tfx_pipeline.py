@@ -128,7 +128,7 @@ def test_the_pipeline_compiles_for_vertex_ai_and_kfp_loads_the_spec(tmp_path):
     from tfx_pipeline.runners import vertex
 
     config = load_config(None, [
-        "vertex.project=my-project", "vertex.pipeline_root=gs://bucket/prottrans", "vertex.image=gcr.io/p/prottrans:1",
+        "input_base=gs://bucket/uniref50", "vertex.project=my-project", "vertex.pipeline_root=gs://bucket/prottrans", "vertex.image=gcr.io/p/prottrans:1",
         "vertex.trainer=gpu", "vertex.machine_type=a2-highgpu-4g", "vertex.accelerator_type=NVIDIA_TESLA_A100",
         "vertex.accelerator_count=4", "vertex.replica_count=2", f"vertex.spec_file={tmp_path / 'spec.json'}",
     ])

@@ -14,7 +14,6 @@ import yaml
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 SAMPLE_FASTA_DIR = os.path.join(os.path.dirname(_HERE), "beam_jobs", "sample_data")
-SAMPLE_PROBE_DIR = os.path.join(os.path.dirname(_HERE), "models", "probes", "sample_data")
 
 
 @dataclass
@@ -66,7 +65,7 @@ class PipelineConfig:
     checkpoint_every: int = 100
     seed: int = 0
     # Probes and blessing (ProbeEvaluator)
-    probe_data_dir: str = SAMPLE_PROBE_DIR
+    probe_data_dir: str = ""  # "": the probe sets bundled with `models` (found where the evaluator runs)
     probe_task: str = "all"
     probe_limit: int = 0  # 0: every row of the probe sets
     onehot_baseline: bool = True
@@ -92,6 +91,9 @@ class PipelineConfig:
         if runner == "vertex":
             if not self.vertex.pipeline_root:
                 raise ValueError("vertex.pipeline_root (gs://…) is required for --runner vertex")
+            if self.input_base == SAMPLE_FASTA_DIR:
+                raise ValueError("input_base is this machine's bundled sample folder, which Vertex workers cannot "
+                                 "read: set input_base to a gs:// folder (or a path inside the pipeline image)")
             return self.vertex.pipeline_root.rstrip("/")
         return os.path.abspath(self.output_dir)
 

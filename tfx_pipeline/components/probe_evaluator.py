@@ -85,13 +85,14 @@ class Executor(base_executor.BaseExecutor):
     def Do(self, input_dict: dict[str, list[types.Artifact]], output_dict: dict[str, list[types.Artifact]],
            exec_properties: dict[str, Any]) -> None:
         from models.probe import probe_model
+        from models.probes.datasets import SAMPLE_DATA_DIR
         from models.probes.embedders import SavedModelEmbedder
         from models.probes.probe import ProbeSettings
 
         model = artifact_utils.get_single_instance(input_dict["model"])
         evaluation = artifact_utils.get_single_instance(output_dict["evaluation"])
         verdict = artifact_utils.get_single_instance(output_dict["blessing"])
-        data_dir, task = exec_properties["probe_data_dir"], exec_properties["task"]
+        data_dir, task = exec_properties["probe_data_dir"] or SAMPLE_DATA_DIR, exec_properties["task"]
         limit, seed = int(exec_properties["limit"]), int(exec_properties["seed"])
         floors = json.loads(exec_properties["thresholds"] or "{}")
         settings = ProbeSettings(seed=seed)
@@ -163,12 +164,13 @@ class Executor(base_executor.BaseExecutor):
 
 
 class ProbeEvaluator(base_component.BaseComponent):
-    """Probe metrics for `model` and a ModelBlessing (see the module docstring)."""
+    """Probe metrics for `model` and a ModelBlessing (see the module docstring). `probe_data_dir` has the layout
+    of ``../shared/data``; empty means the sets bundled with `models`, wherever the evaluator runs."""
 
     SPEC_CLASS = ProbeEvaluatorSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
 
-    def __init__(self, model: types.BaseChannel, probe_data_dir: str, task: str = "all",
+    def __init__(self, model: types.BaseChannel, probe_data_dir: str = "", task: str = "all",
                  thresholds: dict[str, float] | None = None, regression_tolerance: float = 0.01,
                  baseline_model: types.BaseChannel | None = None,
                  baseline_blessing: types.BaseChannel | None = None, limit: int = 0, seed: int = 0,
