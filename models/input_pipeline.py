@@ -231,10 +231,16 @@ def permutation_batch(token_ids: tf.Tensor, seed: tf.Tensor, max_predictions: in
 
 def permutation_lm_dataset(files: Sequence[str], config: InputConfig,
                            input_context: tf.distribute.InputContext | None = None,
-                           repeat: bool = True) -> tf.data.Dataset:
+                           repeat: bool = True, streams: bool = False) -> tf.data.Dataset:
     """Permutation-LM batches (see :func:`permutation_batch`), built on the fly from the same cropped, bucketed
-    batches as the masked LM's."""
+    batches as the masked LM's, or with `streams` from segments of per-lane streams (:func:`causal_lm_dataset`,
+    with its ``reset``) for a model with memory."""
     max_predictions = math.ceil((config.sequence_length - 2) / PREDICT_ONE_IN)
+    if streams:
+        segments = tf.data.Dataset.zip(causal_lm_dataset(files, config, input_context, repeat), _seeds(config.seed, 3))
+        return segments.map(
+            lambda batch, seed: {**permutation_batch(batch[TOKEN_IDS], seed, max_predictions), RESET: batch[RESET]},
+            num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
     batches = tf.data.Dataset.zip(_length_batches(files, config, input_context, repeat), _seeds(config.seed, 3))
     return batches.map(lambda ids, seed: permutation_batch(ids, seed, max_predictions),
                        num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

@@ -96,7 +96,7 @@ def test_prottxl_trains_on_real_proteins_with_memory_across_batches(sample_data,
     metrics = trainer.train()
     losses = [float(line.split("loss ")[1].split()[0]) for line in logged if line.startswith("step")]
     assert losses[0] > 3.0 and metrics["loss"] < losses[0] - 0.15, losses
-    assert all(np.abs(m.numpy()).max() > 0 for m in trainer.model._memory)  # the lanes' memory was carried
+    assert all(np.abs(m.numpy()).max() > 0 for m in trainer.model.lane_memory.variables)  # memory was carried
     backbone, _ = load_trained_backbone(str(tmp_path / "model"))
     assert isinstance(backbone, TransformerXLBackbone)
 

@@ -4,8 +4,8 @@ lane's memory carried from one training batch to the next."""
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
 
+from models.layers.lane_memory import LaneMemory
 from models.layers.tied_lm_head import TiedLMHead
 from models.prottxl.backbone import TransformerXLBackbone
 
@@ -16,8 +16,7 @@ class CausalLM(keras.Model):
 
     Row b of every batch continues lane b's stream of proteins, so the memory the previous batch left is the
     context of this one; ``reset`` is 1 where a lane starts over (the first batch of a run), and zeroes its
-    memory. The memory lives in per-replica (sync-on-read) variables that are not checkpointed: a resumed run
-    starts its lanes afresh.
+    memory (:class:`models.layers.lane_memory.LaneMemory`).
     """
 
     def __init__(self, backbone: TransformerXLBackbone, lanes: int = 1, **kwargs):
@@ -33,19 +32,13 @@ class CausalLM(keras.Model):
         if not self.backbone.built:
             self.backbone.build(token_ids_shape)
         self.head.build((None, None, self.backbone.hidden_dim))
-        shape = [self.lanes, self.backbone.memory_length, self.backbone.hidden_dim]
         # Bypasses Keras tracking on purpose: the memory is state of the data stream, not a weight.
-        object.__setattr__(self, "_memory", [
-            tf.Variable(tf.zeros(shape), trainable=False, name=f"memory_{i}",
-                        synchronization=tf.VariableSynchronization.ON_READ,
-                        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-            for i in range(self.backbone.num_layers)])
+        object.__setattr__(self, "lane_memory", LaneMemory(self.lanes, self.backbone.num_layers,
+                                                           self.backbone.memory_length, self.backbone.hidden_dim))
         self.built = True
 
     def call(self, inputs, training=None):
-        keep = 1.0 - tf.cast(inputs["reset"], tf.float32)[:, None, None]
-        memory = [m * keep for m in self._memory]
-        state = self.backbone.forward(inputs["token_ids"], memory=memory, training=training)
-        for variable, value in zip(self._memory, state.memory):
-            variable.assign(tf.cast(value, tf.float32))
+        state = self.backbone.forward(inputs["token_ids"], memory=self.lane_memory.read(inputs["reset"]),
+                                      training=training)
+        self.lane_memory.write(state.memory)
         return self.head(state.hidden)

@@ -26,7 +26,7 @@ import tensorflow as tf
 from models.input_pipeline import MASK_IDS, MASK_WEIGHTS, TOKEN_IDS, InputConfig
 from models.encoder_backbone import EncoderBackbone
 from models.objectives import task_dataset, task_model
-from models.presets import OBJECTIVES, build_backbone, preset_config
+from models.presets import build_backbone, preset_config
 from models.training.schedule import WarmupLinearDecay
 from models.training.strategy import is_chief, make_strategy
 
@@ -186,11 +186,12 @@ class Trainer:
                 self.strategy.cluster_resolver, self.manager)
 
     def _lanes(self) -> int:
-        """Per-replica micro-batch: a causal LM keeps one memory row per lane, so it must not change."""
+        """Per-replica micro-batch: a model with memory keeps one memory row per lane, so it must not change."""
         sizes = {phase.global_batch // self.config.accumulation_steps // self.strategy.num_replicas_in_sync
                  for phase in self.config.phases}
-        if len(sizes) > 1 and OBJECTIVES[self.config.family] == "causal_lm":
-            raise ValueError("a causal LM with memory needs one per-replica batch for all phases (no --two-phase)")
+        if len(sizes) > 1 and getattr(self.backbone, "memory_length", 0):
+            raise ValueError(f"{self.config.family} trains with memory on per-lane streams: it needs one per-replica "
+                             "batch for all phases (no --two-phase)")
         return min(sizes)
 
     def _backbone_overrides(self) -> dict:
@@ -279,7 +280,7 @@ class Trainer:
                 batch_size=context.get_per_replica_batch_size(micro_batch),
                 seed=self.config.seed + self.step,  # a resumed run does not replay the data it has seen
             )
-            return task_dataset(self.config.family)(self.config.train_files, input_config, context)
+            return task_dataset(self.config.family, self.backbone)(self.config.train_files, input_config, context)
 
         return self.strategy.distribute_datasets_from_function(dataset_fn)
 
