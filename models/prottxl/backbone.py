@@ -14,8 +14,8 @@ import keras
 import tensorflow as tf
 
 from models import vocabulary
-from models.layers.feed_forward import PositionwiseFeedForward
-from models.layers.relative_attention import RelativeAttention, sinusoid_positions
+from models.layers.relative_attention import sinusoid_positions
+from models.layers.segment_recurrent import SegmentRecurrentBackbone
 
 
 class TransformerXLState(NamedTuple):
@@ -24,45 +24,22 @@ class TransformerXLState(NamedTuple):
 
 
 @keras.saving.register_keras_serializable(package="prottrans")
-class TransformerXLBackbone(keras.layers.Layer):
+class TransformerXLBackbone(SegmentRecurrentBackbone):
 
     def __init__(self, num_layers: int, hidden_dim: int, num_heads: int, head_dim: int, intermediate_dim: int,
                  memory_length: int = 0, max_sequence_length: int = 1026,
                  vocabulary_size: int = vocabulary.VOCABULARY_SIZE, dropout: float = 0.0,
                  attention_dropout: float = 0.0, layer_norm_epsilon: float = 1e-5, initializer_range: float = 0.02,
                  clamp_length: int = -1, **kwargs):
-        super().__init__(**kwargs)
-        self.num_layers, self.hidden_dim, self.num_heads, self.head_dim = num_layers, hidden_dim, num_heads, head_dim
-        self.intermediate_dim, self.memory_length = intermediate_dim, memory_length
-        self.max_sequence_length, self.vocabulary_size = max_sequence_length, vocabulary_size
-        self.dropout, self.attention_dropout, self.layer_norm_epsilon = dropout, attention_dropout, layer_norm_epsilon
-        self.initializer_range, self.clamp_length = initializer_range, clamp_length
-        init = keras.initializers.TruncatedNormal(stddev=initializer_range)
-        self.token_embedding = keras.layers.Embedding(vocabulary_size, hidden_dim, embeddings_initializer=init,
-                                                      name="token_embedding")
-        self.drop = keras.layers.Dropout(dropout)
-        self.attention_layers = [
-            RelativeAttention(hidden_dim, num_heads, dropout, attention_dropout, layer_norm_epsilon,
-                              initializer_range, head_dim=head_dim, name=f"relative_attention_{i}")
-            for i in range(num_layers)]
-        self.feed_forward_layers = [
-            PositionwiseFeedForward(hidden_dim, intermediate_dim, dropout, "relu", layer_norm_epsilon,
-                                    initializer_range, name=f"feed_forward_{i}") for i in range(num_layers)]
-
-    def build(self, token_ids_shape):
-        self.token_embedding.build(token_ids_shape)
-        for attention, feed_forward in zip(self.attention_layers, self.feed_forward_layers):
-            attention.build((None, None, self.hidden_dim))
-            feed_forward.build((None, None, self.hidden_dim))
-        super().build(token_ids_shape)
+        super().__init__(num_layers, hidden_dim, num_heads, intermediate_dim, memory_length, max_sequence_length,
+                         vocabulary_size, dropout, layer_norm_epsilon, initializer_range, clamp_length,
+                         activation="relu", attention_dropout=attention_dropout, head_dim=head_dim, **kwargs)
+        self.head_dim, self.attention_dropout = head_dim, attention_dropout
 
     def initial_memory(self, batch) -> list[tf.Tensor]:
         """The zero memory a stream starts from."""
         return [tf.zeros([batch, self.memory_length, self.hidden_dim], self.compute_dtype)
                 for _ in range(self.num_layers)]
-
-    def call(self, token_ids, training=None):
-        return self.forward(token_ids, training=training).hidden
 
     def forward(self, token_ids, memory: list[tf.Tensor] | None = None, training=None) -> TransformerXLState:
         token_ids = tf.convert_to_tensor(token_ids)
@@ -81,17 +58,10 @@ class TransformerXLBackbone(keras.layers.Layer):
                               training=training)
         new_memory = []
         for index, (attention, feed_forward) in enumerate(zip(self.attention_layers, self.feed_forward_layers)):
-            keys_values = hidden if not memory else tf.concat([tf.cast(memory[index], hidden.dtype), hidden], 1)
-            if self.memory_length:
-                new_memory.append(tf.stop_gradient(keys_values[:, -self.memory_length:]))
+            keys_values = self.keys_values(hidden, memory, index, new_memory)
             hidden = feed_forward(attention(hidden, keys_values, positions, mask, training=training),
                                   training=training)
         return TransformerXLState(self.drop(hidden, training=training), new_memory)
 
     def get_config(self):
-        return {**super().get_config(), "num_layers": self.num_layers, "hidden_dim": self.hidden_dim,
-                "num_heads": self.num_heads, "head_dim": self.head_dim, "intermediate_dim": self.intermediate_dim,
-                "memory_length": self.memory_length, "max_sequence_length": self.max_sequence_length,
-                "vocabulary_size": self.vocabulary_size, "dropout": self.dropout,
-                "attention_dropout": self.attention_dropout, "layer_norm_epsilon": self.layer_norm_epsilon,
-                "initializer_range": self.initializer_range, "clamp_length": self.clamp_length}
+        return {**super().get_config(), "head_dim": self.head_dim, "attention_dropout": self.attention_dropout}

@@ -14,8 +14,8 @@ import keras
 import tensorflow as tf
 
 from models import vocabulary
-from models.layers.feed_forward import PositionwiseFeedForward
-from models.layers.relative_attention import RelativeAttention, sinusoid_positions
+from models.layers.relative_attention import sinusoid_positions
+from models.layers.segment_recurrent import SegmentRecurrentBackbone
 
 
 class XLNetState(NamedTuple):
@@ -25,43 +25,23 @@ class XLNetState(NamedTuple):
 
 
 @keras.saving.register_keras_serializable(package="prottrans")
-class XLNetBackbone(keras.layers.Layer):
+class XLNetBackbone(SegmentRecurrentBackbone):
 
     def __init__(self, num_layers: int, hidden_dim: int, num_heads: int, intermediate_dim: int,
                  memory_length: int = 0, max_sequence_length: int = 1026,
                  vocabulary_size: int = vocabulary.VOCABULARY_SIZE, dropout: float = 0.0,
                  layer_norm_epsilon: float = 1e-12, initializer_range: float = 0.02, clamp_length: int = -1,
                  specials_at_end: bool = False, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(num_layers, hidden_dim, num_heads, intermediate_dim, memory_length, max_sequence_length,
+                         vocabulary_size, dropout, layer_norm_epsilon, initializer_range, clamp_length,
+                         activation="gelu", attention_dropout=dropout, **kwargs)
         self.specials_at_end = specials_at_end  # XLNet's own "residues <sep> <cls>" (imported checkpoints)
-        self.num_layers, self.hidden_dim, self.num_heads = num_layers, hidden_dim, num_heads
-        self.intermediate_dim, self.memory_length = intermediate_dim, memory_length
-        self.max_sequence_length, self.vocabulary_size = max_sequence_length, vocabulary_size
-        self.dropout, self.layer_norm_epsilon = dropout, layer_norm_epsilon
-        self.initializer_range, self.clamp_length = initializer_range, clamp_length
-        init = keras.initializers.TruncatedNormal(stddev=initializer_range)
-        self.token_embedding = keras.layers.Embedding(vocabulary_size, hidden_dim, embeddings_initializer=init,
-                                                      name="token_embedding")
-        self.drop = keras.layers.Dropout(dropout)
-        self.attention_layers = [
-            RelativeAttention(hidden_dim, num_heads, dropout, dropout, layer_norm_epsilon, initializer_range,
-                              name=f"relative_attention_{i}") for i in range(num_layers)]
-        self.feed_forward_layers = [
-            PositionwiseFeedForward(hidden_dim, intermediate_dim, dropout, "gelu", layer_norm_epsilon, initializer_range,
-                             name=f"feed_forward_{i}") for i in range(num_layers)]
 
     def build(self, token_ids_shape):
-        self.token_embedding.build(token_ids_shape)
         self.mask_embedding = self.add_weight(
             name="mask_embedding", shape=(self.hidden_dim,),
             initializer=keras.initializers.TruncatedNormal(stddev=self.initializer_range))
-        for attention, feed_forward in zip(self.attention_layers, self.feed_forward_layers):
-            attention.build((None, None, self.hidden_dim))
-            feed_forward.build((None, None, self.hidden_dim))
         super().build(token_ids_shape)
-
-    def call(self, token_ids, training=None):
-        return self.forward(token_ids, training=training).hidden
 
     def forward(self, token_ids, memory: list[tf.Tensor] | None = None, permutation_mask=None,
                 target_mapping=None, training=None) -> XLNetState:
@@ -94,10 +74,7 @@ class XLNetBackbone(keras.layers.Layer):
 
         new_memory = []
         for index, (attention, feed_forward) in enumerate(zip(self.attention_layers, self.feed_forward_layers)):
-            previous = memory[index] if memory else None
-            keys_values = hidden if previous is None else tf.concat([tf.cast(previous, hidden.dtype), hidden], 1)
-            if self.memory_length:
-                new_memory.append(tf.stop_gradient(keys_values[:, -self.memory_length:]))
+            keys_values = self.keys_values(hidden, memory, index, new_memory)
             next_hidden = feed_forward(attention(hidden, keys_values, positions, content_mask, training=training),
                                        training=training)
             if query is not None:
@@ -110,9 +87,4 @@ class XLNetBackbone(keras.layers.Layer):
         return XLNetState(hidden, query, new_memory)
 
     def get_config(self):
-        return {**super().get_config(), "num_layers": self.num_layers, "hidden_dim": self.hidden_dim,
-                "num_heads": self.num_heads, "intermediate_dim": self.intermediate_dim,
-                "memory_length": self.memory_length, "max_sequence_length": self.max_sequence_length,
-                "vocabulary_size": self.vocabulary_size, "dropout": self.dropout,
-                "layer_norm_epsilon": self.layer_norm_epsilon, "initializer_range": self.initializer_range,
-                "clamp_length": self.clamp_length, "specials_at_end": self.specials_at_end}
+        return {**super().get_config(), "specials_at_end": self.specials_at_end}
