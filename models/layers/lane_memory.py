@@ -7,7 +7,10 @@ feeds its own lanes — that are not model weights and not checkpointed: a resum
 
 from __future__ import annotations
 
+import keras
 import tensorflow as tf
+
+from models.layers.tied_lm_head import TiedLMHead
 
 
 class LaneMemory:
@@ -27,3 +30,26 @@ class LaneMemory:
     def write(self, memory: list[tf.Tensor]) -> None:
         for variable, value in zip(self.variables, memory):
             variable.assign(tf.cast(value, tf.float32))
+
+
+class StreamLM(keras.Model):
+    """Base of the task models of segment-recurrent backbones: the tied LM head and, when the backbone has a
+    memory, a :class:`LaneMemory` of `lanes` rows (not a Keras weight: stream state, not checkpointed)."""
+
+    def __init__(self, backbone, lanes: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        self.backbone = backbone
+        self.lanes = lanes
+        self.head = TiedLMHead(backbone, name="lm_head")
+
+    def build(self, input_shape):
+        token_ids_shape = input_shape["token_ids"] if isinstance(input_shape, dict) else input_shape
+        if not self.backbone.built:
+            self.backbone.build(token_ids_shape)
+        self.head.build((None, None, self.backbone.hidden_dim))
+        lane_memory = None
+        if self.backbone.memory_length:
+            lane_memory = LaneMemory(self.lanes, self.backbone.num_layers, self.backbone.memory_length,
+                                     self.backbone.hidden_dim)
+        object.__setattr__(self, "lane_memory", lane_memory)  # bypasses Keras tracking on purpose
+        self.built = True

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import keras
 
-from models.layers.lane_memory import LaneMemory
-from models.layers.tied_lm_head import TiedLMHead
+from models.layers.lane_memory import StreamLM
 from models.prottxl.backbone import TransformerXLBackbone
 
 
 @keras.saving.register_keras_serializable(package="prottrans")
-class CausalLM(keras.Model):
+class CausalLM(StreamLM):
     """``{"token_ids": [lanes, length], "reset": [lanes]}`` → logits ``[lanes, length, vocabulary]``.
 
     Row b of every batch continues lane b's stream of proteins, so the memory the previous batch left is the
@@ -20,22 +19,9 @@ class CausalLM(keras.Model):
     """
 
     def __init__(self, backbone: TransformerXLBackbone, lanes: int = 1, **kwargs):
-        super().__init__(**kwargs)
         if not backbone.memory_length:
             raise ValueError("a causal LM trained on segment streams needs a memory_length > 0")
-        self.backbone = backbone
-        self.lanes = lanes
-        self.head = TiedLMHead(backbone, name="lm_head")
-
-    def build(self, input_shape):
-        token_ids_shape = input_shape["token_ids"] if isinstance(input_shape, dict) else input_shape
-        if not self.backbone.built:
-            self.backbone.build(token_ids_shape)
-        self.head.build((None, None, self.backbone.hidden_dim))
-        # Bypasses Keras tracking on purpose: the memory is state of the data stream, not a weight.
-        object.__setattr__(self, "lane_memory", LaneMemory(self.lanes, self.backbone.num_layers,
-                                                           self.backbone.memory_length, self.backbone.hidden_dim))
-        self.built = True
+        super().__init__(backbone, lanes, **kwargs)
 
     def call(self, inputs, training=None):
         state = self.backbone.forward(inputs["token_ids"], memory=self.lane_memory.read(inputs["reset"]),
