@@ -13,7 +13,7 @@ import json
 import os
 import pickle
 import zipfile
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -262,55 +262,48 @@ def _varint(data: bytes, position: int) -> tuple[int, int]:
         shift += 7
 
 
+def _fields(message: bytes) -> Iterator[tuple[int, bytes | None]]:
+    """``(field number, bytes)`` of each length-delimited field of a protobuf message (None for the others);
+    IndexError if the message is cut short."""
+    position = 0
+    while position < len(message):
+        key, position = _varint(message, position)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            _, position = _varint(message, position)
+            yield field, None
+        elif wire in (1, 5):
+            position += 8 if wire == 1 else 4
+            yield field, None
+        elif wire == 2:
+            size, position = _varint(message, position)
+            if position + size > len(message):
+                raise IndexError
+            yield field, message[position: position + size]
+            position += size
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+
+
+def _piece_text(piece: bytes) -> str:
+    """The text (field 1) of a ``SentencePiece`` message."""
+    return next((text.decode("utf-8") for number, text in _fields(piece) if number == 1 and text is not None), "")
+
+
 def read_sentencepiece_pieces(path: str) -> list[str]:
     """The pieces of a sentencepiece ``ModelProto`` file, in id order (read from the protobuf wire format:
     field 1 holds the pieces, each with its text in field 1), without the sentencepiece library."""
     with open(path, "rb") as handle:
         data = handle.read()
-    pieces, position = [], 0
     try:
-        while position < len(data):
-            key, position = _varint(data, position)
-            field, wire = key >> 3, key & 7
-            if wire == 0:
-                _, position = _varint(data, position)
-            elif wire == 1:
-                position += 8
-            elif wire == 5:
-                position += 4
-            elif wire == 2:
-                size, position = _varint(data, position)
-                if position + size > len(data):
-                    raise IndexError
-                body, position = data[position: position + size], position + size
-                if field == 1:
-                    pieces.append(_piece_text(body))
-            else:
-                raise CheckpointError(f"{path}: unsupported protobuf wire type {wire}")
+        pieces = [_piece_text(body) for field, body in _fields(data) if field == 1 and body is not None]
     except IndexError:
         raise CheckpointError(f"{path}: truncated sentencepiece model") from None
+    except ValueError as error:
+        raise CheckpointError(f"{path}: {error}") from None
     if not pieces:
         raise CheckpointError(f"{path}: no pieces: not a sentencepiece model")
     return pieces
-
-
-def _piece_text(message: bytes) -> str:
-    position = 0
-    while position < len(message):
-        key, position = _varint(message, position)
-        field, wire = key >> 3, key & 7
-        if wire == 2:
-            size, position = _varint(message, position)
-            if field == 1:
-                return message[position: position + size].decode("utf-8")
-            position += size
-        elif wire == 0:
-            _, position = _varint(message, position)
-        elif wire == 5:
-            position += 4
-        elif wire == 1:
-            position += 8
-    return ""
 
 
 def sentencepiece_rows(pieces: list[str]) -> np.ndarray:
