@@ -8,6 +8,7 @@ strings. A version is written to ``<model_folder>/<version>/`` as TF Serving's m
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -98,6 +99,20 @@ def model_info(backbone: EncoderBackbone) -> dict:
     """What clients need beside the signature: the residue limit (to chunk longer sequences) and the width."""
     return {"max_residues": embedding.max_residues(backbone), "hidden_dim": backbone.hidden_dim,
             "backbone_config": backbone.get_config()}
+
+
+def saved_model_digest(path: str) -> str | None:
+    """Changes whenever a SavedModel's graph or weights do: a hash of ``saved_model.pb`` and the variables index
+    (which holds a checksum of every tensor's bytes, so the data files need not be read). None where `path`
+    holds no SavedModel."""
+    digest = hashlib.sha256()
+    for name in ("saved_model.pb", os.path.join("variables", "variables.index")):
+        file = os.path.join(path, name)
+        if not tf.io.gfile.exists(file):
+            return None
+        with tf.io.gfile.GFile(file, "rb") as handle:
+            digest.update(handle.read())
+    return digest.hexdigest()
 
 
 def read_model_info(saved_model_dir: str) -> dict | None:

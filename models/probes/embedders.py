@@ -3,7 +3,6 @@ one-hot baseline, whose per-protein mean is the amino-acid composition baseline.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from typing import Protocol, Sequence
 
@@ -13,7 +12,7 @@ import tensorflow as tf
 from beam_jobs.sequences import RESIDUES
 from models import embedding
 from models.embedding import ProteinEmbedding
-from serving.signatures import read_model_info
+from serving.signatures import read_model_info, saved_model_digest
 
 ONEHOT = "onehot"
 _ONEHOT_INDEX = np.full(256, len(RESIDUES) - 1, dtype=np.int64)  # anything else → X
@@ -62,9 +61,7 @@ class SavedModelEmbedder:
 
     def __init__(self, path: str, max_tokens_per_batch: int = 16384):
         self.name = path
-        with tf.io.gfile.GFile(os.path.join(path, "saved_model.pb"), "rb") as graph, \
-                tf.io.gfile.GFile(os.path.join(path, "variables", "variables.index"), "rb") as index:
-            self.identity = "savedmodel:" + hashlib.sha256(graph.read() + index.read()).hexdigest()
+        self.identity = f"savedmodel:{saved_model_digest(path)}"
         self._signature = tf.saved_model.load(path).signatures["serving_default"]
         self.max_tokens_per_batch = max_tokens_per_batch
         info = read_model_info(path)

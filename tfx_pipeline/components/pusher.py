@@ -6,7 +6,6 @@ a new timestamped version, which TF Serving would load as if it were new.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from typing import Any
 
@@ -19,19 +18,6 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 
 
-def saved_model_digest(path: str) -> str | None:
-    """Hash of a SavedModel's graph and variables (None where `path` holds no SavedModel)."""
-    digest = hashlib.sha256()
-    for name in ("saved_model.pb", os.path.join("variables", "variables.index"),
-                 os.path.join("variables", "variables.data-00000-of-00001")):
-        file = os.path.join(path, name)
-        if not fileio.exists(file):
-            return None
-        with fileio.open(file, "rb") as handle:
-            digest.update(handle.read())
-    return digest.hexdigest()
-
-
 class Executor(pusher_executor.Executor):
 
     def Do(self, input_dict: dict[str, list[types.Artifact]], output_dict: dict[str, list[types.Artifact]],
@@ -39,6 +25,8 @@ class Executor(pusher_executor.Executor):
         destination = pusher_pb2.PushDestination()
         proto_utils.json_to_proto(exec_properties[standard_component_specs.PUSH_DESTINATION_KEY], destination)
         base = destination.filesystem.base_directory
+        from serving.signatures import saved_model_digest
+
         if self.CheckBlessing(input_dict) and base and fileio.isdir(base):
             versions = [name.rstrip("/") for name in fileio.listdir(base) if name.rstrip("/").isdigit()]
             if versions:
