@@ -44,12 +44,12 @@ def tokenize(sequences: tf.Tensor) -> tf.RaggedTensor:
     return tf.ragged.map_flat_values(lambda c: tf.gather(BYTE_TO_ID, tf.minimum(c, 255)), codes)
 
 
-def add_special_tokens(residue_ids: tf.RaggedTensor) -> tf.RaggedTensor:
-    """``[CLS] residues [SEP]`` for each sequence of a ragged batch."""
+def add_special_tokens(residue_ids: tf.RaggedTensor, at_end: bool = False) -> tf.RaggedTensor:
+    """``[CLS] residues [SEP]`` for each sequence of a ragged batch, or XLNet's ``residues [SEP] [CLS]``."""
     batch = residue_ids.nrows()
     cls = tf.fill([batch, 1], tf.constant(CLS_ID, residue_ids.dtype))
     sep = tf.fill([batch, 1], tf.constant(SEP_ID, residue_ids.dtype))
-    return tf.concat([cls, residue_ids, sep], axis=1)
+    return tf.concat([residue_ids, sep, cls] if at_end else [cls, residue_ids, sep], axis=1)
 
 
 def encode(sequences: tf.Tensor, max_length: int | None = None,
@@ -64,12 +64,7 @@ def encode(sequences: tf.Tensor, max_length: int | None = None,
     if max_length is not None:
         residues = residues[:, :max_length]
     lengths = tf.cast(residues.row_lengths(), tf.int32)
-    if specials_at_end:
-        batch = residues.nrows()
-        ends = tf.tile(tf.constant([[SEP_ID, CLS_ID]], residues.dtype), [batch, 1])
-        token_ids = tf.concat([residues, ends], axis=1).to_tensor(default_value=PAD_ID)
-    else:
-        token_ids = add_special_tokens(residues).to_tensor(default_value=PAD_ID)
+    token_ids = add_special_tokens(residues, at_end=specials_at_end).to_tensor(default_value=PAD_ID)
     return token_ids, lengths
 
 
