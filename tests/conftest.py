@@ -77,3 +77,14 @@ def assert_reconciles(manifest: dict) -> None:
     counts = manifest["counts"]
     assert counts["read"] == counts["written"] + counts["rejected"] + counts["duplicates_removed"]
     assert counts["reconciled"] is True
+
+
+def train_and_log(config):
+    """Train per `config` (a TrainConfig); the trainer, its last metrics and the loss of every logged step."""
+    from models.training.trainer import Trainer
+
+    logged: list[str] = []
+    trainer = Trainer(config, log=logged.append)
+    metrics = trainer.train()
+    losses = [float(line.split("loss ")[1].split()[0]) for line in logged if line.startswith("step")]
+    return trainer, metrics, losses

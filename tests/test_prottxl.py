@@ -86,15 +86,13 @@ def test_each_batch_lane_continues_its_own_stream(sample_data):
 
 
 def test_prottxl_trains_on_real_proteins_with_memory_across_batches(sample_data, tmp_path):
-    from models.training.trainer import Phase, TrainConfig, Trainer, load_trained_backbone
+    from models.training.trainer import Phase, TrainConfig, load_trained_backbone
+    from tests.conftest import train_and_log
 
-    logged = []
     config = TrainConfig(train_files=sample_data, family="prottxl", preset="tiny", phases=(Phase(64, 120, 8),),
                          model_dir=str(tmp_path / "model"), optimizer="adamw", learning_rate=5e-3, warmup_steps=10,
                          log_every=10, checkpoint_every=60)
-    trainer = Trainer(config, log=logged.append)
-    metrics = trainer.train()
-    losses = [float(line.split("loss ")[1].split()[0]) for line in logged if line.startswith("step")]
+    trainer, metrics, losses = train_and_log(config)
     assert losses[0] > 3.0 and metrics["loss"] < losses[0] - 0.15, losses
     assert all(np.abs(m.numpy()).max() > 0 for m in trainer.model.lane_memory.variables)  # memory was carried
     backbone, _ = load_trained_backbone(str(tmp_path / "model"))

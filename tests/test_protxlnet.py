@@ -102,19 +102,16 @@ def test_permutation_batches_hide_each_target_from_itself_and_from_what_comes_be
 
 def test_protxlnet_trains_on_real_protein_streams_with_memory_and_its_loss_falls(tmp_path):
     from beam_jobs import fasta_to_tfrecords
-    from models.training.trainer import Phase, TrainConfig, Trainer, load_trained_backbone
-    from tests.conftest import SAMPLE_FASTA
+    from models.training.trainer import Phase, TrainConfig, load_trained_backbone
+    from tests.conftest import SAMPLE_FASTA, train_and_log
 
     data = tmp_path / "data"
     fasta_to_tfrecords.run(["--input", str(SAMPLE_FASTA), "--output-dir", str(data), "--num-shards", "2"])
-    logged = []
     config = TrainConfig(train_files=tuple(sorted(str(p) for p in (data / "train").glob("data-*"))),
                          family="protxlnet", preset="tiny", phases=(Phase(128, 120, 16),),
                          model_dir=str(tmp_path / "model"), optimizer="adamw", learning_rate=5e-3, warmup_steps=10,
                          log_every=10, checkpoint_every=60)
-    trainer = Trainer(config, log=logged.append)
-    metrics = trainer.train()
-    losses = [float(line.split("loss ")[1].split()[0]) for line in logged if line.startswith("step")]
+    trainer, metrics, losses = train_and_log(config)
     assert losses[0] > 3.0 and metrics["loss"] < losses[0] - 0.15, losses
     # the tiny preset has a memory: segments of per-lane streams, each lane's memory carried to its next batch
     assert all(np.abs(m.numpy()).max() > 0 for m in trainer.model.lane_memory.variables)

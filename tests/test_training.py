@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from models import embedding
 from models.training.trainer import Phase, TrainConfig, Trainer, restore_model_weights, two_phase_schedule
-from tests.conftest import SAMPLE_FASTA
+from tests.conftest import SAMPLE_FASTA, train_and_log
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,10 +49,7 @@ def quiet(_: str) -> None:
 
 
 def test_loss_falls_on_real_proteins(dataset_dir, tmp_path):
-    logged = []
-    trainer = Trainer(config(dataset_dir, tmp_path, phases=(Phase(128, 150, 16),), learning_rate=5e-3), log=logged.append)
-    metrics = trainer.train()
-    losses = [float(line.split("loss ")[1].split()[0]) for line in logged if line.startswith("step")]
+    _, metrics, losses = train_and_log(config(dataset_dir, tmp_path, phases=(Phase(128, 150, 16),), learning_rate=5e-3))
     assert losses[0] > 3.0  # about ln(21): no better than guessing among residues
     assert metrics["loss"] < losses[0] - 0.15, losses
     assert 0.0 < metrics["masked_accuracy"] < 1.0 and metrics["tokens_per_second"] > 0
