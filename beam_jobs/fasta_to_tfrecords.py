@@ -41,7 +41,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
     parser = argparse.ArgumentParser(
         prog="prottrans-preprocess",
         description="Turn protein FASTA (UniRef, UniProt, BFD; plain or gzip) or BFD a3m-ffindex databases into "
-        "sharded TFRecords of tf.train.Example (DESIGN §3). Unknown flags are Beam pipeline options.",
+        "sharded TFRecords of tf.train.Example (docs/contracts.md). Unknown flags are Beam pipeline options.",
     )
     parser.add_argument("--input", action="append", required=True, metavar="GLOB",
                         help="input file pattern (local or gs://...); repeat for several")

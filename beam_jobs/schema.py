@@ -1,4 +1,4 @@
-"""The record contract (DESIGN §3): one ``tf.train.Example`` per protein, and the layout of a dataset folder.
+"""The record contract (docs/contracts.md): one ``tf.train.Example`` per protein, and the layout of a dataset folder.
 
 This module is the single owner of the schema: the Beam job writes with :func:`encode_example`, and every
 reader (``models`` input pipelines, the TFX ExampleGen, tests) parses with :data:`FEATURE_SPEC` or
@@ -18,7 +18,7 @@ FEATURE_NAMES = (ID, SEQUENCE, LENGTH, SOURCE, TAXON_ID)
 
 UNKNOWN_TAXON = -1
 
-# Values of the `source` feature. `uniref90` extends DESIGN §3's list for UniRef90 inputs.
+# Values of the `source` feature. `uniref90` extends the list in docs/contracts.md for UniRef90 inputs.
 SOURCES = ("uniref100", "uniref90", "uniref50", "bfd", "fasta")
 
 # Dataset layout: <out>/<split>/data-SSSSS-of-NNNNN.tfrecord[.gz], <out>/rejects/, <out>/manifest.json.
@@ -37,13 +37,8 @@ def shard_suffix(compression: str) -> str:
     return ".tfrecord.gz" if compression == "gzip" else ".tfrecord"
 
 
-def tfrecord_compression_type(compression: str) -> str:
-    """The `compression_type` string that `tf.data.TFRecordDataset` expects."""
-    return "GZIP" if compression == "gzip" else ""
-
-
 def feature_spec() -> dict[str, Any]:
-    """`tf.io.parse_example` spec for the records of DESIGN §3."""
+    """`tf.io.parse_example` spec for the records of docs/contracts.md."""
     import tensorflow as tf
 
     return {

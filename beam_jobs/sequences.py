@@ -1,4 +1,4 @@
-"""Residue normalisation and validation (DESIGN §2), on bytes so the Beam job's hot path stays in C.
+"""Residue normalisation and validation (docs/contracts.md), on bytes so the Beam job's hot path stays in C.
 
 Normalising strips whitespace and line endings, uppercases, drops one terminal ``*`` and maps the rare
 residues ``U Z O B`` to ``X``, as ProtTrans does. Anything else outside the alphabet rejects the record.
@@ -50,7 +50,6 @@ REJECT_REASONS = (
 LOWERCASE_FIXED = "lowercase_uppercased"
 TERMINATOR_STRIPPED = "terminator_stripped"
 RARE_MAPPED = "rare_residues_mapped_to_x"
-REPAIRS = (LOWERCASE_FIXED, TERMINATOR_STRIPPED, RARE_MAPPED)
 
 
 class Normalised(NamedTuple):

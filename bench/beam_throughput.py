@@ -17,7 +17,6 @@ start-up weighing more (50 MB) and less (200 MB).
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import random
@@ -28,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from beam_jobs.fasta import read_fasta
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,17 +38,15 @@ BASELINE = "plain Python loop (baseline)"
 
 def make_fasta(path: Path, megabytes: float, seed: int = 0) -> None:
     """Resample the real sample's records (with new unique ids) until the file reaches `megabytes`."""
-    records = gzip.decompress(SAMPLE.read_bytes()).split(b"\n>")
-    records = [r.lstrip(b">").rstrip(b"\n") for r in records]
+    records = list(read_fasta(SAMPLE))
     rng = random.Random(seed)
     target = int(megabytes * 1e6)
     written = 0
     with open(path, "wb") as handle:
         i = 0
         while written < target:
-            header, body = rng.choice(records).split(b"\n", 1)
-            token, _, rest = header.partition(b" ")
-            chunk = b">r%d_%s %s\n%s\n" % (i, token, rest, body)
+            record = rng.choice(records)
+            chunk = f">r{i}_{record.header}\n{record.sequence}\n".encode()
             handle.write(chunk)
             written += len(chunk)
             i += 1
@@ -60,25 +59,12 @@ def plain_loop(fasta: Path, out: Path, valid_fraction: float = 0.05) -> dict[str
     from beam_jobs import pipeline, schema, sequences, tfrecord_sink
     from beam_jobs.headers import parse_header
 
-    def records():
-        header, lines = None, []
-        with open(fasta, "rb") as handle:
-            for line in handle:
-                if line.startswith(b">"):
-                    if header is not None:
-                        yield header, b"".join(lines)
-                    header, lines = line[1:].rstrip(b"\r\n").decode(), []
-                else:
-                    lines.append(line)
-        if header is not None:
-            yield header, b"".join(lines)
-
     kept: dict[str, tuple] = {}
     counts = {"read": 0, "rejected": 0, "residues": 0}
-    for header_line, body in records():
+    for record in read_fasta(fasta):
         counts["read"] += 1
-        header = parse_header(header_line)
-        result = sequences.normalise(body, 1, 40000)
+        header = parse_header(record.header)
+        result = sequences.normalise(record.sequence.encode("ascii", errors="replace"), 1, 40000)
         if not header.id or isinstance(result, sequences.Reject):
             counts["rejected"] += 1
             continue

@@ -26,9 +26,9 @@ import tensorflow as tf
 
 from beam_jobs import fasta_to_tfrecords
 from models import vocabulary
-from models.encoder_backbone import EncoderBackbone
+from models.networks.encoder_backbone import EncoderBackbone
 from models.input_pipeline import InputConfig, pretraining_dataset
-from models.masked_lm import MaskedLM
+from models.networks.masked_lm import MaskedLM
 
 RESIDUES = "ACDEFGHIKLMNPQRSTVWY"
 SHAPE = {"num_layers": 4, "hidden_dim": 256, "num_heads": 4, "intermediate_dim": 1024}

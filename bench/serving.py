@@ -15,32 +15,24 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse
-import gzip
 import tempfile
 import time
 
 import numpy as np
 import tensorflow as tf
 
-from models.presets import build_backbone
+from beam_jobs.fasta import read_fasta
+from models.registry import build_backbone
 from serving.client import EmbeddingClient
 from serving.dev_server import DevServer
-from serving.signatures import export_saved_model
+from models.export.signatures import export_saved_model
 
 SAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "beam_jobs", "sample_data",
                       "uniprot_sample.fasta.gz")
 
 
 def proteins(limit: int, count: int) -> list[str]:
-    sequences, parts = [], []
-    with gzip.open(SAMPLE, "rt") as handle:
-        for line in handle:
-            if line.startswith(">"):
-                if parts:
-                    sequences.append("".join(parts)[:limit])
-                parts = []
-            else:
-                parts.append(line.strip().upper())
+    sequences = [record.sequence.upper()[:limit] for record in read_fasta(SAMPLE)]
     return [s for s in sequences if s.isalpha() and set(s) <= set("ACDEFGHIKLMNPQRSTVWYX")][:count]
 
 

@@ -28,8 +28,8 @@ import numpy as np
 import tensorflow as tf
 
 from models import vocabulary
-from models.encoder_backbone import EncoderBackbone
-from models.masked_lm import MaskedLM
+from models.networks.encoder_backbone import EncoderBackbone
+from models.networks.masked_lm import MaskedLM
 
 SHAPE = {"num_layers": 12, "hidden_dim": 768, "num_heads": 12, "intermediate_dim": 3072}
 
@@ -103,7 +103,7 @@ def transformer_xl(length: int, lanes: int):
 
 
 def xlnet_inputs(batch: dict) -> dict:
-    from models.input_pipeline import PREDICT_ONE_IN, permutation_batch
+    from models.protxlnet.inputs import PREDICT_ONE_IN, permutation_batch
 
     length = int(batch["token_ids"].shape[1])
     return permutation_batch(batch["token_ids"], tf.constant([0, 1], tf.int64), -(-(length - 2) // PREDICT_ONE_IN))

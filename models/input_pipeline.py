@@ -111,7 +111,7 @@ def _crop_and_encode(sequence: tf.Tensor, seed: tf.Tensor, max_residues: int) ->
     return tf.concat([[vocabulary.CLS_ID], cropped, [vocabulary.SEP_ID]], axis=0)
 
 
-def _seeds(seed: int, salt: int) -> tf.data.Dataset:
+def seeds(seed: int, salt: int) -> tf.data.Dataset:
     """A stream of stateless-RNG seeds ``[seed, salt, index]`` → shape-[2] seeds."""
     return tf.data.Dataset.counter().map(lambda index: tf.stack([tf.cast(seed * 1_000_003 + salt, tf.int64), index]))
 
@@ -128,7 +128,7 @@ def pretraining_dataset(
     0 for padding predictions). Under a strategy, pass the `input_context` of
     ``distribute_datasets_from_function`` to read a disjoint share of the files per input pipeline.
     """
-    masked = tf.data.Dataset.zip(_length_batches(files, config, input_context, repeat), _seeds(config.seed, 2)).map(
+    masked = tf.data.Dataset.zip(length_batches(files, config, input_context, repeat), seeds(config.seed, 2)).map(
         lambda ids, seed: mask_batch(ids, seed, config), num_parallel_calls=tf.data.AUTOTUNE)
     return masked.prefetch(tf.data.AUTOTUNE)
 
@@ -161,11 +161,11 @@ def read_sequences(files: Sequence[str], config: InputConfig, input_context: tf.
                        num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def _length_batches(files, config, input_context, repeat) -> tf.data.Dataset:
+def length_batches(files, config, input_context, repeat) -> tf.data.Dataset:
     """Padded ``[CLS] residues [SEP]`` batches, cropped at random to the phase's length, by length bucket."""
     max_residues = config.sequence_length - 2
     sequences = read_sequences(files, config, input_context, repeat)
-    token_ids = tf.data.Dataset.zip(sequences, _seeds(config.seed, 1)).map(
+    token_ids = tf.data.Dataset.zip(sequences, seeds(config.seed, 1)).map(
         lambda sequence, seed: _crop_and_encode(sequence, seed, max_residues), num_parallel_calls=tf.data.AUTOTUNE)
     buckets = config.bucket_lengths
     batches = token_ids.bucket_by_sequence_length(
@@ -185,65 +185,6 @@ def _pad_to_bucket(token_ids: tf.Tensor, buckets: tuple[int, ...]) -> tf.Tensor:
     length = tf.shape(token_ids)[1]
     target = tf.gather(buckets, tf.reduce_min(tf.where(tf.constant(buckets) >= length)))
     return tf.pad(token_ids, [[0, 0], [0, target - length]], constant_values=vocabulary.PAD_ID)
-
-
-# Permutation language modelling (XLNet) ----------------------------------------------------------------------
-PERMUTATION_MASK = "permutation_mask"
-TARGET_MAPPING = "target_mapping"
-PREDICT_ONE_IN = 6  # XLNet's partial prediction: the last 1/K of each permutation is predicted, K = 6
-
-
-def permutation_batch(token_ids: tf.Tensor, seed: tf.Tensor, max_predictions: int,
-                      predict_one_in: int = PREDICT_ONE_IN) -> dict[str, tf.Tensor]:
-    """XLNet's inputs for a padded batch of ``[CLS] residues [SEP]`` ids.
-
-    A random factorisation order per sequence: specials first (context only, never predicted), then residues;
-    the last 1/`predict_one_in` of the residues in that order are the targets. ``permutation_mask[b, i, j]`` is 1
-    where position i may not see j: j is a target that comes at or after i in the order (so no position sees a
-    target after it, and a target's query stream never sees itself). ``target_mapping`` ``[b, m, length]`` is
-    one-hot from the m target slots (in position order, zero rows past the targets) to their positions.
-    """
-    shape = tf.shape(token_ids)
-    length = shape[1]
-    is_residue = token_ids >= vocabulary.FIRST_RESIDUE_ID
-    keys = tf.where(is_residue, tf.random.stateless_uniform(shape, seed), -1.0)
-    residues = tf.reduce_sum(tf.cast(is_residue, tf.int32), axis=1)
-    targets_per_row = tf.where(residues > 0, (residues + predict_one_in - 1) // predict_one_in, 0)
-    # order_rank 0 = the largest key; the targets are the largest keys, predicted in order of their rank
-    order_rank = tf.argsort(tf.argsort(keys, axis=1, direction="DESCENDING"), axis=1)
-    is_target = order_rank < targets_per_row[:, None]
-    rank = tf.where(is_target, order_rank, -1)
-    # i may not see target j unless j comes strictly before i (a non-target i, rank -1, sees no target)
-    permutation_mask = is_target[:, None, :] & (rank[:, None, :] >= rank[:, :, None])
-    positions = tf.range(length)[None, :]
-    slots = tf.sort(tf.where(is_target, positions, length + positions), axis=1)[:, :max_predictions]
-    slots = tf.pad(slots, [[0, 0], [0, max_predictions - tf.shape(slots)[1]]], constant_values=2 * length)
-    valid = slots < length
-    safe = tf.where(valid, slots, 0)
-    return {
-        TOKEN_IDS: token_ids,
-        PERMUTATION_MASK: tf.cast(permutation_mask, tf.float32),
-        TARGET_MAPPING: tf.one_hot(safe, length) * tf.cast(valid, tf.float32)[..., None],
-        MASK_IDS: tf.where(valid, tf.gather(token_ids, safe, batch_dims=1), vocabulary.PAD_ID),
-        MASK_WEIGHTS: tf.cast(valid, tf.float32),
-    }
-
-
-def permutation_lm_dataset(files: Sequence[str], config: InputConfig,
-                           input_context: tf.distribute.InputContext | None = None,
-                           repeat: bool = True, streams: bool = False) -> tf.data.Dataset:
-    """Permutation-LM batches (see :func:`permutation_batch`), built on the fly from the same cropped, bucketed
-    batches as the masked LM's, or with `streams` from segments of per-lane streams (:func:`causal_lm_dataset`,
-    with its ``reset``) for a model with memory."""
-    max_predictions = math.ceil((config.sequence_length - 2) / PREDICT_ONE_IN)
-    if streams:
-        segments = tf.data.Dataset.zip(causal_lm_dataset(files, config, input_context, repeat), _seeds(config.seed, 3))
-        return segments.map(
-            lambda batch, seed: {**permutation_batch(batch[TOKEN_IDS], seed, max_predictions), RESET: batch[RESET]},
-            num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
-    batches = tf.data.Dataset.zip(_length_batches(files, config, input_context, repeat), _seeds(config.seed, 3))
-    return batches.map(lambda ids, seed: permutation_batch(ids, seed, max_predictions),
-                       num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 # Causal language modelling on segment streams (Transformer-XL) -----------------------------------------------

@@ -1,4 +1,4 @@
-"""The canonical vocabulary of the models we train (DESIGN §2), and in-graph tokenisation.
+"""The canonical vocabulary of the models we train (docs/contracts.md), and in-graph tokenisation.
 
 ``[PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4``, then the 20 standard residues and ``X``. Tokenisation runs
 inside the TF graph with core ops only (UTF-8 decode and a gather from a constant 256-entry table), so a

@@ -12,8 +12,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from models.embedding import ProteinEmbedding, join_pieces, length_batches, split_long
-from serving.signatures import INPUT, SIGNATURE
+from models.export.embedding import ProteinEmbedding, join_pieces, length_batches, split_long
+from models.export.signatures import INPUT, SIGNATURE
 
 RETRIED = (grpc.StatusCode.UNAVAILABLE,)
 
@@ -22,7 +22,9 @@ class EmbeddingClient:
     """Embeddings of sequences from the model `model_name` at `target` (``host:port``).
 
     `max_residues`, when given, is the model's limit: longer sequences are embedded in pieces (their residue
-    embeddings concatenated, the protein vector their mean); otherwise the server refuses them.
+    embeddings concatenated, the protein vector their mean); otherwise the server refuses them. An
+    :class:`~models.export.embedders.Embedder`: its identity names the server, model and version asked for (a
+    server that swaps its latest version is not seen: pin `version` for caches).
     """
 
     def __init__(self, target: str, model_name: str, *, timeout_s: float = 60.0, retries: int = 5,
@@ -30,6 +32,8 @@ class EmbeddingClient:
                  tls_root_certificates: bytes | None = None, version: int | None = None,
                  version_label: str | None = None):
         self.model_name = model_name
+        self.name = f"{target}/{model_name}"
+        self.identity = f"grpc:{target}/{model_name}/{version or version_label or 'latest'}"
         self.timeout_s = timeout_s
         self.retries = retries
         self.residues_per_request = residues_per_request
@@ -66,7 +70,7 @@ class EmbeddingClient:
         return request
 
     def predict(self, sequences: Sequence[str]) -> dict[str, np.ndarray]:
-        """One Predict call (retried on UNAVAILABLE with backoff); the raw §5 outputs."""
+        """One Predict call (retried on UNAVAILABLE with backoff); the raw signature outputs."""
         request = self.request(sequences)
         for attempt in range(self.retries + 1):
             try:

@@ -1,7 +1,7 @@
-"""`prottrans-serve` (DESIGN §7): a development gRPC server speaking TF Serving's API for our models.
+"""`prottrans-serve`: a development gRPC server speaking TF Serving's API for our models.
 
-FOR LOCAL DEVELOPMENT AND TESTS ONLY. Production serving is the stock ``tensorflow/serving`` image (see the
-README); its ``tensorflow_model_server`` binary is not in the package registries our machines reach, so this
+FOR LOCAL DEVELOPMENT AND TESTS ONLY. Production serving is the stock ``tensorflow/serving`` image (see
+docs/serving.md); its ``tensorflow_model_server`` binary is not in the package registries our machines reach, so this
 server implements the parts of its protocol our clients use, from the ``tensorflow-serving-api`` protos:
 ``PredictionService.Predict`` and ``GetModelMetadata``, and ``ModelService.GetModelStatus``, over the same model
 base path layout (``<base>/<version>/saved_model.pb``). Like TF Serving it polls the base path for new
@@ -41,7 +41,7 @@ from tensorflow_serving.apis import (
 )
 
 from beam_jobs.sequences import Reject, normalise
-from serving.signatures import INPUT, OUTPUTS, SIGNATURE, WARMUP_FILE, read_model_info
+from models.export.signatures import INPUT, OUTPUTS, SIGNATURE, WARMUP_FILE, read_model_info
 
 
 class BadRequest(ValueError):

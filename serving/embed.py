@@ -1,4 +1,4 @@
-"""`prottrans-embed` (DESIGN §7): embeddings for a FASTA file of any size, into HDF5.
+"""`prottrans-embed`: embeddings for a FASTA file of any size, into HDF5.
 
     prottrans-embed (--server HOST:PORT --model NAME | --saved-model DIR) IN.fasta[.gz] OUT.h5
         [--per-residue] [--per-protein] [--float16]
@@ -18,33 +18,17 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse
-import gzip
 import json
 import sys
-from typing import IO, Iterator, Sequence
+from typing import Sequence
 
 import grpc
 import h5py
 
+from beam_jobs.fasta import read_fasta
 from beam_jobs.sequences import Reject, normalise
 
 CHUNK_RESIDUES = 200_000  # residues embedded (and written) per round
-
-
-def read_fasta(handle: IO[str]) -> Iterator[tuple[int, str, str]]:
-    """``(line number, header, residues)`` per record; residues before any header raise ValueError."""
-    header, parts, start = None, [], 0
-    for number, line in enumerate(handle, start=1):
-        if line.startswith(">"):
-            if header is not None:
-                yield start, header, "".join(parts)
-            header, parts, start = line[1:].strip(), [], number
-        elif line.strip():
-            if header is None:
-                raise ValueError(f"line {number}: residues before the first '>' header: not FASTA")
-            parts.append(line.strip())
-    if header is not None:
-        yield start, header, "".join(parts)
 
 
 def dataset_key(record_id: str) -> str:
@@ -92,7 +76,7 @@ class Output:
 def make_embedder(args):
     """`.embed(list[str])` of the server or of a local SavedModel."""
     if args.saved_model:
-        from models.probes.embedders import load_embedder
+        from models.export.embedders import load_embedder
 
         return load_embedder(args.saved_model)
     from serving.client import EmbeddingClient
@@ -101,7 +85,6 @@ def make_embedder(args):
 
 
 def embed_file(fasta: str, output: Output, embedder, progress) -> dict[str, int]:
-    opener = gzip.open if fasta.endswith(".gz") else open
     counts = {"embedded": 0, "skipped_done": 0, "rejected": 0}
     seen: set[str] = set()
     chunk: list[tuple[str, str]] = []
@@ -116,29 +99,27 @@ def embed_file(fasta: str, output: Output, embedder, progress) -> dict[str, int]
         progress.update(len(chunk))
         chunk.clear()
 
-    with opener(fasta, "rt") as handle:
-        for line, header, residues in read_fasta(handle):
-            record_id = header.split()[0] if header.split() else ""
-            if not record_id:
-                output.reject(line, "", "missing id")
-                continue
-            key = dataset_key(record_id)
-            if key in seen:
-                output.reject(line, record_id, "duplicate id (the first record with it was embedded)")
-                continue
-            seen.add(key)
-            if output.done(key):
-                counts["skipped_done"] += 1
-                progress.update(1)
-                continue
-            normalised = normalise(residues.encode("ascii", errors="replace"))
-            if isinstance(normalised, Reject):
-                output.reject(line, record_id, normalised.detail or normalised.reason)
-                continue
-            chunk.append((key, normalised.sequence.decode("ascii")))
-            if sum(len(s) for _, s in chunk) >= CHUNK_RESIDUES:
-                flush_chunk()
-        flush_chunk()
+    for record in read_fasta(fasta):
+        if not record.id:
+            output.reject(record.line, "", "missing id")
+            continue
+        key = dataset_key(record.id)
+        if key in seen:
+            output.reject(record.line, record.id, "duplicate id (the first record with it was embedded)")
+            continue
+        seen.add(key)
+        if output.done(key):
+            counts["skipped_done"] += 1
+            progress.update(1)
+            continue
+        normalised = normalise(record.sequence.encode("ascii", errors="replace"))
+        if isinstance(normalised, Reject):
+            output.reject(record.line, record.id, normalised.detail or normalised.reason)
+            continue
+        chunk.append((key, normalised.sequence.decode("ascii")))
+        if sum(len(s) for _, s in chunk) >= CHUNK_RESIDUES:
+            flush_chunk()
+    flush_chunk()
     counts["rejected"] = output.rejected
     return counts
 
@@ -172,8 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with tqdm(unit=" proteins", file=sys.stderr, disable=None) as progress:
             counts = embed_file(args.input, output, embedder, progress)
-    except (ValueError, OSError, EOFError) as error:
-        print(f"prottrans-embed: error: {args.input}: {error}", file=sys.stderr)
+    except (ValueError, OSError) as error:  # the reader's errors name the file and line
+        print(f"prottrans-embed: error: {error}", file=sys.stderr)
         return 1
     except grpc.RpcError as error:
         print(f"prottrans-embed: error: the server answered {error.code().name}: {error.details()} "

@@ -79,12 +79,21 @@ def assert_reconciles(manifest: dict) -> None:
     assert counts["reconciled"] is True
 
 
-def train_and_log(config):
-    """Train per `config` (a TrainConfig); the trainer, its last metrics and the loss of every logged step."""
+def train_job(train_files, model_dir, *phases, **settings):
+    """A TrainJob over `train_files` with `phases` (default: the settings'); settings default to a tiny ProtBert."""
+    from models.training.settings import TrainingSettings
+    from models.training.trainer import TrainJob
+
+    return TrainJob(TrainingSettings(**{"family": "protbert", "preset": "tiny", **settings}),
+                    tuple(str(path) for path in train_files), str(model_dir), tuple(phases))
+
+
+def train_and_log(job):
+    """Train per `job` (a TrainJob); the trainer, its last metrics and the loss of every logged step."""
     from models.training.trainer import Trainer
 
     logged: list[str] = []
-    trainer = Trainer(config, log=logged.append)
+    trainer = Trainer(job, log=logged.append)
     metrics = trainer.train()
     losses = [float(line.split("loss ")[1].split()[0]) for line in logged if line.startswith("step")]
     return trainer, metrics, losses

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models import checkpoint_import, vocabulary
-from models.checkpoint_import import CheckpointError, load_masked_lm
+from models import hf_checkpoint, vocabulary
+from models.hf_checkpoint import CheckpointError
+from models.registry import FAMILIES
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "hf"
 TOLERANCE = 1e-4
@@ -31,7 +32,7 @@ def ours_from_theirs(their_logits: np.ndarray, family: str) -> np.ndarray:
 @pytest.mark.parametrize("family", ["protbert", "protalbert"])
 def test_imported_model_matches_transformers(family):
     reference = expected(family)
-    model = load_masked_lm(str(FIXTURES / family), family)
+    model = FAMILIES[family].import_checkpoint(str(FIXTURES / family))
     token_ids, _ = vocabulary.encode(tf.constant(reference["sequences"]))
     hidden = model.backbone(token_ids).numpy()
     logits = model({"token_ids": token_ids}).numpy()
@@ -43,7 +44,7 @@ def test_imported_model_matches_transformers(family):
 def test_pytorch_bin_reads_without_torch_like_safetensors():
     from safetensors.numpy import load_file
 
-    from_bin = checkpoint_import.read_pytorch_bin(str(FIXTURES / "protbert" / "pytorch_model.bin"))
+    from_bin = hf_checkpoint.read_pytorch_bin(str(FIXTURES / "protbert" / "pytorch_model.bin"))
     from_safetensors = load_file(str(FIXTURES / "protbert" / "model.safetensors"))
     for name, array in from_safetensors.items():
         np.testing.assert_array_equal(from_bin[name], array)
@@ -51,25 +52,25 @@ def test_pytorch_bin_reads_without_torch_like_safetensors():
 
 def test_vocabulary_mapping_takes_each_token_s_row():
     theirs = (FIXTURES / "protbert" / "vocab.txt").read_text().split()
-    rows = checkpoint_import.vocabulary_rows(theirs)
+    rows = hf_checkpoint.vocabulary_rows(theirs)
     assert [theirs[row] for row in rows] == list(vocabulary.TOKENS)
     with pytest.raises(CheckpointError, match="lacks"):
-        checkpoint_import.vocabulary_rows([t for t in theirs if t != "W"])
+        hf_checkpoint.vocabulary_rows([t for t in theirs if t != "W"])
 
 
 def test_wrong_family_and_broken_folders_are_clear_errors(tmp_path):
     with pytest.raises(CheckpointError, match="expects a 'albert' checkpoint, not 'bert'"):
-        load_masked_lm(str(FIXTURES / "protbert"), "protalbert")
+        FAMILIES["protalbert"].import_checkpoint(str(FIXTURES / "protbert"))
     broken = tmp_path / "broken"
     shutil.copytree(FIXTURES / "protbert", broken)
     (broken / "model.safetensors").unlink()
     (broken / "pytorch_model.bin").unlink()
     with pytest.raises(CheckpointError, match="neither model.safetensors nor pytorch_model.bin"):
-        load_masked_lm(str(broken), "protbert")
+        FAMILIES["protbert"].import_checkpoint(str(broken))
 
 
 def test_cli_exports_a_serving_version_that_embeds_like_transformers(tmp_path):
-    from models import import_checkpoint
+    from models.cli import import_checkpoint
 
     assert import_checkpoint.main(["--from-hf", str(FIXTURES / "protbert"), "--family", "protbert",
                                    "--output", str(tmp_path / "protbert")]) == 0

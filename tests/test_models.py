@@ -1,4 +1,4 @@
-"""ProtBert and ProtAlbert backbones, the masked-LM task and embeddings (DESIGN §4–5), on tiny presets."""
+"""ProtBert and ProtAlbert backbones, the masked-LM task and embeddings (docs/contracts.md), on tiny presets."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import pytest
 import tensorflow as tf
 import keras
 
-from models import embedding, vocabulary
-from models.encoder_backbone import EncoderBackbone
+from models import vocabulary
+from models.export import embedding
+from models.networks.encoder_backbone import EncoderBackbone
 from models.layers import ReversibleEmbedding, TransformerEncoderLayer
-from models.masked_lm import MaskedLM
-from models.presets import build_backbone, preset_config
+from models.networks.masked_lm import MaskedLM
+from models.registry import build_backbone, preset_config
 
 FAMILIES = ["protbert", "protalbert"]
 SEQUENCES = ["MKTAYIAKQRQISFVKSHFSRQ", "MKT", "ACDEFGHIKLMNPQRSTVWYX"]
@@ -122,10 +123,18 @@ def test_encoder_layer_config_round_trips():
 
 
 def test_reversible_embedding_decodes_with_the_transposed_table():
-    layer = ReversibleEmbedding(26, 8)
+    layer = ReversibleEmbedding(26, 8, name="token_embedding")
     layer.build((None,))
+    assert [weight.path for weight in layer.weights] == ["token_embedding/embeddings"]  # what checkpoints key on
     hidden = np.random.default_rng(0).normal(size=(2, 3, 8)).astype("float32")
-    np.testing.assert_allclose(layer(hidden, reverse=True), hidden @ layer.embeddings.numpy().T, atol=1e-5)
+    expected = hidden @ layer.embeddings.numpy().T
+    np.testing.assert_allclose(layer(hidden, reverse=True), expected, atol=1e-5)
+    half = ReversibleEmbedding(26, 8, dtype="mixed_bfloat16")
+    half.build((None,))
+    half.embeddings.assign(layer.embeddings)
+    logits = half(tf.cast(hidden, tf.bfloat16), reverse=True)  # the masked-LM head's bfloat16 hidden states
+    assert logits.dtype == tf.bfloat16 and half.embeddings.dtype == "float32"
+    np.testing.assert_allclose(tf.cast(logits, tf.float32), expected, atol=0.1)
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""The project installs the commands of DESIGN §7, and Beam workers can install it from its own files."""
+"""The project installs the seven commands, and Beam workers can install it from its own files."""
 
 from __future__ import annotations
 

@@ -10,19 +10,22 @@ from tfx_pipeline.config import load_config
 
 def test_a_config_file_and_overrides_change_the_defaults(tmp_path):
     path = tmp_path / "config.yaml"
-    path.write_text("preset: tiny\nsteps: 50\nthresholds: {q3: 0.6}\nvertex:\n  project: p\n")
-    config = load_config(str(path), ["steps=70", "vertex.region=europe-west4", "input_patterns=uniref*.fasta.gz"])
-    assert (config.preset, config.steps, config.thresholds) == ("tiny", 70, {"q3": 0.6})
+    path.write_text("training:\n  preset: tiny\n  steps: 50\nthresholds: {q3: 0.6}\nvertex:\n  project: p\n")
+    config = load_config(str(path), ["training.steps=70", "vertex.region=europe-west4", "input_patterns=uniref*.fasta.gz"])
+    assert (config.training.preset, config.training.steps, config.thresholds) == ("tiny", 70, {"q3": 0.6})
     assert (config.vertex.project, config.vertex.region) == ("p", "europe-west4")
     assert config.input_patterns == ["uniref*.fasta.gz"]
 
 
 @pytest.mark.parametrize("override, message", [
     ("stepz=3", "unknown config key 'stepz'"),
-    ("steps=many", "steps: expected int"),
+    ("training.stepz=3", "unknown config key 'training.stepz'"),
+    ("training.steps=many", "training.steps: expected int"),
+    ("training.steps=0", "steps and global_batch must be >= 1"),
+    ("training.family=protgpt", "unknown model family 'protgpt'"),
     ("dedup=3", "dedup: expected bool"),
     ("vertex.trainer=quantum", "vertex.trainer must be cpu, gpu or tpu"),
-    ("steps", "expected KEY=VALUE"),
+    ("training.steps", "expected KEY=VALUE"),
 ])
 def test_bad_settings_are_refused_with_the_key_named(override, message):
     with pytest.raises(ValueError, match=message):
@@ -70,15 +73,33 @@ def test_headline_metrics_come_from_a_probe_report():
 
 
 def test_trainer_settings_refuse_unknown_keys_and_ignore_vertex_job_keys():
-    from models.training.run_fn import checkpoint_dir, training_settings
+    import dataclasses
 
-    settings = training_settings({"preset": "tiny", "ai_platform_training_args": {}, "checkpoint_root": "/x"})
-    assert settings["preset"] == "tiny" and "ai_platform_training_args" not in settings
+    from models.training.run_fn import checkpoint_dir, custom_config, training_settings
+    from models.training.settings import TrainingSettings
+
+    custom = {**custom_config(TrainingSettings(preset="tiny"), "/x"), "ai_platform_training_args": {}}
+    settings = training_settings(custom, steps=10)
+    assert (settings.preset, settings.steps) == ("tiny", 10)
     with pytest.raises(ValueError, match="unknown training settings"):
-        training_settings({"presett": "tiny"})
-    same = checkpoint_dir(["/e/Split-train/*"], 10, settings, "/root")
-    assert same == checkpoint_dir(["/e/Split-train/*"], 10, dict(settings), "/root")
-    assert same != checkpoint_dir(["/e/Split-train/*"], 11, settings, "/root")
+        training_settings({"training": {"presett": "tiny"}})
+    with pytest.raises(ValueError, match="training settings go under 'training'"):
+        training_settings({"preset": "tiny"})
+    same = checkpoint_dir(["/e/Split-train/*"], settings, "/root")
+    assert same == checkpoint_dir(["/e/Split-train/*"], training_settings(custom, steps=10), "/root")
+    assert same != checkpoint_dir(["/e/Split-train/*"], dataclasses.replace(settings, steps=11), "/root")
+
+
+def test_the_pipeline_config_and_the_train_command_share_one_set_of_training_defaults():
+    from models.cli import train
+    from models.training.settings import TrainingSettings
+
+    args = train.parse_args(["--data", "d", "--model-dir", "m"])
+    from_flags = {name: getattr(args, name) for name in TrainingSettings().to_dict()}
+    assert from_flags == TrainingSettings().to_dict() == load_config(None, []).training.to_dict()
+    args = train.parse_args(["--data", "d", "--model-dir", "m", "--optimizer", "lamb", "--dropout", "none",
+                             "--two-phase", "--warmup-steps", "7"])
+    assert (args.optimizer, args.dropout, args.two_phase, args.warmup_steps) == ("lamb", None, True, 7)
 
 
 def test_fasta_example_gen_keeps_the_valid_fraction_in_its_split_buckets():

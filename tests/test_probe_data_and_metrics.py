@@ -95,10 +95,10 @@ def test_q3_of_a_known_prediction_equals_its_hand_count():
 
 
 def test_multiclass_mcc_is_one_for_perfect_and_zero_for_constant_predictions():
-    perfect = metrics.confusion_matrix([0, 1, 2, 2], [0, 1, 2, 2], 3)
-    constant = metrics.confusion_matrix([0, 1, 2, 2], [2, 2, 2, 2], 3)
-    assert metrics.multiclass_mcc(perfect) == pytest.approx(1.0)
-    assert metrics.multiclass_mcc(constant) == 0.0
+    assert metrics.report([0, 1, 2, 2], [0, 1, 2, 2], "HEC")["mcc"] == pytest.approx(1.0)
+    constant = metrics.report([0, 1, 2, 2], [2, 2, 2, 2], "HEC")
+    assert constant["mcc"] == 0.0
+    assert constant["per_class"]["H"] == {"precision": 0.0, "recall": 0.0, "mcc": 0.0, "support": 1}  # undefined → 0
 
 
 def test_intervals_contain_the_estimate_and_shrink_with_more_data():

@@ -1,4 +1,4 @@
-"""The probes learn what is learnable, and `prottrans-probe` writes DESIGN §7's metrics.json and plots for a
+"""The probes learn what is learnable, and `prottrans-probe` writes the metrics.json of docs/contracts.md and plots for a
 one-hot baseline, a SavedModel and a training directory."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 
 from models.probes import probe
 from models.probes.datasets import LOCATIONS, LocalizationRecord, StructureRecord
-from models.probes.embedders import OneHotEmbedder, load_embedder
+from models.export.embedders import OneHotEmbedder, load_embedder
 
 # Residue → structure state: a labelling a one-hot CNN can learn exactly.
 STATE_OF = {"A": "H", "L": "H", "M": "G", "V": "E", "I": "E", "Y": "B", "G": "C", "P": "T", "N": "S", "D": "C"}
@@ -91,7 +91,7 @@ def check_metrics_file(output: Path, embedder: str) -> dict:
 
 
 def test_cli_on_the_one_hot_baseline(data_dir, tmp_path, capsys):
-    from models import probe as cli
+    from models.cli import probe as cli
 
     assert cli.main(["--model", "onehot", "--data-dir", str(data_dir), "--output", str(tmp_path / "out")]) == 0
     metrics = check_metrics_file(tmp_path / "out", "onehot")
@@ -100,9 +100,9 @@ def test_cli_on_the_one_hot_baseline(data_dir, tmp_path, capsys):
 
 
 def test_cli_on_a_saved_model_reports_it_beside_the_baseline(data_dir, tmp_path):
-    from models import probe as cli
-    from models.presets import build_backbone
-    from serving.signatures import export_saved_model
+    from models.cli import probe as cli
+    from models.registry import build_backbone
+    from models.export.signatures import export_saved_model
 
     export_saved_model(build_backbone("protbert", "tiny"), str(tmp_path / "serving" / "protbert"))
     assert cli.main(["--model", str(tmp_path / "serving" / "protbert"), "--data-dir", str(data_dir),
@@ -117,18 +117,18 @@ def test_a_training_directory_is_a_model(tmp_path):
     import tensorflow as tf
 
     from beam_jobs import fasta_to_tfrecords
-    from models.training.trainer import Phase, TrainConfig, Trainer
-    from tests.conftest import SAMPLE_FASTA
+    from models.training.settings import Phase
+    from models.training.trainer import Trainer
+    from tests.conftest import SAMPLE_FASTA, train_job
 
     data = tmp_path / "data"
     fasta_to_tfrecords.run(["--input", str(SAMPLE_FASTA), "--output-dir", str(data)])
     files = tuple(str(p) for p in (data / "train").glob("data-*"))
-    trainer = Trainer(TrainConfig(train_files=files, family="protalbert", preset="tiny", phases=(Phase(64, 2, 4),),
-                                  model_dir=str(tmp_path / "run")), log=lambda _: None)
+    trainer = Trainer(train_job(files, tmp_path / "run", Phase(64, 2, 4), family="protalbert"), log=lambda _: None)
     trainer.train()
     embedder = load_embedder(str(tmp_path / "run"))
     [loaded] = embedder.embed(["MKTAYIAK"])
-    from models import embedding
+    from models.export import embedding
 
     [expected] = embedding.embed(trainer.backbone, ["MKTAYIAK"])
     np.testing.assert_allclose(loaded.residues, expected.residues, atol=1e-6)
@@ -136,7 +136,7 @@ def test_a_training_directory_is_a_model(tmp_path):
 
 
 def test_an_unknown_model_is_a_clear_error(data_dir, tmp_path, capsys):
-    from models import probe as cli
+    from models.cli import probe as cli
 
     assert cli.main(["--model", str(tmp_path), "--data-dir", str(data_dir), "--output", str(tmp_path / "o")]) == 2
     assert "not a SavedModel" in capsys.readouterr().err
@@ -170,8 +170,8 @@ def test_the_cache_embeds_each_sequence_once_and_reads_back_lazily(data_dir, tmp
 
 
 def test_long_sequences_are_embedded_in_pieces_when_asked():
-    from models import embedding
-    from models.presets import build_backbone
+    from models.export import embedding
+    from models.registry import build_backbone
 
     backbone = build_backbone("protbert", "tiny", max_sequence_length=12)  # 10 residues at most
     long = "MKTAYIAKQRQISFVKSHFSRQ"  # 22 residues: 3 pieces of 8, 8, 6

@@ -86,13 +86,13 @@ def test_each_batch_lane_continues_its_own_stream(sample_data):
 
 
 def test_prottxl_trains_on_real_proteins_with_memory_across_batches(sample_data, tmp_path):
-    from models.training.trainer import Phase, TrainConfig, load_trained_backbone
-    from tests.conftest import train_and_log
+    from models.training.checkpoints import load_trained_backbone
+    from models.training.settings import Phase
+    from tests.conftest import train_and_log, train_job
 
-    config = TrainConfig(train_files=sample_data, family="prottxl", preset="tiny", phases=(Phase(64, 120, 8),),
-                         model_dir=str(tmp_path / "model"), optimizer="adamw", learning_rate=5e-3, warmup_steps=10,
-                         log_every=10, checkpoint_every=60)
-    trainer, metrics, losses = train_and_log(config)
+    job = train_job(sample_data, tmp_path / "model", Phase(64, 120, 8), family="prottxl", optimizer="adamw",
+                    learning_rate=5e-3, warmup_steps=10, log_every=10, checkpoint_every=60)
+    trainer, metrics, losses = train_and_log(job)
     assert losses[0] > 3.0 and metrics["loss"] < losses[0] - 0.15, losses
     assert all(np.abs(m.numpy()).max() > 0 for m in trainer.model.lane_memory.variables)  # memory was carried
     backbone, _ = load_trained_backbone(str(tmp_path / "model"))
@@ -112,3 +112,31 @@ def test_lanes_start_new_streams_each_epoch(tmp_path):
     resets = [float(b["reset"][0]) for b in causal_lm_dataset(files, config).take(3 * one_epoch)]
     assert one_epoch > 2
     assert [i for i, r in enumerate(resets) if r] == [0, one_epoch, 2 * one_epoch]
+
+
+def test_prottrans_import_reads_a_hugging_face_transformer_xl_folder(tmp_path):
+    import json
+
+    from safetensors.numpy import save_file
+
+    from models.cli import import_checkpoint
+    from models.registry import FAMILIES
+
+    expected = dict(np.load(FIXTURE))
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    (folder / "config.json").write_text((FIXTURE.parent / "config.json").read_text())
+    save_file({k.split(":", 1)[1]: v for k, v in expected.items() if k.startswith("weight:")},
+              str(folder / "model.safetensors"))
+    model = FAMILIES["prottxl"].import_checkpoint(str(folder))
+    hidden = model.backbone.forward(expected["first"]).hidden.numpy()
+    np.testing.assert_allclose(hidden, expected["hidden_first"], atol=1e-4)
+    assert import_checkpoint.main(["--from-hf", str(folder), "--family", "prottxl",
+                                   "--output", str(tmp_path / "served")]) == 0
+    signature = tf.saved_model.load(str(tmp_path / "served" / "1")).signatures["serving_default"]
+    assert signature(sequences=tf.constant(["MKTAYIAK"]))["residue_embeddings"].shape == (1, 8, 32)
+
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "pre_lnorm": True}))
+    with pytest.raises(ValueError, match="pre_lnorm=False"):
+        FAMILIES["prottxl"].import_checkpoint(str(folder))

@@ -82,7 +82,7 @@ def test_the_query_stream_cannot_see_its_own_token(imported):
 
 
 def test_permutation_batches_hide_each_target_from_itself_and_from_what_comes_before_it():
-    from models.input_pipeline import permutation_batch
+    from models.protxlnet.inputs import permutation_batch
 
     ids, _ = vocabulary.encode(tf.constant(["MKTAYIAKQRQISFVKSHFSRQ", "MSTNP"]))
     batch = {k: v.numpy() for k, v in permutation_batch(ids, tf.constant([3, 4], tf.int64), 4).items()}
@@ -102,16 +102,16 @@ def test_permutation_batches_hide_each_target_from_itself_and_from_what_comes_be
 
 def test_protxlnet_trains_on_real_protein_streams_with_memory_and_its_loss_falls(tmp_path):
     from beam_jobs import fasta_to_tfrecords
-    from models.training.trainer import Phase, TrainConfig, load_trained_backbone
-    from tests.conftest import SAMPLE_FASTA, train_and_log
+    from models.training.checkpoints import load_trained_backbone
+    from models.training.settings import Phase
+    from tests.conftest import SAMPLE_FASTA, train_and_log, train_job
 
     data = tmp_path / "data"
     fasta_to_tfrecords.run(["--input", str(SAMPLE_FASTA), "--output-dir", str(data), "--num-shards", "2"])
-    config = TrainConfig(train_files=tuple(sorted(str(p) for p in (data / "train").glob("data-*"))),
-                         family="protxlnet", preset="tiny", phases=(Phase(128, 120, 16),),
-                         model_dir=str(tmp_path / "model"), optimizer="adamw", learning_rate=5e-3, warmup_steps=10,
-                         log_every=10, checkpoint_every=60)
-    trainer, metrics, losses = train_and_log(config)
+    job = train_job(sorted((data / "train").glob("data-*")), tmp_path / "model", Phase(128, 120, 16),
+                    family="protxlnet", optimizer="adamw", learning_rate=5e-3, warmup_steps=10, log_every=10,
+                    checkpoint_every=60)
+    trainer, metrics, losses = train_and_log(job)
     assert losses[0] > 3.0 and metrics["loss"] < losses[0] - 0.15, losses
     # the tiny preset has a memory: segments of per-lane streams, each lane's memory carried to its next batch
     assert all(np.abs(m.numpy()).max() > 0 for m in trainer.model.lane_memory.variables)
@@ -123,7 +123,7 @@ CHECKPOINT = Path(__file__).parent / "fixtures" / "hf" / "protxlnet_checkpoint"
 
 
 def test_a_hugging_face_xlnet_folder_imports_and_serves_transformers_residue_embeddings(tmp_path, capsys):
-    from models import import_checkpoint
+    from models.cli import import_checkpoint
 
     assert import_checkpoint.main(["--from-hf", str(CHECKPOINT), "--family", "protxlnet",
                                    "--output", str(tmp_path / "protxlnet")]) == 0
@@ -137,7 +137,7 @@ def test_a_hugging_face_xlnet_folder_imports_and_serves_transformers_residue_emb
 
 
 def test_the_sentencepiece_vocabulary_maps_token_by_token(tmp_path):
-    from models.checkpoint_import import CheckpointError, read_sentencepiece_pieces, sentencepiece_rows
+    from models.hf_checkpoint import CheckpointError, read_sentencepiece_pieces, sentencepiece_rows
 
     pieces = read_sentencepiece_pieces(str(CHECKPOINT / "spiece.model"))
     rows = sentencepiece_rows(pieces)

@@ -1,4 +1,4 @@
-"""Records are `tf.train.Example`s with exactly the features of DESIGN §3."""
+"""Records are `tf.train.Example`s with exactly the features of docs/contracts.md."""
 
 import pytest
 import tensorflow as tf
@@ -44,4 +44,3 @@ def test_encoding_equals_protobuf_serialisation_up_to_map_order():
 def test_shard_names_follow_the_layout():
     assert schema.shard_suffix("gzip") == ".tfrecord.gz"
     assert schema.shard_suffix("none") == ".tfrecord"
-    assert schema.tfrecord_compression_type("gzip") == "GZIP"

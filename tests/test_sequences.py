@@ -1,4 +1,4 @@
-"""Normalisation follows DESIGN §2: repairs what is safe, rejects the rest with a reason."""
+"""Normalisation (docs/contracts.md) repairs what is safe, rejects the rest with a reason."""
 
 import pytest
 

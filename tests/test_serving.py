@@ -24,9 +24,9 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from models import embedding
-from models.presets import build_backbone
-from serving.signatures import export_saved_model
+from models.export import embedding
+from models.registry import build_backbone
+from models.export.signatures import export_saved_model
 
 PROTEINS = ["MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ", "MSTNPKPQRKTKRNTNRRPQDVKFPGG", "ACDEFGHIKLMNPQRSTVWY" * 3]
 MAX_RESIDUES = 62

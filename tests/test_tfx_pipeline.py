@@ -19,7 +19,8 @@ from tfx_pipeline.config import load_config
 from tfx_pipeline.summary import last_run
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["preset=tiny", "steps=6", "global_batch=8", "sequence_length=64", "warmup_steps=2", "checkpoint_every=3",
+TINY = ["training.preset=tiny", "training.steps=6", "training.global_batch=8", "training.sequence_length=64",
+        "training.warmup_steps=2", "training.checkpoint_every=3",
         "probe_limit=30", "thresholds={q3: 0.0, q8: 0.0, q10: 0.0, q2: 0.0}", "regression_tolerance=1.0"]
 
 
@@ -90,7 +91,7 @@ def test_a_model_that_misses_a_threshold_is_not_pushed(first_run):
 def test_a_new_config_retrains_and_is_compared_with_the_last_blessed_model(first_run):
     output_dir, config, nodes = first_run
     first_model = nodes["Trainer"].outputs["model"][0].uri
-    _, nodes = run_pipeline(output_dir, "steps=8")
+    _, nodes = run_pipeline(output_dir, "training.steps=8")
     assert nodes["Trainer"].state == "COMPLETE"
     report = json.loads(Path(nodes["ProbeEvaluator"].outputs["evaluation"][0].uri, "blessing.json").read_text())
     assert report["baseline_model"] == first_model
@@ -105,7 +106,7 @@ def _pipeline_command(output_dir: Path, *overrides: str) -> list[str]:
 
 @pytest.mark.slow
 def test_a_killed_run_resumes_training_from_its_checkpoints(tmp_path):
-    long = ("steps=400", "checkpoint_every=5")
+    long = ("training.steps=400", "training.checkpoint_every=5")
     proc = subprocess.Popen(_pipeline_command(tmp_path, *long), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     deadline = time.time() + 300
@@ -155,7 +156,7 @@ def test_the_cli_refuses_a_bad_override(capsys):
 @pytest.mark.parametrize("family", ["protxlnet", "prottxl"])
 def test_the_autoregressive_families_run_through_the_same_pipeline_by_name(first_run, family):
     output_dir, _, _ = first_run
-    config, nodes = run_pipeline(output_dir, f"family={family}")
+    config, nodes = run_pipeline(output_dir, f"training.family={family}")
     assert nodes["FastaExampleGen"].state == "CACHED" and nodes["Trainer"].state == "COMPLETE"
     (version,) = versions(config)
     assert config.serving_model_dir("local").endswith(family)

@@ -1,5 +1,5 @@
 """Masked-LM pretraining: the loss falls, runs resume from checkpoints, strategies and precisions work, and the
-result is exported as the SavedModel of DESIGN §5."""
+result is exported as the serving SavedModel."""
 
 from __future__ import annotations
 
@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models import embedding
-from models.training.trainer import Phase, TrainConfig, Trainer, restore_model_weights, two_phase_schedule
-from tests.conftest import SAMPLE_FASTA, train_and_log
+from models.export import embedding
+from models.training.checkpoints import load_trained_backbone, restore_model_weights
+from models.training.settings import Phase, two_phase_schedule
+from models.training.trainer import TrainJob, Trainer
+from tests.conftest import SAMPLE_FASTA, train_and_log, train_job
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,12 +38,10 @@ def train_files(dataset_dir) -> tuple[str, ...]:
     return tuple(sorted(str(p) for p in (dataset_dir / "train").glob("data-*")))
 
 
-def config(dataset_dir, tmp_path, **overrides) -> TrainConfig:
-    settings = dict(train_files=train_files(dataset_dir), family="protbert", preset="tiny",
-                    phases=(Phase(128, 40, 16),), model_dir=str(tmp_path / "model"), log_every=10,
-                    checkpoint_every=20, warmup_steps=5)
+def config(dataset_dir, tmp_path, phases=(Phase(128, 40, 16),), **overrides) -> TrainJob:
+    settings = dict(log_every=10, checkpoint_every=20, warmup_steps=5, dropout=None)
     settings.update(overrides)
-    return TrainConfig(**settings)
+    return train_job(train_files(dataset_dir), tmp_path / "model", *phases, **settings)
 
 
 def quiet(_: str) -> None:
@@ -81,11 +81,9 @@ def test_a_new_trainer_resumes_from_the_latest_checkpoint(dataset_dir, tmp_path)
 
 
 def test_the_position_table_stops_at_the_longest_trained_length(dataset_dir, tmp_path):
-    from models.training.trainer import load_trained_backbone
-
     trainer = Trainer(config(dataset_dir, tmp_path, phases=(Phase(64, 2, 8), Phase(96, 2, 4))), log=quiet)
     trainer.train()
-    backbone, _ = load_trained_backbone(trainer.config.model_dir)
+    backbone, _ = load_trained_backbone(trainer.job.model_dir)
     assert backbone.max_sequence_length == 96  # not the tiny preset's 1026: positions past 96 were never trained
     with pytest.raises(ValueError, match="at most 94"):
         embedding.embed(backbone, ["A" * 200])
@@ -108,8 +106,8 @@ def test_unknown_optimizer_is_refused(dataset_dir, tmp_path):
 
 
 def test_checkpoints_restore_into_a_model_without_its_optimizer(dataset_dir, tmp_path):
-    from models.masked_lm import MaskedLM
-    from models.presets import build_backbone
+    from models.networks.masked_lm import MaskedLM
+    from models.registry import build_backbone
 
     trainer = Trainer(config(dataset_dir, tmp_path, phases=(Phase(64, 3, 8),)), log=quiet)
     trainer.train()
@@ -151,20 +149,23 @@ def test_xla_compiled_steps_train(dataset_dir, tmp_path):
     assert np.isfinite(trainer.train()["loss"]) and trainer.step == 4
 
 
-def test_export_at_the_end_serves_the_trained_weights(dataset_dir, tmp_path):
-    export_dir = tmp_path / "serving" / "protbert"
-    trainer = Trainer(config(dataset_dir, tmp_path, phases=(Phase(64, 3, 8),), export_dir=str(export_dir)), log=quiet)
-    trainer.train()
+def test_the_train_command_exports_the_trained_weights_at_the_end(dataset_dir, tmp_path):
+    from models.cli import train
+
+    export_dir, model_dir = tmp_path / "serving" / "protbert", tmp_path / "model"
+    assert train.main(["--data", str(dataset_dir), "--model-dir", str(model_dir), "--export-dir", str(export_dir),
+                       "--preset", "tiny", "--steps", "3", "--global-batch", "8", "--sequence-length", "64"]) == 0
     signature = tf.saved_model.load(str(export_dir / "1")).signatures["serving_default"]
     sequences = tf.constant(["MKTAYIAKQR", "MSTNPKPQ"])
     served = signature(sequences=sequences)
-    expected = embedding.embed_strings(trainer.backbone, sequences)
+    trained, _ = load_trained_backbone(str(model_dir))
+    expected = embedding.embed_strings(trained, sequences)
     for name in ("residue_embeddings", "protein_embeddings", "lengths"):
         np.testing.assert_allclose(served[name].numpy(), expected[name].numpy(), atol=1e-5)
 
 
 def test_cli_rejects_a_folder_without_shards(tmp_path, capsys):
-    from models import train
+    from models.cli import train
 
     code = train.main(["--data", str(tmp_path), "--family", "protbert", "--preset", "tiny", "--steps", "1",
                        "--global-batch", "2", "--model-dir", str(tmp_path / "m")])
@@ -172,7 +173,7 @@ def test_cli_rejects_a_folder_without_shards(tmp_path, capsys):
 
 
 def _train_command(dataset_dir, model_dir, steps, *extra, family="protalbert"):
-    return [sys.executable, "-m", "models.train", "--data", str(dataset_dir), "--family", family,
+    return [sys.executable, "-m", "models.cli.train", "--data", str(dataset_dir), "--family", family,
             "--preset", "tiny", "--steps", str(steps), "--global-batch", "8", "--sequence-length", "64",
             "--model-dir", str(model_dir), "--checkpoint-every", "5", "--log-every", "5", *extra]
 
@@ -212,11 +213,12 @@ def test_mirrored_strategy_trains_on_two_replicas(dataset_dir, tmp_path, family)
         import tensorflow as tf
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        from models.training.trainer import Phase, TrainConfig, Trainer
-        config = TrainConfig(train_files={train_files(dataset_dir)!r}, family={family!r}, preset="tiny",
-                             phases=(Phase(64, 6, 8),), model_dir={str(tmp_path / "m")!r}, strategy="mirrored",
-                             log_every=3)
-        trainer = Trainer(config)
+        from models.training.settings import Phase
+        from models.training.trainer import Trainer
+        from tests.conftest import train_job
+        job = train_job({train_files(dataset_dir)!r}, {str(tmp_path / "m")!r}, Phase(64, 6, 8), family={family!r},
+                        strategy="mirrored", log_every=3)
+        trainer = Trainer(job)
         metrics = trainer.train()
         print("replicas", trainer.strategy.num_replicas_in_sync, "loss", metrics["loss"])
     """)

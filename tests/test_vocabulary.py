@@ -1,4 +1,4 @@
-"""The canonical vocabulary of DESIGN §2 and in-graph tokenisation of raw sequence strings."""
+"""The canonical vocabulary of docs/contracts.md and in-graph tokenisation of raw sequence strings."""
 
 import tensorflow as tf
 

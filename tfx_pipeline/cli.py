@@ -1,4 +1,4 @@
-"""`prottrans-pipeline` (DESIGN §7): run the TFX pipeline locally, or compile (and submit) it for Vertex AI.
+"""`prottrans-pipeline`: run the TFX pipeline locally, or compile (and submit) it for Vertex AI.
 
 With no options it runs on the embedded defaults: the bundled UniProt sample, a `small` ProtBert trained briefly
 on CPU, the bundled probe sets, LocalDagRunner with SQLite ML Metadata, all under ./prottrans-pipeline.
@@ -24,7 +24,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     run = commands.add_parser("run", help="run the pipeline (local) or compile it for Vertex AI (vertex)")
     run.add_argument("--config", default=None, metavar="FILE", help="YAML or JSON with config keys")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                     help="override one config key (repeatable), e.g. --set steps=1000 --set vertex.project=p")
+                     help="override one config key (repeatable), e.g. --set training.steps=1000 --set vertex.project=p")
     run.add_argument("--runner", choices=("local", "vertex"), default="local")
     run.add_argument("--submit", action="store_true", help="with --runner vertex: submit the compiled spec")
     return parser.parse_args(argv)

@@ -1,16 +1,18 @@
 """The pipeline's one typed config: defaults run on the bundled sample; a YAML/JSON file and ``--set KEY=VALUE``
-overrides change it (``vertex.project=my-project`` reaches into the Vertex section)."""
+overrides change it (``training.steps=1000`` reaches into the training settings, ``vertex.project=my-project``
+into the Vertex section)."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+
+from models.training.settings import TrainingSettings, coerce
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 SAMPLE_FASTA_DIR = os.path.join(os.path.dirname(_HERE), "beam_jobs", "sample_data")
@@ -48,22 +50,8 @@ class PipelineConfig:
     dedup: bool = False
     num_shards: int = 0
     beam_pipeline_args: list[str] = field(default_factory=list)
-    # Model and training (models.training.run_fn)
-    family: str = "protbert"
-    preset: str = "small"
-    steps: int = 300
-    global_batch: int = 16
-    sequence_length: int = 256
-    two_phase: bool = False
-    strategy: str = "default"
-    optimizer: str = "adamw"
-    learning_rate: float = 1e-3
-    warmup_steps: int = 30
-    dropout: float = 0.0
-    mixed_precision: str = "none"
-    jit_compile: bool = False
-    checkpoint_every: int = 100
-    seed: int = 0
+    # Model and training: prottrans-train's settings (models.training.settings)
+    training: TrainingSettings = field(default_factory=TrainingSettings)
     # Probes and blessing (ProbeEvaluator)
     probe_data_dir: str = ""  # "": the probe sets bundled with `models` (found where the evaluator runs)
     probe_task: str = "all"
@@ -79,8 +67,6 @@ class PipelineConfig:
     def __post_init__(self):
         if not self.input_patterns:
             raise ValueError("input_patterns: at least one FASTA or a3m-ffindex pattern is needed")
-        if self.steps < 1 or self.global_batch < 1:
-            raise ValueError("steps and global_batch must be >= 1")
         if self.probe_task not in ("ss", "localization", "all"):
             raise ValueError(f"probe_task must be ss, localization or all, not {self.probe_task!r}")
         if self.vertex.trainer not in ("cpu", "gpu", "tpu"):
@@ -108,26 +94,7 @@ class PipelineConfig:
 
     def serving_model_dir(self, runner: str) -> str:
         base = self.serving_root or os.path.join(self.root(runner), "serving")
-        return os.path.join(base if "://" in base else os.path.abspath(base), self.model_name or self.family)
-
-
-def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """`value` as the field type `annotation` says, or ValueError naming `key`."""
-    hint = annotation
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = [arg for arg in typing.get_args(hint) if arg is not type(None)]
-        return None if value is None else _coerce(value, options[0], key)
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    expected = origin or hint
-    if expected is list and isinstance(value, str):
-        value = [value]
-    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-        raise ValueError(f"{key}: expected {getattr(expected, '__name__', expected)}, got {value!r}")
-    if expected is dict:
-        return {str(k): float(v) for k, v in value.items()}
-    return value
+        return os.path.join(base if "://" in base else os.path.abspath(base), self.model_name or self.training.family)
 
 
 def _apply(target: Any, settings: dict[str, Any], prefix: str = "") -> Any:
@@ -140,9 +107,9 @@ def _apply(target: Any, settings: dict[str, Any], prefix: str = "") -> Any:
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
                 raise ValueError(f"{prefix + key}: expected a mapping")
-            changes[key] = _apply(current, value, f"{prefix}{key}.")
+            changes[key] = _apply(current, value, f"{prefix}{key}.")  # validated by the section's own checks
         else:
-            changes[key] = _coerce(value, known[key], prefix + key)
+            changes[key] = coerce(value, known[key], prefix + key)
     return dataclasses.replace(target, **changes)
 
 
@@ -167,7 +134,3 @@ def load_config(path: str | None = None, overrides: list[str] = ()) -> PipelineC
         cursor[parts[-1]] = yaml.safe_load(raw)
         config = _apply(config, nested)
     return config
-
-
-def to_dict(config: PipelineConfig) -> dict[str, Any]:
-    return dataclasses.asdict(config)

@@ -8,58 +8,15 @@ from tfx import v1 as tfx
 from tfx_pipeline.components import pusher
 from tfx_pipeline.components.fasta_example_gen import FastaExampleGen
 from tfx_pipeline.components.probe_evaluator import ProbeEvaluator
+from models.training import run_fn
 from tfx_pipeline.config import PipelineConfig
 
 RUN_FN = "models.training.run_fn.run_fn"
 RUNNERS = ("local", "vertex")
 
 
-def training_config(config: PipelineConfig, runner: str) -> dict:
-    """The Trainer's custom_config: `models.training.run_fn` settings (plus Vertex's job spec on Vertex)."""
-    custom = {
-        "family": config.family, "preset": config.preset, "sequence_length": config.sequence_length,
-        "global_batch": config.global_batch, "two_phase": config.two_phase, "strategy": config.strategy,
-        "optimizer": config.optimizer, "learning_rate": config.learning_rate, "warmup_steps": config.warmup_steps,
-        "dropout": config.dropout, "mixed_precision": config.mixed_precision, "jit_compile": config.jit_compile,
-        "checkpoint_every": config.checkpoint_every, "seed": config.seed,
-        "checkpoint_root": config.checkpoint_root(runner),
-    }
-    if runner == "vertex":
-        custom.update(vertex_training_config(config))
-    return custom
-
-
-def vertex_training_config(config: PipelineConfig) -> dict:
-    """Vertex custom-job settings for `tfx.extensions.google_cloud_ai_platform.Trainer`, and the strategy its pool
-    needs (multi-worker GPU pools: MultiWorkerMirroredStrategy, with TF_CONFIG set by Vertex; TPU: TPUStrategy)."""
-    from tfx.extensions.google_cloud_ai_platform import constants
-    from tfx.extensions.google_cloud_ai_platform.trainer import executor
-
-    vertex = config.vertex
-    machine = {"machine_type": vertex.machine_type}
-    if vertex.accelerator_type:
-        machine.update(accelerator_type=vertex.accelerator_type, accelerator_count=vertex.accelerator_count)
-    container = {"image_uri": vertex.image}
-    pools = [{"machine_spec": machine, "replica_count": 1, "container_spec": container}]
-    if vertex.trainer == "gpu" and vertex.replica_count > 1:
-        pools.append({"machine_spec": machine, "replica_count": vertex.replica_count - 1, "container_spec": container})
-    job = {"project": vertex.project, "worker_pool_specs": pools}
-    if vertex.service_account:
-        job["service_account"] = vertex.service_account
-    strategy = {"cpu": config.strategy, "gpu": "multi_worker" if vertex.replica_count > 1 else "mirrored",
-                "tpu": "tpu"}[vertex.trainer]
-    settings = {
-        constants.ENABLE_VERTEX_KEY: True,
-        constants.VERTEX_REGION_KEY: vertex.region,
-        executor.TRAINING_ARGS_KEY: job,
-        "strategy": strategy,
-    }
-    if vertex.trainer == "tpu":
-        settings["tpu"] = "local"  # the TPU VM the job runs on
-    return settings
-
-
-def create_pipeline(config: PipelineConfig, runner: str = "local") -> tfx.dsl.Pipeline:
+def create_pipeline(config: PipelineConfig, runner: str = "local", vertex_job: dict | None = None) -> tfx.dsl.Pipeline:
+    """The DAG for `runner`; on Vertex, `vertex_job` holds the Vertex Trainer's job settings."""
     if runner not in RUNNERS:
         raise ValueError(f"runner must be one of {RUNNERS}, not {runner!r}")
     example_gen = FastaExampleGen(
@@ -70,9 +27,9 @@ def create_pipeline(config: PipelineConfig, runner: str = "local") -> tfx.dsl.Pi
     trainer = trainer_class(
         run_fn=RUN_FN,
         examples=example_gen.outputs["examples"],
-        train_args=tfx.proto.TrainArgs(splits=["train"], num_steps=config.steps),
+        train_args=tfx.proto.TrainArgs(splits=["train"], num_steps=config.training.steps),
         eval_args=tfx.proto.EvalArgs(splits=["valid"], num_steps=0),
-        custom_config=training_config(config, runner),
+        custom_config={**run_fn.custom_config(config.training, config.checkpoint_root(runner)), **(vertex_job or {})},
     )
     last_blessed = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
@@ -84,7 +41,7 @@ def create_pipeline(config: PipelineConfig, runner: str = "local") -> tfx.dsl.Pi
         baseline_model=last_blessed.outputs["model"],
         baseline_blessing=last_blessed.outputs["model_blessing"],
         probe_data_dir=config.probe_data_dir, task=config.probe_task, thresholds=config.thresholds,
-        regression_tolerance=config.regression_tolerance, limit=config.probe_limit, seed=config.seed,
+        regression_tolerance=config.regression_tolerance, limit=config.probe_limit, seed=config.training.seed,
         onehot_baseline=config.onehot_baseline,
     )
     push = tfx.components.Pusher(

@@ -1,6 +1,8 @@
 """Reusable Keras 3 layers of the ProtTrans models, each small and testable alone."""
 
-from models.layers.embeddings import PositionEmbedding, ReversibleEmbedding
+from keras.layers import ReversibleEmbedding  # Keras's tied token embedding, importable from here as before
+
+from models.layers.embeddings import PositionEmbedding
 from models.layers.mlm_head import MaskedLMHead
 from models.layers.transformer_encoder import TransformerEncoderLayer, activation
 

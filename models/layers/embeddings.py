@@ -1,27 +1,10 @@
-"""Token embeddings that also project back onto the vocabulary (tied MLM decoders), and learned positions."""
+"""Learned absolute position embeddings. (Token embeddings that also decode, for the tied masked-LM heads, are
+:class:`keras.layers.ReversibleEmbedding`.)"""
 
 from __future__ import annotations
 
 import keras
 from keras import ops
-
-
-@keras.saving.register_keras_serializable(package="prottrans")
-class ReversibleEmbedding(keras.layers.Embedding):
-    """An embedding whose matrix also decodes: ``layer(x, reverse=True)`` gives ``x @ embeddings.T``.
-
-    The masked-LM heads of BERT and ALBERT tie their output projection to the input embedding this way.
-    """
-
-    def call(self, inputs, reverse: bool = False):
-        if reverse:
-            return ops.matmul(inputs, ops.transpose(ops.cast(self.embeddings, inputs.dtype)))
-        return super().call(inputs)
-
-    def compute_output_shape(self, input_shape, reverse: bool = False):
-        if reverse:
-            return (*input_shape[:-1], self.input_dim)
-        return super().compute_output_shape(input_shape)
 
 
 @keras.saving.register_keras_serializable(package="prottrans")

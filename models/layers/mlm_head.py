@@ -38,7 +38,8 @@ class MaskedLMHead(keras.layers.Layer):
 
     def call(self, hidden):
         transformed = self.norm(self._activation(self.transform(hidden)))
-        return self.token_embedding(transformed, reverse=True) + ops.cast(self.bias, transformed.dtype)
+        logits = self.token_embedding(transformed, reverse=True)  # Keras's layer may return them in float32
+        return logits + ops.cast(self.bias, logits.dtype)
 
     def compute_output_shape(self, hidden_shape):
         return (*hidden_shape[:-1], self.vocabulary_size)

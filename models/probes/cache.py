@@ -14,7 +14,7 @@ from typing import Sequence
 import h5py
 import numpy as np
 
-from models.embedding import ProteinEmbedding
+from models.export.embedding import ProteinEmbedding
 
 WRITE_EVERY = 256  # sequences embedded per call of the embedder
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 import csv
 import os
 from dataclasses import dataclass
-from typing import Iterator
+
+from beam_jobs.fasta import read_fasta
 
 DSSP8 = "HGIEBTSC"
 DSSP3 = "HEC"
@@ -132,33 +133,16 @@ def _parse_deeploc_header(where: str, header: str) -> tuple[str, str, str, bool]
     return fields[0], location, membrane, len(fields) > 2 and fields[2] == "test"
 
 
-def _fasta_entries(path: str) -> Iterator[tuple[int, str, str]]:
-    header, line_number, lines = None, 0, []
-    with open(path) as handle:
-        for number, line in enumerate(handle, start=1):
-            line = line.strip()
-            if line.startswith(">"):
-                if header is not None:
-                    yield line_number, header, "".join(lines)
-                header, line_number, lines = line[1:], number, []
-            elif line:
-                if header is None:
-                    raise DatasetError(f"{path}:{number}: residues before the first header")
-                lines.append(line)
-    if header is not None:
-        yield line_number, header, "".join(lines)
-
-
 def read_deeploc_fasta(path: str) -> list[LocalizationRecord]:
     """DeepLoc's FASTA: ``>ACCESSION Location-M|S [test]``. Proteins with an unknown membrane label (U) are
     kept with membrane ``U`` (scored for Q10, not for Q2)."""
     records = []
-    for line, header, sequence in _fasta_entries(path):
-        where = f"{path}:{line}"
-        record_id, location, membrane, is_test = _parse_deeploc_header(where, header)
-        if not sequence:
+    for entry in read_fasta(path):
+        where = f"{path}:{entry.line}"
+        record_id, location, membrane, is_test = _parse_deeploc_header(where, entry.header)
+        if not entry.sequence:
             raise DatasetError(f"{where}: {record_id!r} has an empty sequence")
-        records.append(LocalizationRecord(record_id, sequence.upper(), location, membrane, is_test))
+        records.append(LocalizationRecord(record_id, entry.sequence.upper(), location, membrane, is_test))
     return records
 
 

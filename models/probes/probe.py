@@ -15,10 +15,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from models.probes import datasets, metrics
+from models.probes import datasets, metrics, report
 from models.probes.cache import EmbeddingCache, LazyView, fill
 from models.probes.datasets import LOCATIONS, LocalizationRecord, StructureRecord
-from models.probes.embedders import Embedder
+from models.export.embedders import ONEHOT, Embedder, OneHotEmbedder
 
 SS3, SS8 = datasets.DSSP3, datasets.DSSP8
 MEMBRANE_LABELS = (datasets.SOLUBLE, datasets.MEMBRANE)
@@ -208,3 +208,31 @@ def load_shared_layout(data_dir: str, task: str, limit: int | None = None):
         read = lambda split: cut(datasets.read_deeploc_fasta(  # noqa: E731
             os.path.join(data_dir, "localization", f"{split}.fasta")))
     return read("train"), read("valid"), {"test": read("test")}
+
+
+def run_probes(embedder, data_dir: str, task: str, settings: ProbeSettings, limit: int | None, cache):
+    metrics = {"embedder": embedder.name}
+    locations = {}
+    if task in ("ss", "all"):
+        train, valid, tests = load_shared_layout(data_dir, "ss", limit)
+        metrics["ss"] = structure_probe(embedder, train, valid, tests, settings, cache)
+    if task in ("localization", "all"):
+        train, valid, tests = load_shared_layout(data_dir, "localization", limit)
+        metrics["localization"] = localization_probe(embedder, train, valid, tests, settings, cache)
+        locations = {name: [r.location for r in records] for name, records in tests.items()}
+    return metrics, locations
+
+
+def probe_model(embedder, data_dir: str, task: str, output_dir: str, settings: ProbeSettings,
+                limit: int | None = None, baseline: bool = True, cache_path: str | None = None) -> tuple[dict, list[str]]:
+    """Probe `embedder` (and, with `baseline`, the one-hot embedder the same way) on the sets in `data_dir`; writes
+    ``metrics.json`` and the plots into `output_dir` and returns the metrics and the files written."""
+    os.makedirs(output_dir, exist_ok=True)
+    cache = EmbeddingCache(cache_path or os.path.join(output_dir, "embeddings.h5"))
+    try:
+        metrics, locations = run_probes(embedder, data_dir, task, settings, limit, cache)
+        if embedder.name != ONEHOT and baseline:
+            metrics["baseline"], _ = run_probes(OneHotEmbedder(), data_dir, task, settings, limit, cache)
+    finally:
+        cache.close()
+    return metrics, [report.write_metrics(metrics, output_dir), *report.write_plots(metrics, locations, output_dir)]

@@ -15,7 +15,7 @@ from models.probes.datasets import LOCATIONS  # noqa: E402
 
 
 def write_metrics(metrics: dict, output_dir: str) -> str:
-    """``metrics.json``: DESIGN §7's keys (ss.<set>.q3/q8/n_residues, localization.<set>.q10/q2/n_proteins,
+    """``metrics.json``: the keys of docs/contracts.md (ss.<set>.q3/q8/n_residues, localization.<set>.q10/q2/n_proteins,
     embedder) plus intervals, confusion matrices and per-class metrics; private arrays are left out."""
     def public(value):
         if isinstance(value, dict):

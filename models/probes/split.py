@@ -5,7 +5,8 @@
 
 Sequences are clustered with ``mmseqs easy-cluster`` (Debian's `mmseqs2`) at ≤30% identity by default, as
 NetSurfP-2.0 and DeepLoc did, and whole clusters are assigned to splits, so no test protein has a
-near-duplicate in train. Records keep their header lines, so labels in them (DeepLoc style) travel along.
+near-duplicate in train. Records keep their header lines, so labels in them (DeepLoc style) travel along; their
+residues are written on one line.
 Writes ``DIR/{train,valid,test}.fasta`` and ``DIR/clusters.tsv``.
 """
 
@@ -20,26 +21,20 @@ import sys
 import tempfile
 from typing import Sequence
 
+from beam_jobs.fasta import FastaRecord, read_fasta
+
 SPLITS = ("train", "valid", "test")
 
 
-def read_fasta_records(path: str) -> dict[str, str]:
-    """id (first header word) → the record's text (header and residue lines)."""
-    records: dict[str, str] = {}
-    current = None
-    with open(path) as handle:
-        for number, line in enumerate(handle, start=1):
-            if line.startswith(">"):
-                current = line[1:].split(maxsplit=1)[0] if line[1:].strip() else ""
-                if not current:
-                    raise ValueError(f"{path}:{number}: a header without an id")
-                if current in records:
-                    raise ValueError(f"{path}:{number}: duplicate id {current!r}")
-                records[current] = line
-            elif line.strip():
-                if current is None:
-                    raise ValueError(f"{path}:{number}: residues before the first header")
-                records[current] += line
+def read_fasta_records(path: str) -> dict[str, FastaRecord]:
+    """id (first header word) → its record; a header without an id or an id seen twice is a ValueError."""
+    records: dict[str, FastaRecord] = {}
+    for record in read_fasta(path):
+        if not record.id:
+            raise ValueError(f"{path}:{record.line}: a header without an id")
+        if record.id in records:
+            raise ValueError(f"{path}:{record.line}: duplicate id {record.id!r}")
+        records[record.id] = record
     return records
 
 
@@ -98,8 +93,8 @@ def split(fasta: str, output_dir: str, min_seq_id: float = 0.3, coverage: float 
     counts = {}
     for name in SPLITS:
         with open(os.path.join(output_dir, f"{name}.fasta"), "w") as handle:
-            chosen = [text for record_id, text in records.items() if assignment[record_id] == name]
-            handle.writelines(chosen)
+            chosen = [record for record_id, record in records.items() if assignment[record_id] == name]
+            handle.writelines(f">{record.header}\n{record.sequence}\n" for record in chosen)
         counts[name] = len(chosen)
     return counts
 

@@ -1,4 +1,4 @@
-"""ProtAlbert presets: plain data, the keyword arguments of :class:`models.encoder_backbone.EncoderBackbone`.
+"""ProtAlbert presets: plain data, the keyword arguments of :class:`models.networks.encoder_backbone.EncoderBackbone`.
 
 `paper` is the published ProtAlbert (Rostlab `prot_albert` config: 12 layers sharing one set of weights,
 hidden 4096, 64 heads, FFN 16384, embedding 128, 40,000 positions, no dropout), with our vocabulary.

@@ -1,4 +1,4 @@
-"""ProtBert presets: plain data, the keyword arguments of :class:`models.encoder_backbone.EncoderBackbone`.
+"""ProtBert presets: plain data, the keyword arguments of :class:`models.networks.encoder_backbone.EncoderBackbone`.
 
 `paper` is the published ProtBert (Rostlab `prot_bert` config: 30 layers, hidden 1024, 16 heads, FFN 4096,
 40,000 positions, no dropout), with our vocabulary. `tiny` is for tests, `small` for a laptop.

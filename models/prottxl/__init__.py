@@ -1,5 +1,21 @@
 """ProtTXL: Transformer-XL's causal language model on protein sequences."""
 
+from models import input_pipeline
+from models.family import Family
+from models.prottxl.backbone import TransformerXLBackbone
+from models.prottxl.causal_lm import CausalLM
+from models.prottxl.convert import load_checkpoint
 from models.prottxl.presets import PRESETS
 
-__all__ = ["PRESETS"]
+FAMILY = Family(
+    name="prottxl",
+    description="Transformer-XL, causal LM on segment streams with memory, relative positions",
+    objective="causal_lm",
+    backbone=TransformerXLBackbone,
+    task_model=CausalLM,
+    dataset=lambda files, config, input_context, backbone: input_pipeline.causal_lm_dataset(
+        files, config, input_context),
+    presets=PRESETS,
+    import_checkpoint=load_checkpoint,
+    checkpoint_files=("config.json", "model.safetensors or pytorch_model.bin", "vocab.txt (optional)"),
+)

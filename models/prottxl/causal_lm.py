@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import keras
 
-from models.layers.lane_memory import StreamLM
+from models.networks.stream_lm import StreamLM
 from models.prottxl.backbone import TransformerXLBackbone
 
 
@@ -15,7 +15,7 @@ class CausalLM(StreamLM):
 
     Row b of every batch continues lane b's stream of proteins, so the memory the previous batch left is the
     context of this one; ``reset`` is 1 where a lane starts over (the first batch of a run), and zeroes its
-    memory (:class:`models.layers.lane_memory.LaneMemory`).
+    memory (:class:`models.networks.stream_lm.LaneMemory`).
     """
 
     def __init__(self, backbone: TransformerXLBackbone, lanes: int = 1, **kwargs):

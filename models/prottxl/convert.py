@@ -1,22 +1,43 @@
 """transformers' Transformer-XL weights (``TransfoXLLMHeadModel`` state-dict names, plain softmax: no adaptive
-cutoffs, embedding and output tied) → our Transformer-XL backbone and LM head."""
+cutoffs, embedding and output tied) → our Transformer-XL backbone and LM head.
+
+A checkpoint folder holds config.json (``model_type`` ``transfo-xl``), the weights and optionally ``vocab.txt``
+(one token a line, the first word of each line: the format of transformers' ``TransfoXLTokenizer`` vocab
+file; ``<pad> <unk> <cls> <sep> <mask>`` name the specials). Without it the checkpoint must use our token ids
+(``vocab_size`` 26: ``[PAD] [UNK] [CLS] [SEP] [MASK]`` then the 20 residues and X), as ProtTXL's training here
+writes them.
+"""
 
 from __future__ import annotations
 
-from typing import Mapping
+import os
+from typing import Any, Mapping
 
 import numpy as np
 
+from models import vocabulary
+from models.hf_checkpoint import (SENTENCEPIECE_SPECIALS, CheckpointError, float32_weights, read_config,
+                                  vocabulary_rows)
 from models.layers.tied_lm_head import TiedLMHead
 from models.prottxl.backbone import TransformerXLBackbone
+from models.prottxl.causal_lm import CausalLM
+
+VOCABULARY_FILE = "vocab.txt"
+# The untied copy of the embedding in the output layer, and buffers.
+IGNORABLE = ("crit.out_layers.0.weight", "crit.out_projs", "pos_emb.inv_freq")
 
 
 def assign_hf_transfo_xl(state: Mapping[str, np.ndarray], backbone: TransformerXLBackbone,
-                         head: TiedLMHead | None = None) -> None:
+                         head: TiedLMHead | None = None, token_rows: np.ndarray | None = None) -> None:
+    """Set built `backbone` (and `head`) weights from `state`; `token_rows[i]` is the checkpoint row of our
+    token id i (None: the checkpoint uses our ids)."""
+    def rows(matrix):
+        return matrix if token_rows is None else matrix[token_rows]
+
     if any(key.startswith("transformer.word_emb.emb_layers.1") for key in state):
         raise ValueError("an adaptive-embedding Transformer-XL (cutoffs) is not supported: ProtTXL uses a plain softmax")
     n, d, h = backbone.num_heads, backbone.head_dim, backbone.hidden_dim
-    backbone.token_embedding.embeddings.assign(state["transformer.word_emb.emb_layers.0.weight"])
+    backbone.token_embedding.embeddings.assign(rows(state["transformer.word_emb.emb_layers.0.weight"]))
     for index, (attention, feed_forward) in enumerate(zip(backbone.attention_layers, backbone.feed_forward_layers)):
         layer = f"transformer.layers.{index}."
         qkv = np.transpose(state[layer + "dec_attn.qkv_net.weight"]).reshape(h, 3, n, d)
@@ -36,4 +57,50 @@ def assign_hf_transfo_xl(state: Mapping[str, np.ndarray], backbone: TransformerX
         feed_forward.layer_norm.gamma.assign(state[layer + "pos_ff.layer_norm.weight"])
         feed_forward.layer_norm.beta.assign(state[layer + "pos_ff.layer_norm.bias"])
     if head is not None:
-        head.bias.assign(state["crit.out_layers.0.bias"])
+        head.bias.assign(rows(state["crit.out_layers.0.bias"]))
+
+
+def backbone_config(hf_config: dict[str, Any]) -> dict[str, Any]:
+    """Our backbone config from transformers' Transformer-XL ``config.json`` (plain softmax, post-LN, one set of
+    position biases per layer: ProtTXL's layout)."""
+    for key, supported in (("cutoffs", []), ("div_val", 1), ("pre_lnorm", False), ("untie_r", True),
+                           ("same_length", False), ("attn_type", 0)):
+        if hf_config.get(key, supported) != supported:
+            raise CheckpointError(f"only Transformer-XL checkpoints with {key}={supported!r} are supported, not "
+                                  f"{hf_config[key]!r}")
+    if hf_config.get("d_embed", hf_config["d_model"]) != hf_config["d_model"]:
+        raise CheckpointError("only Transformer-XL checkpoints with d_embed = d_model are supported")
+    return {
+        "num_layers": hf_config["n_layer"], "hidden_dim": hf_config["d_model"], "num_heads": hf_config["n_head"],
+        "head_dim": hf_config["d_head"], "intermediate_dim": hf_config["d_inner"],
+        "memory_length": hf_config.get("mem_len") or 0, "max_sequence_length": 40000,
+        "dropout": hf_config.get("dropout", 0.0), "attention_dropout": hf_config.get("dropatt", 0.0),
+        "layer_norm_epsilon": hf_config.get("layer_norm_epsilon", 1e-5), "clamp_length": hf_config.get("clamp_len", -1),
+    }
+
+
+def _token_rows(directory: str, vocabulary_size: int) -> np.ndarray | None:
+    path = os.path.join(directory, VOCABULARY_FILE)
+    if os.path.exists(path):
+        with open(path) as handle:
+            tokens = [line.split()[0] for line in handle if line.strip()]
+        return vocabulary_rows(tokens, aliases=SENTENCEPIECE_SPECIALS)
+    if vocabulary_size != vocabulary.VOCABULARY_SIZE:
+        raise CheckpointError(f"{directory}: no {VOCABULARY_FILE}, and its vocab_size {vocabulary_size} is not ours "
+                              f"({vocabulary.VOCABULARY_SIZE}): add the checkpoint's {VOCABULARY_FILE}")
+    return None
+
+
+def load_checkpoint(directory: str) -> CausalLM:
+    """The causal-LM model with the weights of a Hugging Face Transformer-XL folder."""
+    hf_config = read_config(directory, "transfo-xl")
+    config = backbone_config(hf_config)
+    if not config["memory_length"]:
+        raise CheckpointError(f"{directory}: mem_len is 0; ProtTXL reads with a memory")
+    rows = _token_rows(directory, hf_config["vocab_size"])
+    weights = float32_weights(directory)
+    model = CausalLM(TransformerXLBackbone(**config, name="prottxl_backbone"))
+    model.build({"token_ids": (None, None)})
+    assign_hf_transfo_xl(weights, model.backbone, model.head, rows)
+    weights.check_all_used(IGNORABLE)
+    return model

@@ -1,5 +1,20 @@
 """ProtXLNet: XLNet's permutation language model on protein sequences."""
 
+from models.family import Family
+from models.protxlnet.backbone import XLNetBackbone
+from models.protxlnet.convert import load_checkpoint
+from models.protxlnet.inputs import training_dataset
+from models.protxlnet.permutation_lm import PermutationLM
 from models.protxlnet.presets import PRESETS
 
-__all__ = ["PRESETS"]
+FAMILY = Family(
+    name="protxlnet",
+    description="XLNet, permutation LM (two-stream attention), relative positions, memory",
+    objective="permutation_lm",
+    backbone=XLNetBackbone,
+    task_model=PermutationLM,
+    dataset=training_dataset,
+    presets=PRESETS,
+    import_checkpoint=load_checkpoint,
+    checkpoint_files=("config.json", "spiece.model", "model.safetensors or pytorch_model.bin"),
+)

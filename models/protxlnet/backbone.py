@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from models import vocabulary
 from models.layers.relative_attention import sinusoid_positions
-from models.layers.segment_recurrent import SegmentRecurrentBackbone
+from models.networks.segment_recurrent import SegmentRecurrentBackbone
 
 
 class XLNetState(NamedTuple):

@@ -6,13 +6,19 @@ transformers' XLNet adds no segment term either.
 
 from __future__ import annotations
 
-from typing import Mapping
+import os
+from typing import Any, Mapping
 
 import numpy as np
 
+from models.hf_checkpoint import (SPIECE, CheckpointError, float32_weights, read_config,
+                                  read_sentencepiece_pieces, sentencepiece_rows)
 from models.layers.tied_lm_head import TiedLMHead
 from models.protxlnet.backbone import XLNetBackbone
+from models.protxlnet.permutation_lm import PermutationLM
 
+# Weights the import does not map: one-segment inputs need no segment terms (see above).
+IGNORABLE = ("r_s_bias", "seg_embed", "lm_loss.weight")
 _ATTENTION = {"q": "query_kernel", "k": "key_kernel", "v": "value_kernel", "o": "output_kernel",
               "r": "position_kernel", "r_w_bias": "content_bias", "r_r_bias": "position_bias"}
 
@@ -41,3 +47,35 @@ def assign_hf_xlnet(state: Mapping[str, np.ndarray], backbone: XLNetBackbone, he
         feed_forward.layer_norm.beta.assign(state[f"{layer}ff.layer_norm.bias"])
     if head is not None:
         head.bias.assign(rows(state["lm_loss.bias"]))
+
+
+def backbone_config(hf_config: dict[str, Any]) -> dict[str, Any]:
+    """Our backbone config from transformers' XLNet ``config.json`` (bidirectional attention, GELU, one data
+    direction: ProtXLNet's)."""
+    for key, supported in (("attn_type", "bi"), ("bi_data", False), ("ff_activation", "gelu")):
+        if hf_config.get(key, supported) != supported:
+            raise CheckpointError(f"only XLNet checkpoints with {key}={supported!r} are supported, not "
+                                  f"{hf_config[key]!r}")
+    return {
+        "num_layers": hf_config["n_layer"], "hidden_dim": hf_config["d_model"], "num_heads": hf_config["n_head"],
+        "intermediate_dim": hf_config["d_inner"], "memory_length": hf_config.get("mem_len") or 0,
+        "max_sequence_length": 40000, "dropout": hf_config.get("dropout", 0.0),
+        "layer_norm_epsilon": hf_config.get("layer_norm_eps", 1e-12), "clamp_length": hf_config.get("clamp_len", -1),
+        "specials_at_end": True,
+    }
+
+
+def load_checkpoint(directory: str) -> PermutationLM:
+    """The permutation-LM model with the weights of a Hugging Face XLNet folder (config.json, spiece.model,
+    weights), as Rostlab ships ProtXLNet; its backbone takes XLNet's own ``residues <sep> <cls>`` layout."""
+    config = backbone_config(read_config(directory, "xlnet"))
+    spiece_path = os.path.join(directory, SPIECE)
+    if not os.path.exists(spiece_path):
+        raise CheckpointError(f"{directory}: no {SPIECE}")
+    rows = sentencepiece_rows(read_sentencepiece_pieces(spiece_path))
+    weights = float32_weights(directory)
+    model = PermutationLM(XLNetBackbone(**config, name="protxlnet_backbone"))
+    model.build({"token_ids": (None, None)})
+    assign_hf_xlnet(weights, model.backbone, model.head if "lm_loss.bias" in weights else None, rows)
+    weights.check_all_used(IGNORABLE)
+    return model

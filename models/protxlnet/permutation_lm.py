@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from models.layers.lane_memory import StreamLM
+from models.networks.stream_lm import StreamLM
 
 
 @keras.saving.register_keras_serializable(package="prottrans")

@@ -1,12 +1,12 @@
 """The TFX Trainer's `run_fn` (``run_fn="models.training.run_fn.run_fn"``): our training loop, driven by the
 Trainer's FnArgs.
 
-`custom_config` carries the training settings (:data:`SETTINGS`, the same names as `TrainConfig`'s fields, plus
-`two_phase` and `checkpoint_root`); `train_args.num_steps` is the number of optimizer updates. TFX gives each
+`custom_config` carries the training settings as a dict under ``training`` (:class:`TrainingSettings`), and
+``checkpoint_root``; `train_args.num_steps` is the number of optimizer updates (it replaces the settings' steps). TFX gives each
 execution a fresh `model_run_dir`, so a rerun of a killed run could not resume from it: checkpoints live in
 ``<checkpoint_root>/<key>``, where the key hashes the training examples, steps and settings, and the final
-checkpoint is copied into `model_run_dir` for the artifact's lineage. The SavedModel of DESIGN §5 goes to
-`serving_model_dir`.
+checkpoint is copied into `model_run_dir` for the artifact's lineage. The serving SavedModel
+(:mod:`models.export.signatures`) goes to `serving_model_dir`.
 """
 
 from __future__ import annotations
@@ -18,33 +18,36 @@ from typing import Any
 
 import tensorflow as tf
 
-from models.training.trainer import BACKBONE_CONFIG, Phase, TrainConfig, Trainer, two_phase_schedule
+from models.export.signatures import write_saved_model
+from models.training.checkpoints import BACKBONE_CONFIG
+from models.training.settings import TrainingSettings
+from models.training.trainer import TrainJob, Trainer
 
-# custom_config keys passed on to TrainConfig, with their defaults.
-SETTINGS: dict[str, Any] = {
-    "family": "protbert", "preset": "small", "sequence_length": 512, "global_batch": 32, "two_phase": False,
-    "strategy": "default", "tpu": None, "optimizer": "lamb", "learning_rate": 2e-3, "warmup_steps": None,
-    "weight_decay": 0.01, "accumulation_steps": 1, "steps_per_execution": 1, "mixed_precision": "none",
-    "jit_compile": False, "checkpoint_every": 500, "log_every": 50, "seed": 0, "dropout": None,
-}
+TRAINING = "training"
 CHECKPOINT_ROOT = "checkpoint_root"
 
 
-def training_settings(custom_config: dict[str, Any] | None) -> dict[str, Any]:
-    """`SETTINGS` updated from a Trainer's custom_config; unknown keys are refused (a typo must not train the
-    defaults silently)."""
-    # ai_platform_* keys are the Vertex Trainer's own (its job spec), not training settings.
-    given = {key: value for key, value in (custom_config or {}).items()
-             if key != CHECKPOINT_ROOT and not key.startswith("ai_platform_")}
-    unknown = sorted(set(given) - set(SETTINGS))
+def custom_config(settings: TrainingSettings, checkpoint_root: str) -> dict[str, Any]:
+    """The Trainer's custom_config for `settings`."""
+    return {TRAINING: settings.to_dict(), CHECKPOINT_ROOT: checkpoint_root}
+
+
+def training_settings(custom: dict[str, Any] | None, steps: int | None = None) -> TrainingSettings:
+    """The settings a Trainer's custom_config carries (keys of the Vertex Trainer's own, ``ai_platform_*``, and
+    the checkpoint root aside); unknown keys are refused. `steps`: the Trainer's train_args.num_steps."""
+    unknown = sorted(key for key in (custom or {}) if key not in (TRAINING, CHECKPOINT_ROOT)
+                     and not key.startswith("ai_platform_"))
     if unknown:
-        raise ValueError(f"unknown training settings {unknown}; known: {sorted(SETTINGS)}")
-    return {**SETTINGS, **given}
+        raise ValueError(f"unknown Trainer custom_config keys {unknown}: training settings go under {TRAINING!r}")
+    values = dict((custom or {}).get(TRAINING, {}))
+    if steps:
+        values["steps"] = steps
+    return TrainingSettings.from_dict(values)
 
 
-def checkpoint_dir(train_patterns: list[str], steps: int, settings: dict[str, Any], root: str) -> str:
-    """The checkpoint folder of one training job: the same examples, steps and settings resume in it."""
-    key = json.dumps({"examples": sorted(train_patterns), "steps": steps, "settings": settings}, sort_keys=True)
+def checkpoint_dir(train_patterns: list[str], settings: TrainingSettings, root: str) -> str:
+    """The checkpoint folder of one training job: the same examples and settings (steps included) resume in it."""
+    key = json.dumps({"examples": sorted(train_patterns), "settings": settings.to_dict()}, sort_keys=True)
     return os.path.join(root, hashlib.sha256(key.encode()).hexdigest()[:16])
 
 
@@ -74,22 +77,12 @@ def _copy_final_checkpoint(model_dir: str, checkpoint_path: str, destination: st
 
 def run_fn(fn_args) -> None:
     """Train (or resume) per `fn_args`, write the SavedModel to `fn_args.serving_model_dir`."""
-    from serving.signatures import write_saved_model
-
     if not fn_args.train_steps:
         raise ValueError("set the Trainer's train_args.num_steps: the number of optimizer updates")
-    settings = training_settings(fn_args.custom_config)
+    settings = training_settings(fn_args.custom_config, fn_args.train_steps)
     root = (fn_args.custom_config or {}).get(CHECKPOINT_ROOT) or fn_args.model_run_dir
-    model_dir = checkpoint_dir(list(fn_args.train_files), fn_args.train_steps, settings, root)
-    if settings["two_phase"]:
-        phases = two_phase_schedule(fn_args.train_steps, settings["global_batch"])
-    else:
-        phases = (Phase(settings["sequence_length"], fn_args.train_steps, settings["global_batch"]),)
-    passed = {key: value for key, value in settings.items()
-              if key not in ("family", "preset", "sequence_length", "global_batch", "two_phase")}
-    config = TrainConfig(train_files=_train_files(list(fn_args.train_files)), family=settings["family"],
-                         preset=settings["preset"], phases=phases, model_dir=model_dir, **passed)
-    trainer = Trainer(config)
+    model_dir = checkpoint_dir(list(fn_args.train_files), settings, root)
+    trainer = Trainer(TrainJob(settings, _train_files(list(fn_args.train_files)), model_dir))
     print(f"checkpoints: {model_dir}", flush=True)
     trainer.train()
     if trainer.chief:

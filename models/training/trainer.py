@@ -11,7 +11,6 @@ are the global mean's; ``steps_per_execution`` steps run inside one `tf.function
 from __future__ import annotations
 
 import inspect
-import json
 import math
 import os
 import signal
@@ -24,13 +23,12 @@ import numpy as np
 import tensorflow as tf
 
 from models.input_pipeline import MASK_IDS, MASK_WEIGHTS, TOKEN_IDS, InputConfig
-from models.encoder_backbone import EncoderBackbone
-from models.objectives import task_dataset, task_model
-from models.presets import build_backbone, preset_config
+from models.registry import get_family
+from models.training.checkpoints import model_weights, write_backbone_config
 from models.training.schedule import WarmupLinearDecay
+from models.training.settings import Phase, TrainingSettings
 from models.training.strategy import is_chief, make_strategy
 
-MIXED_PRECISION = ("none", "bfloat16", "float16")
 # LAMB is the paper's (huge batches); AdamW takes larger steps per update, which suits small batches.
 OPTIMIZERS = {"lamb": keras.optimizers.Lamb, "adamw": keras.optimizers.AdamW}
 # Neither LayerNorm parameters nor biases are decayed (as in BERT/LAMB).
@@ -38,120 +36,42 @@ NO_WEIGHT_DECAY = ["gamma", "beta", "bias"]
 
 
 @dataclass(frozen=True)
-class Phase:
-    """A stretch of training at one sequence length (tokens, with [CLS]/[SEP]) and global batch."""
+class TrainJob:
+    """One training run: its settings, the TFRecord shards it reads, the folder of its checkpoints and logs, and
+    its phases (default: the settings')."""
 
-    sequence_length: int
-    steps: int
-    global_batch: int
-
-
-@dataclass(frozen=True)
-class TrainConfig:
+    settings: TrainingSettings
     train_files: tuple[str, ...]
-    family: str
-    preset: str
-    phases: tuple[Phase, ...]
     model_dir: str
-    strategy: str = "default"
-    tpu: str | None = None
-    optimizer: str = "lamb"
-    learning_rate: float = 2e-3  # the peak
-    warmup_steps: int | None = None  # None: 10% of all steps
-    weight_decay: float = 0.01
-    accumulation_steps: int = 1
-    steps_per_execution: int = 1
-    mixed_precision: str = "none"
-    jit_compile: bool = False
-    checkpoint_every: int = 500
-    log_every: int = 50
-    seed: int = 0
-    export_dir: str | None = None
-    dropout: float | None = None  # None: the preset's; else for both hidden and attention dropout
+    phases: tuple[Phase, ...] = ()
 
     def __post_init__(self):
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {tuple(OPTIMIZERS)}, not {self.optimizer!r}")
-        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
-        if not self.phases or any(p.steps < 1 or p.global_batch < 1 or p.sequence_length < 3 for p in self.phases):
+        if not self.train_files:
+            raise ValueError("no training files")
+        object.__setattr__(self, "phases", self.phases or self.settings.phases())
+        if any(p.steps < 1 or p.global_batch < 1 or p.sequence_length < 3 for p in self.phases):
             raise ValueError(f"every phase needs steps >= 1, global_batch >= 1, sequence_length >= 3: {self.phases}")
-        if self.mixed_precision not in MIXED_PRECISION:
-            raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}, not {self.mixed_precision!r}")
-        if self.accumulation_steps < 1 or self.steps_per_execution < 1:
-            raise ValueError("accumulation_steps and steps_per_execution must be >= 1")
         for phase in self.phases:
-            if phase.global_batch % self.accumulation_steps:
+            if phase.global_batch % self.settings.accumulation_steps:
                 raise ValueError(f"global batch {phase.global_batch} is not divisible by accumulation_steps "
-                                 f"{self.accumulation_steps}")
+                                 f"{self.settings.accumulation_steps}")
 
     @property
     def total_steps(self) -> int:
         return sum(phase.steps for phase in self.phases)
 
 
-def two_phase_schedule(steps: int, global_batch: int, lengths: tuple[int, int] = (512, 2048)) -> tuple[Phase, ...]:
-    """The paper's schedule: most steps at length 512, the last quarter at 2048 with a quarter of the batch
-    (so a batch holds about as many tokens)."""
-    second = max(steps // 4, 1)
-    return (Phase(lengths[0], steps - second, global_batch), Phase(lengths[1], second, max(global_batch // 4, 1)))
-
-
 class _Preempted(Exception):
     pass
-
-
-def model_weights(model: keras.Model) -> dict[str, keras.Variable]:
-    """The model's weights keyed by their Keras paths below the model (``protbert_backbone/…/kernel``).
-
-    Saved in every checkpoint beside the object graph: Keras 3 layers do not expose all their sublayers'
-    variables to TF's object-based checkpointing (a MultiHeadAttention's projections are reached only
-    through the optimizer), so a model restored without its optimizer needs these stable names.
-    """
-    return {weight.path.split("/", 1)[-1]: weight for weight in model.weights}
-
-
-BACKBONE_CONFIG = "backbone_config.json"
-
-
-def write_backbone_config(backbone, family: str, model_dir: str) -> None:
-    """``<model_dir>/backbone_config.json``: what a reader of the checkpoints needs to rebuild the model (the
-    family, which names the backbone class and task model, and the backbone's config)."""
-    tf.io.gfile.makedirs(model_dir)
-    with tf.io.gfile.GFile(os.path.join(model_dir, BACKBONE_CONFIG), "w") as handle:
-        handle.write(json.dumps({"family": family, "config": backbone.get_config()}, indent=2))
-
-
-def load_trained_backbone(model_dir: str):
-    """The backbone of a training run's latest checkpoint (``--model-dir`` of ``prottrans-train``), and that
-    checkpoint's path."""
-    from models.presets import BACKBONES
-
-    config_path = os.path.join(model_dir, BACKBONE_CONFIG)
-    latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
-    if not tf.io.gfile.exists(config_path) or latest is None:
-        raise FileNotFoundError(f"{model_dir} is not a training directory (no {BACKBONE_CONFIG} or no checkpoint)")
-    with tf.io.gfile.GFile(config_path) as handle:
-        saved = json.load(handle)
-    if "family" not in saved:  # written before other families existed: a ProtBert/ProtAlbert config
-        saved = {"family": "protbert", "config": saved}
-    backbone = BACKBONES[saved["family"]].from_config(saved["config"])
-    model = task_model(saved["family"], backbone)
-    model.build({TOKEN_IDS: (None, None)})
-    restore_model_weights(model, latest)
-    return backbone, latest
-
-
-def restore_model_weights(model: keras.Model, checkpoint_path: str) -> None:
-    """Load the weights of a training checkpoint into a built model of the same config (no optimizer)."""
-    tf.train.Checkpoint(weights=model_weights(model)).restore(checkpoint_path).expect_partial().assert_existing_objects_matched()
 
 
 class Trainer:
     """Builds the model, optimizer and checkpoints in the strategy's scope and runs the phases."""
 
-    def __init__(self, config: TrainConfig, log: Callable[[str], None] = print):
-        self.config = config
+    def __init__(self, job: TrainJob, log: Callable[[str], None] = print):
+        self.job = job
+        self.settings = config = job.settings
+        self.family = get_family(config.family)
         self.log = log
         self.strategy = make_strategy(config.strategy, config.tpu)
         self.chief = is_chief(self.strategy)
@@ -159,12 +79,12 @@ class Trainer:
             keras.config.set_dtype_policy(f"mixed_{config.mixed_precision}")
         keras.utils.set_random_seed(config.seed)
         with self.strategy.scope():
-            self.backbone = build_backbone(config.family, config.preset, **self._backbone_overrides())
-            self.model = task_model(config.family, self.backbone, self._lanes())
+            self.backbone = self.family.build_backbone(config.preset, **self._backbone_overrides())
+            self.model = self.family.task_model(self.backbone, self._lanes())
             self.model.build({TOKEN_IDS: (None, None)})
             optimizer = OPTIMIZERS[config.optimizer](
                 learning_rate=WarmupLinearDecay(
-                    config.learning_rate, self._warmup_steps(), config.total_steps, config.accumulation_steps),
+                    config.learning_rate, self._warmup_steps(), job.total_steps, config.accumulation_steps),
                 weight_decay=config.weight_decay,
                 gradient_accumulation_steps=config.accumulation_steps if config.accumulation_steps > 1 else None,
             )
@@ -187,10 +107,10 @@ class Trainer:
 
     def _lanes(self) -> int:
         """Per-replica micro-batch: a model with memory keeps one memory row per lane, so it must not change."""
-        sizes = {phase.global_batch // self.config.accumulation_steps // self.strategy.num_replicas_in_sync
-                 for phase in self.config.phases}
+        sizes = {phase.global_batch // self.settings.accumulation_steps // self.strategy.num_replicas_in_sync
+                 for phase in self.job.phases}
         if len(sizes) > 1 and getattr(self.backbone, "memory_length", 0):
-            raise ValueError(f"{self.config.family} trains with memory on per-lane streams: it needs one per-replica "
+            raise ValueError(f"{self.family.name} trains with memory on per-lane streams: it needs one per-replica "
                              "batch for all phases (no --two-phase)")
         return min(sizes)
 
@@ -198,26 +118,23 @@ class Trainer:
         """A learned position table stops at the longest length trained: positions no step ever saw keep their
         random initial values, and a model carrying them would embed longer inputs with noise instead of
         refusing them (the embedders then chunk such sequences). Relative-position families need no cut."""
-        from models.presets import BACKBONES
-
-        family = self.config.family
-        accepted = inspect.signature(BACKBONES[family]).parameters
+        accepted = inspect.signature(self.family.backbone).parameters
         overrides = {}
-        if BACKBONES[family] is EncoderBackbone:
-            longest = max(phase.sequence_length for phase in self.config.phases)
-            overrides["max_sequence_length"] = min(longest, preset_config(family, self.config.preset)[
-                "max_sequence_length"])
-        if self.config.dropout is not None:
-            overrides.update({key: self.config.dropout for key in ("dropout", "attention_dropout") if key in accepted})
+        if self.family.position_table:
+            longest = max(phase.sequence_length for phase in self.job.phases)
+            overrides["max_sequence_length"] = min(
+                longest, self.family.preset_config(self.settings.preset)["max_sequence_length"])
+        if self.settings.dropout is not None:
+            overrides.update({key: self.settings.dropout for key in ("dropout", "attention_dropout") if key in accepted})
         return overrides
 
     def _warmup_steps(self) -> int:
-        if self.config.warmup_steps is not None:
-            return self.config.warmup_steps
-        return max(1, self.config.total_steps // 10)
+        if self.settings.warmup_steps is not None:
+            return self.settings.warmup_steps
+        return max(1, self.job.total_steps // 10)
 
     def _checkpoint_dir(self) -> str:
-        directory = os.path.join(self.config.model_dir, "checkpoints")
+        directory = os.path.join(self.job.model_dir, "checkpoints")
         if self.chief:
             return directory
         return os.path.join(directory, f"worker_temp_{self.strategy.cluster_resolver.task_id}")
@@ -237,14 +154,14 @@ class Trainer:
         """Run (or finish) every phase; returns the last logged metrics."""
         self.restore()
         if self.chief:
-            write_backbone_config(self.backbone, self.config.family, self.config.model_dir)
+            write_backbone_config(self.backbone, self.family.name, self.job.model_dir)
         previous_handler = signal.getsignal(signal.SIGTERM)
         if self._preemption_handler is None:
             signal.signal(signal.SIGTERM, self._on_sigterm)
         metrics: dict[str, float] = {}
         try:
             start_of_phase = 0
-            for index, phase in enumerate(self.config.phases):
+            for index, phase in enumerate(self.job.phases):
                 end_of_phase = start_of_phase + phase.steps
                 if self.step < end_of_phase:
                     metrics = self._train_phase(index, phase, end_of_phase) or metrics
@@ -257,11 +174,6 @@ class Trainer:
             signal.signal(signal.SIGTERM, previous_handler)
         if self._latest_step() != self.step:
             self.manager.save(checkpoint_number=self.step)
-        if self.config.export_dir and self.chief:
-            from serving.signatures import export_saved_model
-
-            path = export_saved_model(self.backbone, self.config.export_dir)
-            self.log(f"exported SavedModel to {path}")
         return metrics
 
     def _latest_step(self) -> int | None:
@@ -272,26 +184,26 @@ class Trainer:
         self._preempted = True
 
     def _dataset(self, phase: Phase):
-        micro_batch = phase.global_batch // self.config.accumulation_steps
+        micro_batch = phase.global_batch // self.settings.accumulation_steps
 
         def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
             input_config = InputConfig(
                 sequence_length=phase.sequence_length,
                 batch_size=context.get_per_replica_batch_size(micro_batch),
-                seed=self.config.seed + self.step,  # a resumed run does not replay the data it has seen
+                seed=self.settings.seed + self.step,  # a resumed run does not replay the data it has seen
             )
-            return task_dataset(self.config.family, self.backbone)(self.config.train_files, input_config, context)
+            return self.family.dataset(self.job.train_files, input_config, context, self.backbone)
 
         return self.strategy.distribute_datasets_from_function(dataset_fn)
 
     def _train_phase(self, index: int, phase: Phase, end_of_phase: int) -> dict[str, float]:
-        config = self.config
-        self.log(f"phase {index + 1}/{len(config.phases)}: length {phase.sequence_length}, global batch "
+        config = self.settings
+        self.log(f"phase {index + 1}/{len(self.job.phases)}: length {phase.sequence_length}, global batch "
                  f"{phase.global_batch}, steps {self.step}→{end_of_phase} on {self.strategy.num_replicas_in_sync} "
                  f"replica(s)")
         iterator = iter(self._dataset(phase))
         train_steps = self._train_function()
-        writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "tensorboard")) if self.chief \
+        writer = tf.summary.create_file_writer(os.path.join(self.job.model_dir, "tensorboard")) if self.chief \
             else tf.summary.create_noop_writer()
         totals = np.zeros(4)
         last_log, last_time, metrics = self.step, time.perf_counter(), {}
@@ -335,7 +247,7 @@ class Trainer:
             ])
             return gradients, stats
 
-        if self.config.jit_compile:
+        if self.settings.jit_compile:
             # Only the pure computation is compiled: it holds no cross-replica synchronisation.
             loss_and_gradients = tf.function(loss_and_gradients, jit_compile=True)
 

@@ -108,7 +108,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
 
 
 class FastaExampleGen(FileBasedExampleGen):
-    """Examples (DESIGN §3 records, `train`/`valid` splits) from FASTA or a3m-ffindex files under `input_base`."""
+    """Examples (records of docs/contracts.md, `train`/`valid` splits) from FASTA or a3m-ffindex files under `input_base`."""
 
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
 

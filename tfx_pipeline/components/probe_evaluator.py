@@ -1,5 +1,5 @@
 """ProbeEvaluator: embeds the probe sets with the candidate SavedModel, trains the paper's probes
-(`models.probe.probe_model`), writes their report as a ModelEvaluation, and blesses the model only if the
+(`models.probes.probe.probe_model`), writes their report as a ModelEvaluation, and blesses the model only if the
 thresholds hold (`tfx_pipeline.blessing`).
 
 The blessing follows TFX's Evaluator conventions (custom properties ``blessed`` and ``current_model_id``, a
@@ -84,10 +84,9 @@ class Executor(base_executor.BaseExecutor):
 
     def Do(self, input_dict: dict[str, list[types.Artifact]], output_dict: dict[str, list[types.Artifact]],
            exec_properties: dict[str, Any]) -> None:
-        from models.probe import probe_model
+        from models.export.embedders import SavedModelEmbedder
         from models.probes.datasets import SAMPLE_DATA_DIR
-        from models.probes.embedders import SavedModelEmbedder
-        from models.probes.probe import ProbeSettings
+        from models.probes.probe import ProbeSettings, probe_model
 
         model = artifact_utils.get_single_instance(input_dict["model"])
         evaluation = artifact_utils.get_single_instance(output_dict["evaluation"])

@@ -25,7 +25,7 @@ class Executor(pusher_executor.Executor):
         destination = pusher_pb2.PushDestination()
         proto_utils.json_to_proto(exec_properties[standard_component_specs.PUSH_DESTINATION_KEY], destination)
         base = destination.filesystem.base_directory
-        from serving.signatures import saved_model_digest
+        from models.export.signatures import saved_model_digest
 
         if self.CheckBlessing(input_dict) and base and fileio.isdir(base):
             versions = [name.rstrip("/") for name in fileio.listdir(base) if name.rstrip("/").isdigit()]

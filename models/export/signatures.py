@@ -1,4 +1,4 @@
-"""The SavedModel contract of DESIGN §5, and the one function that writes a TF Serving model version.
+"""The SavedModel contract, and the one function that writes a TF Serving model version.
 
 ``serving_default``: input ``sequences`` (tf.string ``[batch]``) → ``residue_embeddings`` (float32
 ``[batch, max_len, hidden]``, zero past each length), ``protein_embeddings`` (float32 ``[batch, hidden]``),
@@ -15,8 +15,9 @@ import os
 import keras
 import tensorflow as tf
 
-from models import embedding, vocabulary
-from models.encoder_backbone import EncoderBackbone
+from models import vocabulary
+from models.export import embedding
+from models.networks.backbone import Backbone
 
 SIGNATURE = "serving_default"
 INPUT = "sequences"
@@ -34,7 +35,7 @@ def next_version(model_folder: str) -> int:
     return max(versions, default=0) + 1
 
 
-def export_saved_model(backbone: EncoderBackbone, model_folder: str, version: int | None = None) -> str:
+def export_saved_model(backbone: Backbone, model_folder: str, version: int | None = None) -> str:
     """Write `backbone` as a new version of the TF Serving model in `model_folder`; returns its path."""
     version = version or next_version(model_folder)
     final_path = os.path.join(model_folder, str(version))
@@ -42,8 +43,8 @@ def export_saved_model(backbone: EncoderBackbone, model_folder: str, version: in
     return final_path
 
 
-def write_saved_model(backbone: EncoderBackbone, path: str) -> None:
-    """Write `backbone` as a SavedModel with the signatures of DESIGN §5 at `path` (absent, or an empty folder).
+def write_saved_model(backbone: Backbone, path: str) -> None:
+    """Write `backbone` as a SavedModel with the serving signature at `path` (absent, or an empty folder).
 
     It is written under a temporary name beside `path` and renamed into place, so a server polling the folder
     never loads a half-written version.
@@ -95,7 +96,7 @@ def write_warmup_requests(path: str, max_residues: int) -> None:
             writer.write(log.SerializeToString())
 
 
-def model_info(backbone: EncoderBackbone) -> dict:
+def model_info(backbone: Backbone) -> dict:
     """What clients need beside the signature: the residue limit (to chunk longer sequences) and the width."""
     return {"max_residues": embedding.max_residues(backbone), "hidden_dim": backbone.hidden_dim,
             "backbone_config": backbone.get_config()}

@@ -1,4 +1,4 @@
-"""Embeddings as DESIGN §5 defines them: per residue (specials and padding removed) and per protein (mean).
+"""Embeddings as the serving signature defines them: per residue (specials and padding removed) and per protein (mean).
 
 :func:`embed_strings` is the graph function behind the SavedModel signature; :func:`embed` is the Python
 API for lists of sequences, batched by length under a residue budget.
@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from models import vocabulary
-from models.encoder_backbone import EncoderBackbone
+from models.networks.backbone import Backbone
 
 SPECIAL_TOKENS_PER_SEQUENCE = 2  # [CLS] … [SEP]
 
@@ -25,7 +25,7 @@ class ProteinEmbedding(NamedTuple):
 
 
 def pool(hidden: tf.Tensor, lengths: tf.Tensor, offset: int = 1) -> dict[str, tf.Tensor]:
-    """Backbone outputs ``[batch, 2 + max_len, hidden]`` (residues from position `offset`) → the §5 outputs.
+    """Backbone outputs ``[batch, 2 + max_len, hidden]`` (residues from position `offset`) → the signature outputs.
 
     `residue_embeddings` ``[batch, max_len, hidden]`` (zero past each length), `protein_embeddings`
     ``[batch, hidden]`` (mean over residues; zero for an empty sequence), `lengths` ``[batch]`` int32.
@@ -42,8 +42,8 @@ def pool(hidden: tf.Tensor, lengths: tf.Tensor, offset: int = 1) -> dict[str, tf
     }
 
 
-def embed_strings(backbone: EncoderBackbone, sequences: tf.Tensor) -> dict[str, tf.Tensor]:
-    """Raw sequence strings ``[batch]`` → the §5 outputs, tokenised in the graph."""
+def embed_strings(backbone: Backbone, sequences: tf.Tensor) -> dict[str, tf.Tensor]:
+    """Raw sequence strings ``[batch]`` → the signature outputs, tokenised in the graph."""
     specials_at_end = getattr(backbone, "specials_at_end", False)
     token_ids, lengths = vocabulary.encode(sequences, specials_at_end=specials_at_end)
     limit = max_residues(backbone)
@@ -62,7 +62,7 @@ def embed_strings(backbone: EncoderBackbone, sequences: tf.Tensor) -> dict[str, 
     return pool(backbone(token_ids, training=False), lengths, offset=0 if specials_at_end else 1)
 
 
-def max_residues(backbone: EncoderBackbone) -> int:
+def max_residues(backbone: Backbone) -> int:
     """The longest sequence the backbone's position table can embed."""
     return backbone.max_sequence_length - SPECIAL_TOKENS_PER_SEQUENCE
 
@@ -84,7 +84,7 @@ def length_batches(lengths: Sequence[int], max_tokens_per_batch: int) -> list[li
 
 def embed_in_batches(run: Callable[[tf.Tensor], dict[str, tf.Tensor]], sequences: Sequence[str],
                      max_tokens_per_batch: int) -> list[ProteinEmbedding]:
-    """Call `run` (sequence strings → the §5 outputs) on length batches; unpad the results, in input order."""
+    """Call `run` (sequence strings → the signature outputs) on length batches; unpad the results, in input order."""
     results: list[ProteinEmbedding | None] = [None] * len(sequences)
     for batch in length_batches([len(s) for s in sequences], max_tokens_per_batch):
         outputs = run(tf.constant([sequences[i] for i in batch]))
@@ -101,7 +101,7 @@ def _chunks(sequence: str, limit: int) -> list[str]:
     return [sequence[start : start + size] for start in range(0, len(sequence), size)]
 
 
-def embed(backbone: EncoderBackbone, sequences: Sequence[str], max_tokens_per_batch: int = 16384,
+def embed(backbone: Backbone, sequences: Sequence[str], max_tokens_per_batch: int = 16384,
           chunk_long: bool = False) -> list[ProteinEmbedding]:
     """Embeddings of each sequence, in input order.
 
@@ -112,10 +112,10 @@ def embed(backbone: EncoderBackbone, sequences: Sequence[str], max_tokens_per_ba
                             chunk_long)
 
 
-_EMBED_FUNCTIONS: "weakref.WeakKeyDictionary[EncoderBackbone, Callable]" = weakref.WeakKeyDictionary()
+_EMBED_FUNCTIONS: "weakref.WeakKeyDictionary[Backbone, Callable]" = weakref.WeakKeyDictionary()
 
 
-def _embed_function(backbone: EncoderBackbone) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
+def _embed_function(backbone: Backbone) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
     """One traced function per backbone, so repeated `embed` calls (a probe set in chunks) reuse its traces."""
     if backbone not in _EMBED_FUNCTIONS:
         _EMBED_FUNCTIONS[backbone] = tf.function(lambda batch: embed_strings(backbone, batch), reduce_retracing=True)

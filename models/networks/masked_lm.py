@@ -5,7 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from models.encoder_backbone import EncoderBackbone, initializer
+from models.input_pipeline import pretraining_dataset
+from models.networks.encoder_backbone import EncoderBackbone, initializer
 from models.layers import MaskedLMHead
 
 
@@ -50,3 +51,16 @@ class MaskedLM(keras.Model):
         config = dict(config)
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
         return cls(**config)
+
+
+def masked_lm_task(backbone: EncoderBackbone, lanes: int = 1) -> MaskedLM:
+    """The task model of the masked-LM families (`lanes` is for models with memory; an encoder has none)."""
+    return MaskedLM(backbone)
+
+
+def masked_lm_dataset(files, config, input_context=None, backbone=None):
+    """The masked-LM families' training batches (:func:`models.input_pipeline.pretraining_dataset`)."""
+    return pretraining_dataset(files, config, input_context)
+
+
+CHECKPOINT_FILES = ("config.json", "vocab.txt", "model.safetensors or pytorch_model.bin")

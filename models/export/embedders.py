@@ -1,5 +1,7 @@
-"""What the probes embed with: a trained model (SavedModel of DESIGN §5, or a training directory), or the
-one-hot baseline, whose per-protein mean is the amino-acid composition baseline."""
+"""The :class:`Embedder` protocol — sequences in, per-residue and per-protein embeddings out — and the embedders
+the probes and the embed command use: an in-process backbone (a training directory), a SavedModel with the
+serving signature, and the one-hot baseline (whose per-protein mean is the amino-acid composition). The gRPC
+client (`serving.client.EmbeddingClient`) satisfies the same protocol."""
 
 from __future__ import annotations
 
@@ -10,9 +12,10 @@ import numpy as np
 import tensorflow as tf
 
 from beam_jobs.sequences import RESIDUES
-from models import embedding
-from models.embedding import ProteinEmbedding
-from serving.signatures import read_model_info, saved_model_digest
+from models.export import embedding
+from models.export.embedding import ProteinEmbedding
+from models.export.signatures import read_model_info, saved_model_digest
+from models.training.checkpoints import load_trained_backbone
 
 ONEHOT = "onehot"
 _ONEHOT_INDEX = np.full(256, len(RESIDUES) - 1, dtype=np.int64)  # anything else → X
@@ -57,7 +60,7 @@ class BackboneEmbedder:
 
 
 class SavedModelEmbedder:
-    """A SavedModel with the ``serving_default`` signature of DESIGN §5."""
+    """A SavedModel with the ``serving_default`` signature (docs/contracts.md)."""
 
     def __init__(self, path: str, max_tokens_per_batch: int = 16384):
         self.name = path
@@ -89,8 +92,6 @@ def load_embedder(spec: str) -> Embedder:
     version = _latest_version(spec)
     if version and os.path.exists(os.path.join(version, "saved_model.pb")):
         return SavedModelEmbedder(version)
-    from models.training.trainer import load_trained_backbone
-
     try:
         backbone, checkpoint = load_trained_backbone(spec)
         return BackboneEmbedder(backbone, name=spec, identity=f"checkpoint:{os.path.abspath(checkpoint)}")

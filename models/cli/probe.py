@@ -1,4 +1,4 @@
-"""`prottrans-probe` (DESIGN §7): the paper's probes on frozen embeddings, beside the one-hot baseline."""
+"""`prottrans-probe`: the paper's probes on frozen embeddings, beside the one-hot baseline."""
 
 from __future__ import annotations
 
@@ -11,38 +11,9 @@ import sys
 import time
 from typing import Sequence
 
-from models.probes import probe, report
-from models.probes.cache import EmbeddingCache
+from models.export.embedders import load_embedder
+from models.probes import probe
 from models.probes.datasets import DatasetError
-from models.probes.embedders import ONEHOT, OneHotEmbedder, load_embedder
-
-
-def run_probes(embedder, data_dir: str, task: str, settings: probe.ProbeSettings, limit: int | None, cache):
-    metrics = {"embedder": embedder.name}
-    locations = {}
-    if task in ("ss", "all"):
-        train, valid, tests = probe.load_shared_layout(data_dir, "ss", limit)
-        metrics["ss"] = probe.structure_probe(embedder, train, valid, tests, settings, cache)
-    if task in ("localization", "all"):
-        train, valid, tests = probe.load_shared_layout(data_dir, "localization", limit)
-        metrics["localization"] = probe.localization_probe(embedder, train, valid, tests, settings, cache)
-        locations = {name: [r.location for r in records] for name, records in tests.items()}
-    return metrics, locations
-
-
-def probe_model(embedder, data_dir: str, task: str, output_dir: str, settings: probe.ProbeSettings,
-                limit: int | None = None, baseline: bool = True, cache_path: str | None = None) -> tuple[dict, list[str]]:
-    """Probe `embedder` (and, with `baseline`, the one-hot embedder the same way) on the sets in `data_dir`; writes
-    ``metrics.json`` and the plots into `output_dir` and returns the metrics and the files written."""
-    os.makedirs(output_dir, exist_ok=True)
-    cache = EmbeddingCache(cache_path or os.path.join(output_dir, "embeddings.h5"))
-    try:
-        metrics, locations = run_probes(embedder, data_dir, task, settings, limit, cache)
-        if embedder.name != ONEHOT and baseline:
-            metrics["baseline"], _ = run_probes(OneHotEmbedder(), data_dir, task, settings, limit, cache)
-    finally:
-        cache.close()
-    return metrics, [report.write_metrics(metrics, output_dir), *report.write_plots(metrics, locations, output_dir)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -62,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         embedder = load_embedder(args.model)
-        metrics, files = probe_model(embedder, args.data_dir, args.task, args.output, probe.ProbeSettings(seed=args.seed),
+        metrics, files = probe.probe_model(embedder, args.data_dir, args.task, args.output, probe.ProbeSettings(seed=args.seed),
                                      args.limit, not args.no_baseline, args.cache)
     except (DatasetError, ValueError, FileNotFoundError) as error:
         print(f"prottrans-probe: error: {error}", file=sys.stderr)

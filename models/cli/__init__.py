@@ -1,0 +1,1 @@
+"""The `models` package's commands: `prottrans-train`, `prottrans-import`, `prottrans-probe`."""

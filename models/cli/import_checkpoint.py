@@ -1,0 +1,41 @@
+"""`prottrans-import`: a Hugging Face checkpoint folder of any registered family → a TF Serving model folder."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse
+import sys
+from typing import Sequence
+
+from models.export.signatures import export_saved_model
+from models.hf_checkpoint import CheckpointError
+from models.registry import FAMILIES
+
+IMPORTABLE = {name: family for name, family in FAMILIES.items() if family.import_checkpoint is not None}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="prottrans-import", description=__doc__,
+        epilog="files read per family: " + "; ".join(
+            f"{name}: {', '.join(family.checkpoint_files)}" for name, family in IMPORTABLE.items()))
+    parser.add_argument("--from-hf", required=True, metavar="DIR", help="the checkpoint folder")
+    parser.add_argument("--family", required=True, choices=sorted(IMPORTABLE))
+    parser.add_argument("--output", required=True, metavar="DIR",
+                        help="TF Serving model folder; a new numbered version is added")
+    args = parser.parse_args(argv)
+    try:
+        backbone = IMPORTABLE[args.family].import_checkpoint(args.from_hf).backbone
+    except CheckpointError as error:
+        print(f"prottrans-import: error: {error}", file=sys.stderr)
+        return 2
+    path = export_saved_model(backbone, args.output)
+    print(f"imported {args.family} from {args.from_hf}: SavedModel at {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

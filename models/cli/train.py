@@ -1,0 +1,55 @@
+"""`prottrans-train`: pretraining on the Beam job's TFRecords; resumes from --model-dir; with --export-dir, adds
+the trained model as a new TF Serving version."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse
+import sys
+from typing import Sequence
+
+import tensorflow as tf
+
+from beam_jobs import schema
+from models.export.signatures import export_saved_model
+from models.training import settings as training_settings
+from models.training.trainer import TrainJob, Trainer
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="prottrans-train", description=__doc__)
+    parser.add_argument("--data", required=True, metavar="DIR", help="output folder of prottrans-preprocess")
+    parser.add_argument("--model-dir", required=True, metavar="DIR", help="checkpoints and TensorBoard logs")
+    parser.add_argument("--export-dir", default=None, metavar="DIR",
+                        help="TF Serving model folder: a new numbered SavedModel version is added at the end")
+    training_settings.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def train_files(data_dir: str) -> tuple[str, ...]:
+    pattern = os.path.join(data_dir, schema.TRAIN, f"{schema.SHARD_PREFIX}-*")
+    files = tuple(sorted(tf.io.gfile.glob(pattern)))
+    if not files:
+        raise ValueError(f"no training shards match {pattern}: is --data the output folder of prottrans-preprocess?")
+    return files
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        job = TrainJob(training_settings.from_arguments(args), train_files(args.data), args.model_dir)
+        trainer = Trainer(job)
+    except ValueError as error:
+        print(f"prottrans-train: error: {error}", file=sys.stderr)
+        return 2
+    trainer.train()
+    if args.export_dir and trainer.chief:
+        print(f"exported SavedModel to {export_saved_model(trainer.backbone, args.export_dir)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""The record that describes one model family; :mod:`models.registry` lists the families."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import keras
+import tensorflow as tf
+
+from models.networks.backbone import Backbone
+
+OBJECTIVES = ("masked_lm", "permutation_lm", "causal_lm")
+
+
+@dataclass(frozen=True)
+class Family:
+    """One model family.
+
+    `task_model(backbone, lanes)` builds the training model (`lanes`: the per-replica batch, the memory rows of a
+    model trained on segment streams). `dataset(files, input_config, input_context, backbone)` gives its training
+    batches. `import_checkpoint(folder)` reads a Hugging Face checkpoint folder into the task model (its
+    `.backbone` is what is served); None where no published format is supported. `position_table`: the backbone
+    has learned absolute positions, which training cuts at the longest length it trains.
+    """
+
+    name: str
+    description: str
+    objective: str
+    backbone: type
+    task_model: Callable[[Backbone, int], keras.Model]
+    dataset: Callable[..., tf.data.Dataset]
+    presets: Mapping[str, Mapping[str, Any]]
+    import_checkpoint: Callable[[str], keras.Model] | None = None
+    position_table: bool = False
+    checkpoint_files: Sequence[str] = field(default_factory=tuple)  # what `prottrans-import` needs, for its help
+
+    def __post_init__(self):
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"{self.name}: objective must be one of {OBJECTIVES}, not {self.objective!r}")
+        missing = {"tiny", "small", "paper"} - set(self.presets)
+        if missing:
+            raise ValueError(f"{self.name}: presets {sorted(missing)} are missing")
+
+    def preset_config(self, preset: str) -> dict[str, Any]:
+        """The backbone config of a preset; the family's own name means its `paper` preset."""
+        name = "paper" if preset == self.name else preset
+        if name not in self.presets:
+            raise ValueError(f"{self.name} has no preset {preset!r}; presets: {sorted(self.presets)} (or {self.name!r})")
+        return dict(self.presets[name])
+
+    def build_backbone(self, preset: str, **overrides: Any) -> Backbone:
+        """A new, randomly initialised backbone of a preset (with any config `overrides`)."""
+        return self.backbone(**{**self.preset_config(preset), **overrides}, name=f"{self.name}_backbone")

@@ -1,0 +1,203 @@
+"""Reading Hugging Face checkpoint folders: ``config.json``, the weights and the vocabulary files.
+
+Weights come from ``model.safetensors``, or ``pytorch_model.bin`` read without torch (a zip of pickled metadata
+and raw storages). Published vocabularies order tokens differently from ours (Rostlab's ProtBert: ``[PAD] [UNK]
+[CLS] [SEP] [MASK] L A G V E S I K R D T P N Q F Y M H C W X U B Z O``); :func:`vocabulary_rows` and
+:func:`sentencepiece_rows` are the explicit mappings: each of our tokens takes the row of the same token. Their
+``U B Z O`` rows are not kept: our tokeniser maps those residues to ``X``. The families' converters
+(``models/<family>/convert.py``) map the weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import zipfile
+from typing import Any, Mapping
+
+import numpy as np
+import sentencepiece
+
+from models import vocabulary
+
+SAFETENSORS = "model.safetensors"
+PYTORCH_BIN = "pytorch_model.bin"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder that cannot be imported, with the reason."""
+
+
+# ---- reading -------------------------------------------------------------------------------------------------
+
+_TORCH_DTYPES = {
+    "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16, "LongStorage": np.int64,
+    "IntStorage": np.int32, "ShortStorage": np.int16, "CharStorage": np.int8, "ByteStorage": np.uint8,
+    "BoolStorage": np.bool_, "BFloat16Storage": "bfloat16",
+}
+
+
+class _StorageType:
+    def __init__(self, name: str):
+        if name not in _TORCH_DTYPES:
+            raise CheckpointError(f"unsupported tensor storage torch.{name}")
+        self.dtype = _TORCH_DTYPES[name]
+
+
+def _rebuild_tensor(storage: np.ndarray, offset: int, shape, stride, *_) -> np.ndarray:
+    if not shape:
+        return storage[offset].copy()
+    strides = [step * storage.itemsize for step in stride]
+    return np.lib.stride_tricks.as_strided(storage[offset:], shape=tuple(shape), strides=strides).copy()
+
+
+def read_pytorch_bin(path: str) -> dict[str, np.ndarray]:
+    """The tensors of a ``torch.save`` zip file as numpy arrays, without importing torch."""
+    with zipfile.ZipFile(path) as archive:
+        pickle_name = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+        if pickle_name is None:
+            raise CheckpointError(f"{path}: not a torch zip checkpoint (no data.pkl); legacy tar files are not read")
+        prefix = pickle_name[: -len("data.pkl")]
+
+        def load_storage(pid) -> np.ndarray:
+            _, storage_type, key, _, _ = pid
+            raw = archive.read(f"{prefix}data/{key}")
+            if storage_type.dtype == "bfloat16":
+                return (np.frombuffer(raw, np.uint16).astype(np.uint32) << 16).view(np.float32)
+            return np.frombuffer(raw, storage_type.dtype)
+
+        class Unpickler(pickle.Unpickler):
+            def find_class(self, module: str, name: str) -> Any:
+                if module == "torch._utils" and name == "_rebuild_tensor_v2":
+                    return _rebuild_tensor
+                if module == "torch" and name.endswith("Storage"):
+                    return _StorageType(name)
+                if module == "collections" and name == "OrderedDict":
+                    import collections
+
+                    return collections.OrderedDict
+                raise CheckpointError(f"{path}: refusing to unpickle {module}.{name} (only tensors are read)")
+
+            def persistent_load(self, pid):
+                return load_storage(pid)
+
+        with archive.open(pickle_name) as handle:
+            return dict(Unpickler(handle).load())
+
+
+def read_weights(directory: str) -> dict[str, np.ndarray]:
+    """Weights of a checkpoint folder, from safetensors if present, else pytorch_model.bin."""
+    safetensors_path = os.path.join(directory, SAFETENSORS)
+    if os.path.exists(safetensors_path):
+        from safetensors.numpy import load_file
+
+        return load_file(safetensors_path)
+    bin_path = os.path.join(directory, PYTORCH_BIN)
+    if os.path.exists(bin_path):
+        return read_pytorch_bin(bin_path)
+    raise CheckpointError(f"{directory}: neither {SAFETENSORS} nor {PYTORCH_BIN} found")
+
+
+def read_config(directory: str, model_type: str) -> dict[str, Any]:
+    """``config.json`` of a checkpoint folder, checked to be of `model_type` (transformers' name)."""
+    path = os.path.join(directory, "config.json")
+    if not os.path.exists(path):
+        raise CheckpointError(f"{directory}: no config.json")
+    with open(path) as handle:
+        config = json.load(handle)
+    if config.get("model_type") != model_type:
+        raise CheckpointError(f"{directory}: expects a {model_type!r} checkpoint, not {config.get('model_type')!r}")
+    return config
+
+
+def float32_weights(directory: str) -> "WeightReader":
+    """The folder's weights as float32 (checkpoints ship float16/bfloat16 too), for one import."""
+    return WeightReader(directory, {name: value.astype(np.float32) for name, value in read_weights(directory).items()})
+
+
+class WeightReader(Mapping[str, np.ndarray]):
+    """Weights by name that remembers which were read, so an import can refuse a checkpoint with weights it did
+    not map (a different architecture under the same model type). A missing weight is a CheckpointError."""
+
+    def __init__(self, directory: str, weights: Mapping[str, np.ndarray]):
+        self.directory, self.weights, self.used = directory, weights, set()
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.take(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.weights
+
+    def __iter__(self):
+        return iter(self.weights)
+
+    def __len__(self) -> int:
+        return len(self.weights)
+
+    def take(self, *names: str) -> np.ndarray:
+        """The first of `names` present (old and new spellings of one weight)."""
+        for name in names:
+            if name in self.weights:
+                self.used.add(name)
+                return self.weights[name]
+        raise CheckpointError(f"{self.directory}: weight {names[0]!r} not found")
+
+    def check_all_used(self, ignorable: tuple[str, ...] = ()) -> None:
+        unused = sorted(name for name in self.weights
+                        if name not in self.used and not any(part in name for part in ignorable))
+        if unused:
+            raise CheckpointError(f"{self.directory}: weights not mapped to the model: {unused[:10]}")
+
+
+def read_vocabulary(directory: str) -> list[str]:
+    path = os.path.join(directory, "vocab.txt")
+    if not os.path.exists(path):
+        raise CheckpointError(f"{directory}: no vocab.txt (needed to map the checkpoint's tokens to ours)")
+    with open(path) as handle:
+        return [line.rstrip("\n") for line in handle if line.strip()]
+
+
+def vocabulary_rows(checkpoint_tokens: list[str], aliases: Mapping[str, str] | None = None) -> np.ndarray:
+    """For each of our token ids, the row of the same token in the checkpoint's vocabulary (`aliases` maps the
+    checkpoint's names of special tokens to ours, e.g. ``<pad>`` → ``[PAD]``)."""
+    index: dict[str, int] = {}
+    for row, token in enumerate(checkpoint_tokens):
+        index.setdefault((aliases or {}).get(token, token), row)
+    missing = [token for token in vocabulary.TOKENS if token not in index]
+    if missing:
+        raise CheckpointError(f"the checkpoint's vocabulary lacks {missing}")
+    return np.array([index[token] for token in vocabulary.TOKENS])
+
+
+SPIECE = "spiece.model"
+# The special pieces of sentencepiece vocabularies (XLNet's), as ours
+SENTENCEPIECE_SPECIALS = {"<pad>": vocabulary.PAD, "<unk>": vocabulary.UNK, "<cls>": vocabulary.CLS,
+                          "<sep>": vocabulary.SEP, "<mask>": vocabulary.MASK}
+
+
+def read_sentencepiece_pieces(path: str) -> list[str]:
+    """The pieces of a sentencepiece model file, in id order."""
+    try:
+        processor = sentencepiece.SentencePieceProcessor(model_file=path)
+    except (RuntimeError, OSError) as error:
+        raise CheckpointError(f"{path}: truncated or not a sentencepiece model ({error})") from None
+    return [processor.id_to_piece(row) for row in range(processor.get_piece_size())]
+
+
+def sentencepiece_rows(pieces: list[str]) -> np.ndarray:
+    """For each of our token ids, the row of its piece: specials by name, a residue by its piece (``▁A``, the
+    piece of a space-separated residue, before a bare ``A``)."""
+    index: dict[str, int] = {}
+    for row, piece in enumerate(pieces):
+        if piece in SENTENCEPIECE_SPECIALS:
+            index.setdefault(SENTENCEPIECE_SPECIALS[piece], row)
+    for prefer_word_start in (True, False):
+        for row, piece in enumerate(pieces):
+            residue = piece[1:] if piece.startswith("\u2581") else piece
+            if (piece.startswith("\u2581") == prefer_word_start) and residue in vocabulary.TOKENS[5:]:
+                index.setdefault(residue, row)
+    missing = [token for token in vocabulary.TOKENS if token not in index]
+    if missing:
+        raise CheckpointError(f"the sentencepiece vocabulary lacks {missing}")
+    return np.array([index[token] for token in vocabulary.TOKENS])

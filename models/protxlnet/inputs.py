@@ -1,0 +1,77 @@
+"""ProtXLNet's training input: permutation-LM batches built on the fly from the shared pretraining input
+(:mod:`models.input_pipeline`): cropped, bucketed batches, or segments of per-lane streams for a model with
+memory."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import tensorflow as tf
+
+from models import vocabulary
+from models.input_pipeline import (MASK_IDS, MASK_WEIGHTS, RESET, TOKEN_IDS, InputConfig, causal_lm_dataset,
+                                   length_batches, seeds)
+
+PERMUTATION_MASK = "permutation_mask"
+TARGET_MAPPING = "target_mapping"
+PREDICT_ONE_IN = 6  # XLNet's partial prediction: the last 1/K of each permutation is predicted, K = 6
+
+
+def permutation_batch(token_ids: tf.Tensor, seed: tf.Tensor, max_predictions: int,
+                      predict_one_in: int = PREDICT_ONE_IN) -> dict[str, tf.Tensor]:
+    """XLNet's inputs for a padded batch of ``[CLS] residues [SEP]`` ids.
+
+    A random factorisation order per sequence: specials first (context only, never predicted), then residues;
+    the last 1/`predict_one_in` of the residues in that order are the targets. ``permutation_mask[b, i, j]`` is 1
+    where position i may not see j: j is a target that comes at or after i in the order (so no position sees a
+    target after it, and a target's query stream never sees itself). ``target_mapping`` ``[b, m, length]`` is
+    one-hot from the m target slots (in position order, zero rows past the targets) to their positions.
+    """
+    shape = tf.shape(token_ids)
+    length = shape[1]
+    is_residue = token_ids >= vocabulary.FIRST_RESIDUE_ID
+    keys = tf.where(is_residue, tf.random.stateless_uniform(shape, seed), -1.0)
+    residues = tf.reduce_sum(tf.cast(is_residue, tf.int32), axis=1)
+    targets_per_row = tf.where(residues > 0, (residues + predict_one_in - 1) // predict_one_in, 0)
+    # order_rank 0 = the largest key; the targets are the largest keys, predicted in order of their rank
+    order_rank = tf.argsort(tf.argsort(keys, axis=1, direction="DESCENDING"), axis=1)
+    is_target = order_rank < targets_per_row[:, None]
+    rank = tf.where(is_target, order_rank, -1)
+    # i may not see target j unless j comes strictly before i (a non-target i, rank -1, sees no target)
+    permutation_mask = is_target[:, None, :] & (rank[:, None, :] >= rank[:, :, None])
+    positions = tf.range(length)[None, :]
+    slots = tf.sort(tf.where(is_target, positions, length + positions), axis=1)[:, :max_predictions]
+    slots = tf.pad(slots, [[0, 0], [0, max_predictions - tf.shape(slots)[1]]], constant_values=2 * length)
+    valid = slots < length
+    safe = tf.where(valid, slots, 0)
+    return {
+        TOKEN_IDS: token_ids,
+        PERMUTATION_MASK: tf.cast(permutation_mask, tf.float32),
+        TARGET_MAPPING: tf.one_hot(safe, length) * tf.cast(valid, tf.float32)[..., None],
+        MASK_IDS: tf.where(valid, tf.gather(token_ids, safe, batch_dims=1), vocabulary.PAD_ID),
+        MASK_WEIGHTS: tf.cast(valid, tf.float32),
+    }
+
+
+def permutation_lm_dataset(files: Sequence[str], config: InputConfig,
+                           input_context: tf.distribute.InputContext | None = None,
+                           repeat: bool = True, streams: bool = False) -> tf.data.Dataset:
+    """Permutation-LM batches (see :func:`permutation_batch`), built on the fly from the same cropped, bucketed
+    batches as the masked LM's, or with `streams` from segments of per-lane streams (:func:`causal_lm_dataset`,
+    with its ``reset``) for a model with memory."""
+    max_predictions = math.ceil((config.sequence_length - 2) / PREDICT_ONE_IN)
+    if streams:
+        segments = tf.data.Dataset.zip(causal_lm_dataset(files, config, input_context, repeat), seeds(config.seed, 3))
+        return segments.map(
+            lambda batch, seed: {**permutation_batch(batch[TOKEN_IDS], seed, max_predictions), RESET: batch[RESET]},
+            num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    batches = tf.data.Dataset.zip(length_batches(files, config, input_context, repeat), seeds(config.seed, 3))
+    return batches.map(lambda ids, seed: permutation_batch(ids, seed, max_predictions),
+                       num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def training_dataset(files: Sequence[str], config: InputConfig, input_context: tf.distribute.InputContext | None,
+                     backbone) -> tf.data.Dataset:
+    """The family's training batches: segment streams when the backbone has a memory."""
+    return permutation_lm_dataset(files, config, input_context, streams=bool(backbone.memory_length))

@@ -1,0 +1,61 @@
+"""What a training run's folder holds beside TF checkpoints, and reading a trained backbone back from it.
+
+``<model_dir>/backbone_config.json`` names the family and the backbone config; ``<model_dir>/checkpoints/`` holds
+TF checkpoints whose ``weights`` entry keys every model weight by its stable Keras path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import keras
+import tensorflow as tf
+
+from models.input_pipeline import TOKEN_IDS
+from models.networks.backbone import Backbone
+from models.registry import get_family
+
+def model_weights(model: keras.Model) -> dict[str, keras.Variable]:
+    """The model's weights keyed by their Keras paths below the model (``protbert_backbone/…/kernel``).
+
+    Saved in every checkpoint beside the object graph: Keras 3 layers do not expose all their sublayers'
+    variables to TF's object-based checkpointing (a MultiHeadAttention's projections are reached only
+    through the optimizer), so a model restored without its optimizer needs these stable names.
+    """
+    return {weight.path.split("/", 1)[-1]: weight for weight in model.weights}
+
+
+BACKBONE_CONFIG = "backbone_config.json"
+
+
+def write_backbone_config(backbone, family: str, model_dir: str) -> None:
+    """``<model_dir>/backbone_config.json``: what a reader of the checkpoints needs to rebuild the model (the
+    family, which names the backbone class and task model, and the backbone's config)."""
+    tf.io.gfile.makedirs(model_dir)
+    with tf.io.gfile.GFile(os.path.join(model_dir, BACKBONE_CONFIG), "w") as handle:
+        handle.write(json.dumps({"family": family, "config": backbone.get_config()}, indent=2))
+
+
+def load_trained_backbone(model_dir: str) -> tuple[Backbone, str]:
+    """The backbone of a training run's latest checkpoint (``--model-dir`` of ``prottrans-train``), and that
+    checkpoint's path."""
+    config_path = os.path.join(model_dir, BACKBONE_CONFIG)
+    latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    if not tf.io.gfile.exists(config_path) or latest is None:
+        raise FileNotFoundError(f"{model_dir} is not a training directory (no {BACKBONE_CONFIG} or no checkpoint)")
+    with tf.io.gfile.GFile(config_path) as handle:
+        saved = json.load(handle)
+    if "family" not in saved:  # written before other families existed: a ProtBert/ProtAlbert config
+        saved = {"family": "protbert", "config": saved}
+    family = get_family(saved["family"])
+    backbone = family.backbone.from_config(saved["config"])
+    model = family.task_model(backbone, 1)
+    model.build({TOKEN_IDS: (None, None)})
+    restore_model_weights(model, latest)
+    return backbone, latest
+
+
+def restore_model_weights(model: keras.Model, checkpoint_path: str) -> None:
+    """Load the weights of a training checkpoint into a built model of the same config (no optimizer)."""
+    tf.train.Checkpoint(weights=model_weights(model)).restore(checkpoint_path).expect_partial().assert_existing_objects_matched()
