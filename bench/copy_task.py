@@ -25,9 +25,9 @@ import keras
 import tensorflow as tf
 
 from beam_jobs import fasta_to_tfrecords
-from models import vocabulary
-from models.networks.encoder_backbone import EncoderBackbone
+from bench import reference_models
 from models.input_pipeline import InputConfig, pretraining_dataset
+from models.networks.encoder_backbone import EncoderBackbone
 from models.networks.masked_lm import MaskedLM
 
 RESIDUES = "ACDEFGHIKLMNPQRSTVWY"
@@ -49,19 +49,7 @@ def ours(length: int):
 
 
 def keras_hub_bert(length: int):
-    import keras_hub
-
-    backbone = keras_hub.models.BertBackbone(vocabulary_size=vocabulary.VOCABULARY_SIZE, max_sequence_length=length,
-                                             dropout=0.0, **SHAPE)
-    model = keras_hub.models.BertMaskedLM(backbone, preprocessor=None)
-
-    def forward(batch):
-        ids = batch["token_ids"]
-        return model({"token_ids": ids, "segment_ids": tf.zeros_like(ids),
-                      "padding_mask": tf.not_equal(ids, vocabulary.PAD_ID), "mask_positions": batch["mask_positions"]},
-                     training=True)
-
-    return model, forward
+    return reference_models.keras_hub_bert(SHAPE, length)
 
 
 def train(build, batches: list[dict], length: int, learning_rate: float) -> list[float]:

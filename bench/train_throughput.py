@@ -27,6 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from bench import reference_models
 from models import vocabulary
 from models.networks.encoder_backbone import EncoderBackbone
 from models.networks.masked_lm import MaskedLM
@@ -66,22 +67,8 @@ def ours(length: int, activation_name: str) -> tuple[keras.Model, callable]:
                                       training=True)
 
 
-def keras_hub_bert(length: int) -> tuple[keras.Model, callable]:
-    import keras_hub
-
-    backbone = keras_hub.models.BertBackbone(
-        vocabulary_size=vocabulary.VOCABULARY_SIZE, num_layers=SHAPE["num_layers"], num_heads=SHAPE["num_heads"],
-        hidden_dim=SHAPE["hidden_dim"], intermediate_dim=SHAPE["intermediate_dim"], max_sequence_length=length,
-        dropout=0.0)
-    model = keras_hub.models.BertMaskedLM(backbone, preprocessor=None)
-
-    def forward(batch):
-        token_ids = batch["token_ids"]
-        return model({"token_ids": token_ids, "segment_ids": tf.zeros_like(token_ids),
-                      "padding_mask": tf.ones_like(token_ids, tf.bool), "mask_positions": batch["mask_positions"]},
-                     training=True)
-
-    return model, forward
+def keras_hub_bert(length: int):
+    return reference_models.keras_hub_bert(SHAPE, length)
 
 
 def xlnet(length: int):

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import numpy as np
 
 from models.hf_checkpoint import WeightReader, float32_weights, read_config, read_vocabulary, vocabulary_rows
 from models.networks.encoder_backbone import EncoderBackbone
