@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from models.export.embedding import ProteinEmbedding, join_pieces, length_batches, split_long
+from models.export.embedding import ProteinEmbedding, join_pieces, length_batches, split_long, unpad
 from models.export.signatures import INPUT, SIGNATURE
 
 RETRIED = (grpc.StatusCode.UNAVAILABLE,)
@@ -89,10 +89,8 @@ class EmbeddingClient:
         embedded: list[ProteinEmbedding | None] = [None] * len(pieces)
 
         def run(batch: list[int]) -> None:
-            outputs = self.predict([pieces[i] for i in batch])
-            for row, index in enumerate(batch):
-                embedded[index] = ProteinEmbedding(outputs["residue_embeddings"][row, : len(pieces[index])],
-                                                   outputs["protein_embeddings"][row])
+            for index, result in zip(batch, unpad(self.predict([pieces[i] for i in batch]))):
+                embedded[index] = result
 
         for future in [self._pool.submit(run, batch) for batch in batches]:
             future.result()

@@ -10,9 +10,11 @@ from tfx_pipeline.config import load_config
 
 def test_a_config_file_and_overrides_change_the_defaults(tmp_path):
     path = tmp_path / "config.yaml"
-    path.write_text("training:\n  preset: tiny\n  steps: 50\nthresholds: {q3: 0.6}\nvertex:\n  project: p\n")
-    config = load_config(str(path), ["training.steps=70", "vertex.region=europe-west4", "input_patterns=uniref*.fasta.gz"])
-    assert (config.training.preset, config.training.steps, config.thresholds) == ("tiny", 70, {"q3": 0.6})
+    path.write_text("training:\n  preset: tiny\n  steps: 50\ngate:\n  floors: {q3: 0.6}\nvertex:\n  project: p\n")
+    config = load_config(str(path), ["training.steps=70", "vertex.region=europe-west4", "input_patterns=uniref*.fasta.gz",
+                                     "gate.min_context_gain=null"])
+    assert (config.training.preset, config.training.steps, config.gate.floors) == ("tiny", 70, {"q3": 0.6})
+    assert config.gate.min_context_gain is None
     assert (config.vertex.project, config.vertex.region) == ("p", "europe-west4")
     assert config.input_patterns == ["uniref*.fasta.gz"]
 
@@ -42,29 +44,72 @@ def test_local_outputs_live_under_the_output_folder(tmp_path):
         load_config(None, ["vertex.pipeline_root=gs://b/p"]).pipeline_root("vertex")
 
 
-CANDIDATE = {"ss/test/q3": 0.70, "ss/test/q8": 0.55, "localization/test/q10": 0.50, "localization/test/q2": 0.80}
+def probe_report(valid_hits: list[int], test_hits: list[int] | None = None, baseline: dict | None = None) -> dict:
+    """A probes metrics.json whose every headline metric has `hits[i]` of 10 items right on protein i."""
+    def result(hits):
+        rows = [[float(h), 10.0] for h in hits]
+        accuracy = sum(hits) / (10 * len(hits))
+        return {"ss": {"q3": accuracy, "q8": accuracy, "per_protein": {"q3": rows, "q8": rows}},
+                "localization": {"q10": accuracy, "q2": accuracy, "per_protein": {"q10": rows, "q2": rows}}}
+
+    sets = {"valid": result(valid_hits), "test": result(test_hits or valid_hits)}
+    report = {family: {name: sets[name][family] for name in sets} for family in ("ss", "localization")}
+    if baseline is not None:
+        report["baseline"] = baseline
+    return report
 
 
-def test_a_model_is_blessed_only_if_every_floor_holds():
-    checks = blessing.judge(CANDIDATE, {"q3": 0.65, "q10": 0.45}, None, 0.0)
-    assert [c.metric for c in checks] == ["localization/test/q10", "ss/test/q3"] and all(c.passed for c in checks)
-    (failed,) = [c for c in blessing.judge(CANDIDATE, {"q3": 0.75}, None, 0.0) if not c.passed]
-    assert failed.describe() == "ss/test/q3 0.7000 < 0.7500 (floor)"
+ONEHOT = probe_report([6, 7, 6, 7, 6, 7, 6, 7])
+LEARNED = {"floor": 2.71, "valid": {"loss": 2.5, "context_gain": 0.21, "context_gain_ci95": [0.18, 0.24]}}
+AT_THE_FLOOR = {"floor": 2.71, "valid": {"loss": 2.71, "context_gain": 0.002, "context_gain_ci95": [-0.01, 0.014]}}
+RULES = blessing.GateRules()
+
+
+def failed(checks) -> list[str]:
+    return [check.metric for check in checks if not check.passed]
+
+
+def test_a_model_at_the_no_context_floor_is_refused_even_when_it_ties_one_hot():
+    candidate = probe_report([6, 7, 6, 7, 6, 7, 6, 7], baseline=ONEHOT)
+    assert failed(blessing.judge(candidate, AT_THE_FLOOR, None, RULES)) == ["valid context gain (nats)"]
+    assert failed(blessing.judge(candidate, None, None, RULES)) == ["valid context gain (nats)"]  # no evidence
+
+
+def test_a_model_that_learned_and_beats_one_hot_is_blessed():
+    candidate = probe_report([8, 8, 7, 9, 8, 8, 7, 9], baseline=ONEHOT)
+    checks = blessing.judge(candidate, LEARNED, None, RULES)
+    assert not failed(checks)
+    assert {c.kind for c in checks} == {"context_gain", "onehot"}
+    assert all("/valid/" in c.metric for c in checks if c.kind == "onehot")  # the test split is never judged
+
+
+def test_a_model_worse_than_one_hot_on_valid_is_refused_whatever_its_test_scores():
+    candidate = probe_report([5, 6, 5, 6, 5, 6, 5, 6], test_hits=[9] * 8, baseline=ONEHOT)
+    assert failed(blessing.judge(candidate, LEARNED, None, RULES)) == [
+        f"{metric} − one-hot" for metric in ("localization/valid/q10", "localization/valid/q2", "ss/valid/q3",
+                                             "ss/valid/q8")]
+    lenient = blessing.GateRules(onehot_tolerance=0.15)
+    assert not failed(blessing.judge(candidate, LEARNED, None, lenient))
 
 
 def test_a_regression_beyond_the_tolerance_against_the_last_blessed_model_fails():
-    baseline = {**CANDIDATE, "ss/test/q3": 0.73}
-    within = blessing.judge(CANDIDATE, {}, baseline, tolerance=0.05)
-    assert len(within) == 4 and all(c.passed for c in within)
-    beyond = [c for c in blessing.judge(CANDIDATE, {}, baseline, tolerance=0.02) if not c.passed]
-    assert [c.metric for c in beyond] == ["ss/test/q3"]
+    candidate = probe_report([8, 8, 7, 9, 8, 8, 7, 9], baseline=ONEHOT)
+    blessed = probe_report([9, 9, 8, 9, 9, 9, 8, 9])
+    beyond = blessing.judge(candidate, LEARNED, blessed, blessing.GateRules(regression_tolerance=0.02))
+    assert failed(beyond) == [f"{m} − last blessed" for m in ("localization/valid/q10", "localization/valid/q2",
+                                                              "ss/valid/q3", "ss/valid/q8")]
+    assert not failed(blessing.judge(candidate, LEARNED, blessed, blessing.GateRules(regression_tolerance=0.1)))
 
 
-def test_thresholds_must_name_measured_metrics():
+def test_absolute_floors_stay_available_and_name_measured_metrics():
+    candidate = probe_report([8, 8, 7, 9, 8, 8, 7, 9], baseline=ONEHOT)
+    rules = blessing.GateRules(floors={"q3": 0.9})
+    (check,) = [c for c in blessing.judge(candidate, LEARNED, None, rules) if not c.passed]
+    assert check.describe() == "ss/valid/q3 +0.8000 < +0.9000 (absolute floor) — FAILED"
     with pytest.raises(ValueError, match="unknown metrics"):
-        blessing.judge(CANDIDATE, {"q4": 0.5}, None, 0.0)
+        blessing.GateRules(floors={"q4": 0.5})
     with pytest.raises(ValueError, match="did not measure"):
-        blessing.judge({"ss/test/q3": 0.7}, {"q10": 0.5}, None, 0.0)
+        blessing.judge({"ss": candidate["ss"], "baseline": ONEHOT}, LEARNED, None, RULES)
 
 
 def test_headline_metrics_come_from_a_probe_report():
@@ -113,3 +158,21 @@ def test_fasta_example_gen_keeps_the_valid_fraction_in_its_split_buckets():
     assert gen._settings(json_format.MessageToJson(packed)) == {"max_length": 1000, "dedup": True}
     with pytest.raises(ValueError, match="unknown preprocessing settings"):
         gen._custom_config({"max_len": 10})
+
+
+def test_the_printed_verdict_shows_the_evidence_side_by_side_and_each_failed_condition():
+    from models.probes.probe import paired_differences
+    from tfx_pipeline.summary import describe_verdict
+
+    candidate = probe_report([6, 7, 6, 7, 6, 7, 6, 7], baseline=ONEHOT)
+    checks = blessing.judge(candidate, AT_THE_FLOOR, None, RULES)
+
+    verdict = {"blessed": False, "failed": [c.describe() for c in checks if not c.passed],
+               "training_summary": AT_THE_FLOOR, "candidate": blessing.headline_metrics(candidate),
+               "onehot": blessing.headline_metrics(ONEHOT), "references": {},
+               "paired": {"onehot": paired_differences(candidate, ONEHOT)}}
+    text = "\n".join(describe_verdict(verdict))
+    assert "no-context floor 2.7100 nats" in text and "valid context gain +0.0020 nats, 95% [-0.0100, +0.0140]" in text
+    assert "ss/valid/q3" in text and "one-hot" in text
+    assert "the model beats one-hot (paired 95% interval above 0) on: nothing" in text
+    assert "NOT BLESSED" in text and "valid context gain (nats) -0.0100 < +0.0000" in text

@@ -96,7 +96,7 @@ def test_cli_on_the_one_hot_baseline(data_dir, tmp_path, capsys):
     assert cli.main(["--model", "onehot", "--data-dir", str(data_dir), "--output", str(tmp_path / "out")]) == 0
     metrics = check_metrics_file(tmp_path / "out", "onehot")
     assert "baseline" not in metrics
-    assert "ss test: Q3" in capsys.readouterr().out
+    assert "ss test Q3" in capsys.readouterr().out
 
 
 def test_cli_on_a_saved_model_reports_it_beside_the_baseline(data_dir, tmp_path):
@@ -111,6 +111,17 @@ def test_cli_on_a_saved_model_reports_it_beside_the_baseline(data_dir, tmp_path)
     assert metrics["embedder"].endswith("protbert/1")
     assert metrics["baseline"]["embedder"] == "onehot"
     assert set(metrics["baseline"]["ss"]["test"]) >= {"q3", "q8", "n_residues"}
+    # paired differences against one-hot for every headline metric, on valid (gated) and test (reported)
+    assert {"ss/valid/q3", "ss/test/q8", "localization/valid/q10", "localization/test/q2"} <= set(
+        metrics["paired"]["onehot"])
+    low, high = metrics["paired"]["onehot"]["ss/test/q3"]["ci95"]
+    assert low <= metrics["paired"]["onehot"]["ss/test/q3"]["difference"] <= high
+    # the maps, for the model and for one-hot, each a picture and a number
+    for prefix, report in (("", metrics), ("onehot_", metrics["baseline"])):
+        assert set(report["maps"]) == {"amino_acids_contextual", "residues", "proteins"}
+        assert -1 <= report["maps"]["amino_acids_contextual"]["charge"] <= 1
+        for name in ("amino_acids", "residues", "proteins"):
+            assert (tmp_path / "out" / f"{prefix}map_{name}.png").stat().st_size > 5_000
 
 
 def test_a_training_directory_is_a_model(tmp_path):
@@ -181,3 +192,110 @@ def test_long_sequences_are_embedded_in_pieces_when_asked():
     pieces = embedding.embed(backbone, ["MKTAYIAK", "QRQISFVK", "SHFSRQ"])
     np.testing.assert_allclose(whole.residues, np.concatenate([p.residues for p in pieces]), atol=1e-5)
     np.testing.assert_allclose(whole.protein, whole.residues.mean(axis=0), atol=1e-6)
+
+
+class CompositionModel:
+    """A plain SavedModel this project did not write: per residue the one-hot of its letter (A–Z), per protein the
+    mean; it counts only letters, so a trailing '*' is not a residue for it. No prottrans_model.json."""
+
+    @staticmethod
+    def export(path) -> None:
+        import tensorflow as tf
+
+        class Module(tf.Module):
+            @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="sequences")])
+            def serve(self, sequences):
+                codes = tf.strings.unicode_decode(tf.strings.upper(sequences), "UTF-8") - ord("A")
+                letters = tf.ragged.boolean_mask(codes, (codes >= 0) & (codes < 26))
+                residues = tf.one_hot(letters.to_tensor(default_value=-1), 26)
+                lengths = tf.cast(letters.row_lengths(), tf.int32)
+                protein = tf.reduce_sum(residues, 1) / tf.maximum(tf.cast(lengths, tf.float32), 1.0)[:, None]
+                return {"residue_embeddings": residues, "protein_embeddings": protein, "lengths": lengths}
+
+        module = Module()
+        tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+
+
+def test_a_plain_saved_model_is_an_embedder_cut_by_its_own_lengths_and_limit(tmp_path):
+    CompositionModel.export(tmp_path / "foreign")
+    embedder = load_embedder(str(tmp_path / "foreign"))
+    assert embedder.max_residues is None  # no model info: no limit
+    [starred] = embedder.embed(["MKTA*"])
+    assert starred.residues.shape == (4, 26)  # its lengths, not the string's
+    chunked = load_embedder(str(tmp_path / "foreign"), max_residues=4)
+    [whole], [pieces] = embedder.embed(["MKTAYIAKQRQ"]), chunked.embed(["MKTAYIAKQRQ"])
+    np.testing.assert_allclose(pieces.residues, whole.residues)
+    np.testing.assert_allclose(pieces.protein, whole.protein, atol=1e-6)  # one protein-vector definition
+
+
+def test_a_saved_model_without_the_serving_signature_is_refused_clearly(tmp_path):
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.f = tf.function(lambda x: x, input_signature=[tf.TensorSpec([None], tf.float32)])
+    tf.saved_model.save(module, str(tmp_path / "other"), signatures={"serving_default": module.f})
+    with pytest.raises(ValueError, match="no 'serving_default' signature taking 'sequences'"):
+        load_embedder(str(tmp_path / "other"))
+
+
+def test_the_cache_keeps_only_what_each_probe_reads(tmp_path):
+    import h5py
+
+    from models.probes.cache import EmbeddingCache
+
+    rng = random.Random(0)
+    path = tmp_path / "cache.h5"
+    cache = EmbeddingCache(str(path))
+    probe.localization_probe(OneHotEmbedder(), localization_records(60, rng), localization_records(20, rng),
+                             {"test": localization_records(20, rng)}, probe.ProbeSettings(epochs=2), cache)
+    cache.close()
+    with h5py.File(path) as stored:
+        assert len(stored) > 0 and all(set(stored[key]) == {"protein"} for key in stored)
+
+
+@pytest.mark.skipif(not __import__("shutil").which("mmseqs"), reason="needs MMseqs2 (Debian: apt-get install mmseqs2)")
+def test_the_profile_embedder_gives_each_residue_its_homologues_profile(tmp_path):
+    from beam_jobs.fasta import read_fasta
+    from models.probes.profile import ProfileEmbedder
+    from tests.conftest import SAMPLE_FASTA
+
+    database = tmp_path / "db.fasta"
+    records = [record for _, record in zip(range(300), read_fasta(str(SAMPLE_FASTA)))]
+    database.write_text("".join(f">{r.id}\n{r.sequence}\n" for r in records))
+    embedder = ProfileEmbedder(str(database), threads=1)
+    known, unrelated = records[5].sequence, "WPWPWPWPGCGCGCHKHKHKWPWP"
+    [homologous, lonely, empty] = embedder.embed([known, unrelated, ""])
+    assert homologous.residues.shape == (len(known), 21) and lonely.residues.shape == (len(unrelated), 21)
+    assert homologous.residues[:, 20].max() > 0 and lonely.residues[:, 20].max() == 0  # log(1 + coverage)
+    assert empty.residues.shape == (0, 21)
+    np.testing.assert_allclose(homologous.protein, homologous.residues.mean(axis=0), atol=1e-6)
+
+
+def test_the_profile_model_needs_its_database(data_dir, tmp_path, capsys):
+    from models.cli import probe as cli
+
+    assert cli.main(["--model", "profile", "--data-dir", str(data_dir), "--output", str(tmp_path / "out")]) == 2
+    assert "--model profile needs --profile-db" in capsys.readouterr().err
+
+
+def test_a_map_scores_the_property_its_embeddings_encode(tmp_path):
+    from models.probes.maps import PROPERTIES, draw_maps
+
+    charge = PROPERTIES["charge"]
+    classes = sorted(set(charge.values()))
+    rng = np.random.default_rng(0)
+
+    def encode(sequence):  # each residue: its charge class, plus noise
+        return np.stack([np.eye(3)[classes.index(charge.get(r, "neutral"))] + rng.normal(0, 0.05, 3) for r in sequence])
+
+    letters = random.Random(1)
+    records = []
+    for i in range(40):
+        sequence = "".join(letters.choice("ACDEFGHIKLMNPQRSTVWY") for _ in range(50))
+        states = "".join(letters.choice("HEC") for _ in sequence)
+        records.append(StructureRecord(f"s{i}", sequence, states, states))
+    scores, files = draw_maps(OneHotEmbedder(), [encode(r.sequence) for r in records], records, None, [],
+                              str(tmp_path))
+    contextual = scores["amino_acids_contextual"]
+    assert contextual["charge"] > 0.3 and contextual["charge"] > contextual["size"] + 0.2
+    assert [Path(f).name for f in files] == ["map_amino_acids.png", "map_residues.png"]

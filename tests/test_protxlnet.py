@@ -149,3 +149,16 @@ def test_the_sentencepiece_vocabulary_maps_token_by_token(tmp_path):
     broken.write_bytes((CHECKPOINT / "spiece.model").read_bytes()[:40])
     with pytest.raises(CheckpointError, match="truncated"):
         read_sentencepiece_pieces(str(broken))
+
+
+def test_every_target_hidden_from_the_context_is_scored_even_in_an_all_residue_segment():
+    from models.protxlnet.inputs import permutation_batch
+
+    ids = tf.constant(np.random.default_rng(0).integers(vocabulary.FIRST_RESIDUE_ID, vocabulary.VOCABULARY_SIZE,
+                                                        size=(4, 64)), tf.int32)  # a stream segment: no specials
+    for max_predictions in (11, 10):  # ceil(64 / 6) slots, and fewer (the cap)
+        batch = {k: v.numpy() for k, v in permutation_batch(ids, tf.constant([1, 2], tf.int64), max_predictions).items()}
+        hidden = np.diagonal(batch["permutation_mask"], axis1=1, axis2=2) > 0  # a target never sees itself
+        scored = batch["target_mapping"].sum(axis=1) > 0
+        np.testing.assert_array_equal(hidden, scored)
+        assert (scored.sum(axis=1) == min(11, max_predictions)).all()

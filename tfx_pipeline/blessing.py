@@ -1,32 +1,71 @@
-"""When a candidate model is blessed: its probe metrics against absolute floors and against the last blessed
-model. Pure functions, so the rules are tested without TFX."""
+"""When a candidate model is blessed. Pure functions over the probes' metrics.json and the training summary, so
+the rules are tested without TFX.
+
+By default a candidate must show, on the valid split (the test split is reported, never judged):
+  * a validation context gain whose 95% interval lies above `min_context_gain` (0): it learned more than
+    residue identity;
+  * every gated probe metric not below the one-hot baseline by more than `onehot_tolerance`;
+  * no metric below the last blessed model by more than `regression_tolerance` (paired, same proteins);
+  * any absolute `floors` that are configured.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
-# The headline metric of each probe family, as `prottrans-probe`'s metrics.json names them.
-HEADLINE = {"ss": ("q3", "q8"), "localization": ("q10", "q2")}
+from models.export.embedders import ONEHOT
+from models.probes.probe import GATE_SET, HEADLINE, paired_differences
+
+METRIC_NAMES = tuple(name for names in HEADLINE.values() for name in names)
+
+
+@dataclass(frozen=True)
+class GateRules:
+    min_context_gain: float | None = 0.0  # None: not gated
+    onehot_tolerance: float = 0.0
+    regression_tolerance: float = 0.02
+    floors: dict[str, float] = field(default_factory=dict)
+    gated_metrics: list[str] = field(default_factory=lambda: list(METRIC_NAMES))
+
+    def __post_init__(self):
+        check_metric_names(self.floors, "gate.floors")
+        check_metric_names(dict.fromkeys(self.gated_metrics), "gate.gated_metrics")
 
 
 @dataclass(frozen=True)
 class Check:
-    metric: str  # "<family>/<set>/<metric>", e.g. "ss/test/q3"
+    metric: str
     value: float
     bound: float
-    kind: str  # "floor" or "regression"
+    kind: str  # "context_gain", "onehot", "regression" or "floor"
 
     @property
     def passed(self) -> bool:
-        return self.value >= self.bound
+        if math.isnan(self.value):
+            return False
+        return self.value > self.bound if self.kind == "context_gain" else self.value >= self.bound
 
     def describe(self) -> str:
-        what = "floor" if self.kind == "floor" else "last blessed model minus tolerance"
-        return f"{self.metric} {self.value:.4f} {'>=' if self.passed else '<'} {self.bound:.4f} ({what})"
+        what = {"context_gain": "the 95% interval's lower end must be above it",
+                "onehot": "candidate minus one-hot, paired; one-hot tolerance",
+                "regression": "candidate minus the last blessed model, paired; regression tolerance",
+                "floor": "absolute floor"}[self.kind]
+        if math.isnan(self.value):
+            return f"{self.metric}: not measured (needs {what}) — FAILED"
+        relation = (">" if self.kind == "context_gain" else ">=") if self.passed else "<" if self.value < self.bound \
+            else "<="
+        return f"{self.metric} {self.value:+.4f} {relation} {self.bound:+.4f} ({what}){'' if self.passed else ' — FAILED'}"
+
+
+def check_metric_names(names: dict, what: str) -> None:
+    unknown = set(names) - set(METRIC_NAMES)
+    if unknown:
+        raise ValueError(f"unknown metrics in {what}: {sorted(unknown)}; known: {', '.join(METRIC_NAMES)}")
 
 
 def headline_metrics(metrics: dict) -> dict[str, float]:
-    """``{"ss/test/q3": …, "localization/test/q10": …}`` from a probes metrics.json."""
+    """``{"ss/test/q3": …, "localization/valid/q10": …}`` from a probes metrics.json."""
     found = {}
     for family, names in HEADLINE.items():
         for set_name, result in metrics.get(family, {}).items():
@@ -35,27 +74,35 @@ def headline_metrics(metrics: dict) -> dict[str, float]:
     return found
 
 
-def check_floor_names(floors: dict[str, float]) -> None:
-    unknown = set(floors) - {name for names in HEADLINE.values() for name in names}
-    if unknown:
-        raise ValueError(f"unknown metrics in thresholds: {sorted(unknown)}; known: q3, q8, q10, q2")
+def _gated(metric: str, rules: GateRules) -> bool:
+    _, set_name, name = metric.split("/")
+    return set_name == GATE_SET and name in rules.gated_metrics
 
 
-def judge(candidate: dict[str, float], floors: dict[str, float], baseline: dict[str, float] | None,
-          tolerance: float) -> list[Check]:
-    """The checks a candidate must pass. `floors` are by metric name (``q3``), applying to every set with that
-    metric; `baseline` (the last blessed model's headline metrics) bounds each metric both have from below by
-    its value minus `tolerance`."""
-    check_floor_names(floors)
+def judge(candidate: dict, training_summary: dict | None, blessed: dict | None, rules: GateRules) -> list[Check]:
+    """The checks a candidate must pass. `candidate` and `blessed` are probe metrics.json contents (the candidate's
+    with its one-hot baseline), `training_summary` the candidate's training_summary.json (None if it has none)."""
     checks = []
-    for metric, value in sorted(candidate.items()):
-        name = metric.rsplit("/", 1)[1]
-        if name in floors:
-            checks.append(Check(metric, value, float(floors[name]), "floor"))
-        if baseline and metric in baseline:
-            checks.append(Check(metric, value, baseline[metric] - tolerance, "regression"))
-    missing = set(floors) - {metric.rsplit("/", 1)[1] for metric in candidate}
-    if missing:
-        raise ValueError(f"thresholds name {sorted(missing)}, which the probes did not measure "
-                         "(is the probe task narrower than the thresholds?)")
+    if rules.min_context_gain is not None:
+        valid = (training_summary or {}).get("valid") or {}
+        low = valid.get("context_gain_ci95", [float("nan")])[0]
+        checks.append(Check("valid context gain (nats)", float(low), rules.min_context_gain, "context_gain"))
+    headline = headline_metrics(candidate)
+    missing = [name for name in rules.gated_metrics if not any(
+        _gated(metric, rules) and metric.endswith("/" + name) for metric in headline)]
+    if missing and (rules.floors or "baseline" in candidate):
+        measured = sorted({metric.rsplit("/", 1)[1] for metric in headline})
+        raise ValueError(f"the gate names {missing}, which the probes did not measure on {GATE_SET!r} (measured: "
+                         f"{measured}); is the probe task narrower than the gated metrics?")
+    if "baseline" in candidate:
+        paired = candidate.get("paired", {}).get(ONEHOT) or paired_differences(candidate, candidate["baseline"])
+        checks += [Check(f"{metric} − one-hot", result["difference"], -rules.onehot_tolerance, "onehot")
+                   for metric, result in sorted(paired.items()) if _gated(metric, rules)]
+    if blessed:
+        paired = paired_differences(candidate, blessed, sets=(GATE_SET,))
+        checks += [Check(f"{metric} − last blessed", result["difference"], -rules.regression_tolerance, "regression")
+                   for metric, result in sorted(paired.items()) if _gated(metric, rules)]
+    checks += [Check(metric, value, float(rules.floors[metric.rsplit("/", 1)[1]]), "floor")
+               for metric, value in sorted(headline.items())
+               if _gated(metric, rules) and metric.rsplit("/", 1)[1] in rules.floors]
     return checks

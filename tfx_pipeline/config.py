@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from models.training.settings import TrainingSettings, coerce
+from tfx_pipeline.blessing import GateRules
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 SAMPLE_FASTA_DIR = os.path.join(os.path.dirname(_HERE), "beam_jobs", "sample_data")
@@ -57,8 +58,8 @@ class PipelineConfig:
     probe_task: str = "all"
     probe_limit: int = 0  # 0: every row of the probe sets
     onehot_baseline: bool = True
-    thresholds: dict[str, float] = field(default_factory=lambda: {"q3": 0.45, "q8": 0.3, "q10": 0.2, "q2": 0.5})
-    regression_tolerance: float = 0.02
+    profile_db: str = ""  # a FASTA: also probe the MMseqs2 evolutionary-profile reference (needs mmseqs on PATH)
+    gate: GateRules = field(default_factory=GateRules)  # when the ProbeEvaluator blesses (tfx_pipeline.blessing)
     # Serving
     serving_root: str = ""  # default: <output_dir>/serving; models go to <serving_root>/<model_name>/<version>
     model_name: str = ""  # default: the family

@@ -28,7 +28,7 @@ def create_pipeline(config: PipelineConfig, runner: str = "local", vertex_job: d
         run_fn=RUN_FN,
         examples=example_gen.outputs["examples"],
         train_args=tfx.proto.TrainArgs(splits=["train"], num_steps=config.training.steps),
-        eval_args=tfx.proto.EvalArgs(splits=["valid"], num_steps=0),
+        eval_args=tfx.proto.EvalArgs(splits=["valid"], num_steps=config.training.eval_batches),
         custom_config={**run_fn.custom_config(config.training, config.checkpoint_root(runner)), **(vertex_job or {})},
     )
     last_blessed = tfx.dsl.Resolver(
@@ -40,9 +40,9 @@ def create_pipeline(config: PipelineConfig, runner: str = "local", vertex_job: d
         model=trainer.outputs["model"],
         baseline_model=last_blessed.outputs["model"],
         baseline_blessing=last_blessed.outputs["model_blessing"],
-        probe_data_dir=config.probe_data_dir, task=config.probe_task, thresholds=config.thresholds,
-        regression_tolerance=config.regression_tolerance, limit=config.probe_limit, seed=config.training.seed,
-        onehot_baseline=config.onehot_baseline,
+        probe_data_dir=config.probe_data_dir, task=config.probe_task, gate=config.gate, limit=config.probe_limit,
+        seed=config.training.seed,
+        onehot_baseline=config.onehot_baseline, profile_db=config.profile_db,
     )
     push = tfx.components.Pusher(
         model=trainer.outputs["model"],

@@ -71,9 +71,8 @@ def describe_last_run(config: PipelineConfig) -> str:
         folder = evaluator.outputs["evaluation"][0].uri
         with open(os.path.join(folder, "blessing.json")) as handle:
             verdict = json.load(handle)
+        lines += describe_verdict(verdict)
         lines.append(f"probe metrics: {os.path.join(folder, 'metrics.json')} (plots beside it)")
-        lines += [f"  {check}" for check in verdict["checks"]]
-        lines.append("blessed" if verdict["blessed"] else "NOT blessed: the model was not pushed")
     pusher = by_name.get("Pusher")
     if pusher and pusher.outputs.get("pushed_model"):
         pushed = pusher.outputs["pushed_model"][0]
@@ -82,3 +81,39 @@ def describe_last_run(config: PipelineConfig) -> str:
     lines.append(f"serving model folder: {config.serving_model_dir('local')}")
     lines.append(f"ML Metadata: {config.metadata_path()}")
     return "\n".join(lines)
+
+
+def describe_verdict(verdict: dict) -> list[str]:
+    """The training evidence, the probe metrics of the model beside one-hot with the paired difference and its
+    95% interval, and the gate's decision with each failed condition."""
+    lines = []
+    summary = verdict.get("training_summary") or {}
+    if summary:
+        valid = summary.get("valid") or {}
+        gain = f"{valid['context_gain']:+.4f} nats, 95% [{valid['context_gain_ci95'][0]:+.4f}, " \
+               f"{valid['context_gain_ci95'][1]:+.4f}]" if valid else "not measured (no valid split)"
+        lines.append(f"no-context floor {summary['floor']:.4f} nats; valid loss "
+                     f"{valid.get('loss', float('nan')):.4f}; valid context gain {gain}")
+    candidate = verdict.get("candidate", {})
+    others = {"one-hot": ("onehot", verdict.get("onehot", {})),
+              **{name: (name, values) for name, values in (verdict.get("references") or {}).items()}}
+    pairs = verdict.get("paired") or {}
+    paired = pairs.get("onehot", {})
+    for label, (key, values) in others.items():
+        if not candidate or not values:
+            continue
+        lines.append(f"  {'metric':24} {'model':>7} {label[:16]:>16} {'model − ' + label[:16] + ' [95% CI]':>36}")
+        for metric, value in sorted(candidate.items()):
+            difference = pairs.get(key, {}).get(metric)
+            interval = (f"{difference['difference']:+.4f} [{difference['ci95'][0]:+.4f}, {difference['ci95'][1]:+.4f}]"
+                        if difference else "")
+            other = values.get(metric)
+            lines.append(f"  {metric:24} {value:7.4f} {'' if other is None else format(other, '.4f'):>16} "
+                         f"{interval:>36}")
+    if paired:
+        beats = [m for m, d in paired.items() if d["ci95"][0] > 0]
+        lines.append("the model beats one-hot (paired 95% interval above 0) on: " + (", ".join(sorted(beats)) or
+                                                                                      "nothing"))
+    lines.append("BLESSED" if verdict["blessed"] else "NOT BLESSED: the model was not pushed; failed conditions:")
+    lines += [f"  {check}" for check in verdict.get("failed", [])]
+    return lines

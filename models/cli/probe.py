@@ -11,20 +11,30 @@ import sys
 import time
 from typing import Sequence
 
-from models.export.embedders import load_embedder
+from models.export.embedders import ONEHOT, load_embedder
 from models.probes import probe
 from models.probes.datasets import DatasetError
+from models.probes.profile import PROFILE, ProfileEmbedder
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="prottrans-probe", description=__doc__)
-    parser.add_argument("--model", required=True, help="'onehot', a SavedModel (or TF Serving model folder), "
-                        "or a prottrans-train --model-dir")
+    parser.add_argument("--model", required=True, help="'onehot', 'profile' (MMseqs2 profiles against "
+                        "--profile-db), a SavedModel with the serving signature (or a TF Serving model folder), or a "
+                        "prottrans-train --model-dir")
+    parser.add_argument("--profile-db", default=None, metavar="FASTA",
+                        help="the database MMseqs2 profiles are searched in (plain or gzip): with --model profile the "
+                        "model itself; with another model, the evolutionary-profile reference probed beside it")
+    parser.add_argument("--max-residues", type=int, default=None,
+                        help="a SavedModel's residue limit where it carries none (longer sequences are embedded in "
+                        "pieces); default: its prottrans_model.json, else no limit")
     parser.add_argument("--data-dir", required=True, help="ss/{train,valid,test}.tsv and "
                         "localization/{train,valid,test}.fasta, as in ../shared/data")
     parser.add_argument("--task", choices=("ss", "localization", "all"), default="all")
     parser.add_argument("--output", required=True, metavar="DIR")
     parser.add_argument("--no-baseline", action="store_true", help="skip the one-hot baseline run")
+    parser.add_argument("--no-maps", action="store_true",
+                        help="skip the t-SNE maps of amino acids, residues and proteins (and their silhouettes)")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N rows of each split")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", default=None, metavar="FILE.h5",
@@ -32,19 +42,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     try:
-        embedder = load_embedder(args.model)
-        metrics, files = probe.probe_model(embedder, args.data_dir, args.task, args.output, probe.ProbeSettings(seed=args.seed),
-                                     args.limit, not args.no_baseline, args.cache)
+        references = []
+        if args.model == PROFILE:
+            if not args.profile_db:
+                raise ValueError("--model profile needs --profile-db FASTA")
+            embedder = ProfileEmbedder(args.profile_db)
+        else:
+            embedder = load_embedder(args.model, args.max_residues)
+            references = [ProfileEmbedder(args.profile_db)] if args.profile_db else []
+        metrics, files = probe.probe_model(embedder, args.data_dir, args.task, args.output,
+                                           probe.ProbeSettings(seed=args.seed), args.limit, not args.no_baseline,
+                                           args.cache, maps=not args.no_maps, references=references)
     except (DatasetError, ValueError, FileNotFoundError) as error:
         print(f"prottrans-probe: error: {error}", file=sys.stderr)
         return 2
-    for family, key_metrics in (("ss", ("q3", "q8")), ("localization", ("q10", "q2"))):
+    others = {ONEHOT: metrics.get("baseline", {}), **metrics.get("references", {})}
+    for family, key_metrics in probe.HEADLINE.items():
         for set_name, result in metrics.get(family, {}).items():
-            line = "  ".join(f"{key.upper()} {result[key]:.3f}" for key in key_metrics)
-            base = metrics.get("baseline", {}).get(family, {}).get(set_name)
-            if base:
-                line += "   (one-hot: " + "  ".join(f"{key.upper()} {base[key]:.3f}" for key in key_metrics) + ")"
-            print(f"{family} {set_name}: {line}")
+            for key in key_metrics:
+                line = f"{family} {set_name} {key.upper():4} {result[key]:.3f}"
+                for name, other in others.items():
+                    if set_name in other.get(family, {}):
+                        difference = metrics["paired"][name][f"{family}/{set_name}/{key}"]
+                        low, high = difference["ci95"]
+                        line += (f"   {name} {other[family][set_name][key]:.3f}, difference "
+                                 f"{difference['difference']:+.3f} [{low:+.3f}, {high:+.3f}]"
+                                 f"{'  (better)' if low > 0 else '  (worse)' if high < 0 else ''}")
+                print(line)
     print(f"metrics: {files[0]}; plots: {', '.join(files[1:])} ({time.perf_counter() - started:.0f} s)")
     return 0
 

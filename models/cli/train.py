@@ -16,6 +16,7 @@ import tensorflow as tf
 from beam_jobs import schema
 from models.export.signatures import export_saved_model
 from models.training import settings as training_settings
+from models.training.summary import SUMMARY_FILE
 from models.training.trainer import TrainJob, Trainer
 
 
@@ -29,10 +30,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def train_files(data_dir: str) -> tuple[str, ...]:
-    pattern = os.path.join(data_dir, schema.TRAIN, f"{schema.SHARD_PREFIX}-*")
+def split_files(data_dir: str, split: str) -> tuple[str, ...]:
+    pattern = os.path.join(data_dir, split, f"{schema.SHARD_PREFIX}-*")
     files = tuple(sorted(tf.io.gfile.glob(pattern)))
-    if not files:
+    if not files and split == schema.TRAIN:
         raise ValueError(f"no training shards match {pattern}: is --data the output folder of prottrans-preprocess?")
     return files
 
@@ -40,14 +41,17 @@ def train_files(data_dir: str) -> tuple[str, ...]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        job = TrainJob(training_settings.from_arguments(args), train_files(args.data), args.model_dir)
+        job = TrainJob(training_settings.from_arguments(args), split_files(args.data, schema.TRAIN), args.model_dir,
+                       valid_files=split_files(args.data, schema.VALID))
         trainer = Trainer(job)
     except ValueError as error:
         print(f"prottrans-train: error: {error}", file=sys.stderr)
         return 2
     trainer.train()
     if args.export_dir and trainer.chief:
-        print(f"exported SavedModel to {export_saved_model(trainer.backbone, args.export_dir)}")
+        path = export_saved_model(trainer.backbone, args.export_dir,
+                                  extra_assets={SUMMARY_FILE: trainer.summary.to_dict()})
+        print(f"exported SavedModel to {path}")
     return 0
 
 

@@ -14,7 +14,7 @@ import tensorflow as tf
 from beam_jobs.sequences import RESIDUES
 from models.export import embedding
 from models.export.embedding import ProteinEmbedding
-from models.export.signatures import read_model_info, saved_model_digest
+from models.export.signatures import INPUT, OUTPUTS, SIGNATURE, read_model_info, saved_model_digest
 from models.training.checkpoints import load_trained_backbone
 
 ONEHOT = "onehot"
@@ -62,13 +62,20 @@ class BackboneEmbedder:
 class SavedModelEmbedder:
     """A SavedModel with the ``serving_default`` signature (docs/contracts.md)."""
 
-    def __init__(self, path: str, max_tokens_per_batch: int = 16384):
+    def __init__(self, path: str, max_tokens_per_batch: int = 16384, max_residues: int | None = None):
         self.name = path
         self.identity = f"savedmodel:{saved_model_digest(path)}"
-        self._signature = tf.saved_model.load(path).signatures["serving_default"]
+        signatures = tf.saved_model.load(path).signatures
+        if SIGNATURE not in signatures or INPUT not in signatures[SIGNATURE].structured_input_signature[1]:
+            raise ValueError(f"{path}: no {SIGNATURE!r} signature taking {INPUT!r} strings (see docs/contracts.md)")
+        missing = set(OUTPUTS) - set(signatures[SIGNATURE].structured_outputs)
+        if missing:
+            raise ValueError(f"{path}: its {SIGNATURE!r} signature lacks the outputs {sorted(missing)}")
+        self._signature = signatures[SIGNATURE]
         self.max_tokens_per_batch = max_tokens_per_batch
+        # A model this project did not write may carry no model info: its limit is then the caller's, or none.
         info = read_model_info(path)
-        self.max_residues = info["max_residues"] if info else None
+        self.max_residues = max_residues or (info["max_residues"] if info else None)
 
     def embed(self, sequences: Sequence[str]) -> list[ProteinEmbedding]:
         return embedding.embed_with_limit(lambda batch: self._signature(sequences=batch), sequences,
@@ -80,18 +87,18 @@ def _latest_version(model_folder: str) -> str | None:
     return os.path.join(model_folder, max(versions, key=int)) if versions else None
 
 
-def load_embedder(spec: str) -> Embedder:
+def load_embedder(spec: str, max_residues: int | None = None) -> Embedder:
     """``onehot``; a SavedModel directory; a TF Serving model folder (its latest version); or a
-    ``prottrans-train --model-dir``."""
+    ``prottrans-train --model-dir``. `max_residues`: a SavedModel's limit where it does not carry one."""
     if spec == ONEHOT:
         return OneHotEmbedder()
     if not os.path.isdir(spec):
         raise ValueError(f"--model {spec!r}: neither 'onehot' nor a directory")
     if os.path.exists(os.path.join(spec, "saved_model.pb")):
-        return SavedModelEmbedder(spec)
+        return SavedModelEmbedder(spec, max_residues=max_residues)
     version = _latest_version(spec)
     if version and os.path.exists(os.path.join(version, "saved_model.pb")):
-        return SavedModelEmbedder(version)
+        return SavedModelEmbedder(version, max_residues=max_residues)
     try:
         backbone, checkpoint = load_trained_backbone(spec)
         return BackboneEmbedder(backbone, name=spec, identity=f"checkpoint:{os.path.abspath(checkpoint)}")

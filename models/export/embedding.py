@@ -82,15 +82,22 @@ def length_batches(lengths: Sequence[int], max_tokens_per_batch: int) -> list[li
     return batches
 
 
+def unpad(outputs: dict) -> list[ProteinEmbedding]:
+    """One embedding per row of the signature's outputs, cut to the row's `lengths` (the model's own count of
+    residues: a model this project did not write need not count characters as we do)."""
+    residues, proteins = np.asarray(outputs["residue_embeddings"]), np.asarray(outputs["protein_embeddings"])
+    lengths = np.asarray(outputs["lengths"])
+    return [ProteinEmbedding(residues[row, : int(lengths[row])], proteins[row]) for row in range(len(lengths))]
+
+
 def embed_in_batches(run: Callable[[tf.Tensor], dict[str, tf.Tensor]], sequences: Sequence[str],
                      max_tokens_per_batch: int) -> list[ProteinEmbedding]:
     """Call `run` (sequence strings → the signature outputs) on length batches; unpad the results, in input order."""
     results: list[ProteinEmbedding | None] = [None] * len(sequences)
     for batch in length_batches([len(s) for s in sequences], max_tokens_per_batch):
         outputs = run(tf.constant([sequences[i] for i in batch]))
-        residues, proteins = outputs["residue_embeddings"].numpy(), outputs["protein_embeddings"].numpy()
-        for row, index in enumerate(batch):
-            results[index] = ProteinEmbedding(residues[row, : len(sequences[index])], proteins[row])
+        for index, embedded in zip(batch, unpad(outputs)):
+            results[index] = embedded
     return results
 
 
@@ -147,12 +154,16 @@ def split_long(sequences: Sequence[str], limit: int | None, chunk_long: bool = T
 
 
 def join_pieces(embedded: Sequence[ProteinEmbedding], pieces_of: list[list[int]]) -> list[ProteinEmbedding]:
-    """Per sequence: its pieces' residue embeddings concatenated, the protein vector their mean."""
+    """Per sequence: its pieces' residue embeddings concatenated; the protein vector is always the model's own,
+    for a sequence in pieces the mean of its pieces' protein vectors weighted by their residues (for a model that
+    pools by the mean, as ours do, exactly the mean of all its residue vectors)."""
     results = []
     for mine in pieces_of:
         if len(mine) == 1:
             results.append(embedded[mine[0]])
         else:
-            residues = np.concatenate([embedded[i].residues for i in mine])
-            results.append(ProteinEmbedding(residues, residues.mean(axis=0)))
+            sizes = np.array([len(embedded[i].residues) for i in mine], np.float64)
+            protein = np.average(np.stack([embedded[i].protein for i in mine]), axis=0, weights=sizes)
+            results.append(ProteinEmbedding(np.concatenate([embedded[i].residues for i in mine]),
+                                            protein.astype(embedded[mine[0]].protein.dtype)))
     return results

@@ -35,19 +35,21 @@ def next_version(model_folder: str) -> int:
     return max(versions, default=0) + 1
 
 
-def export_saved_model(backbone: Backbone, model_folder: str, version: int | None = None) -> str:
+def export_saved_model(backbone: Backbone, model_folder: str, version: int | None = None,
+                       extra_assets: dict[str, dict] | None = None) -> str:
     """Write `backbone` as a new version of the TF Serving model in `model_folder`; returns its path."""
     version = version or next_version(model_folder)
     final_path = os.path.join(model_folder, str(version))
-    write_saved_model(backbone, final_path)
+    write_saved_model(backbone, final_path, extra_assets)
     return final_path
 
 
-def write_saved_model(backbone: Backbone, path: str) -> None:
+def write_saved_model(backbone: Backbone, path: str, extra_assets: dict[str, dict] | None = None) -> None:
     """Write `backbone` as a SavedModel with the serving signature at `path` (absent, or an empty folder).
 
     It is written under a temporary name beside `path` and renamed into place, so a server polling the folder
-    never loads a half-written version.
+    never loads a half-written version. `extra_assets` are JSON files for ``assets.extra`` (e.g. the training
+    summary), by file name.
     """
     if tf.io.gfile.exists(path):
         if tf.io.gfile.listdir(path):
@@ -71,6 +73,9 @@ def write_saved_model(backbone: Backbone, path: str) -> None:
     tf.io.gfile.makedirs(os.path.join(staging_path, "assets.extra"))
     with tf.io.gfile.GFile(os.path.join(staging_path, "assets.extra", MODEL_INFO), "w") as handle:
         json.dump(model_info(backbone), handle, indent=2)
+    for name, content in (extra_assets or {}).items():
+        with tf.io.gfile.GFile(os.path.join(staging_path, "assets.extra", name), "w") as handle:
+            json.dump(content, handle, indent=2)
     write_warmup_requests(os.path.join(staging_path, "assets.extra", WARMUP_FILE), embedding.max_residues(backbone))
     tf.io.gfile.rename(staging_path, path)
 
@@ -116,9 +121,9 @@ def saved_model_digest(path: str) -> str | None:
     return digest.hexdigest()
 
 
-def read_model_info(saved_model_dir: str) -> dict | None:
-    """:func:`model_info` of an exported version (None for a SavedModel exported without it)."""
-    path = os.path.join(saved_model_dir, "assets.extra", MODEL_INFO)
+def read_model_info(saved_model_dir: str, name: str = MODEL_INFO) -> dict | None:
+    """:func:`model_info` (or the extra asset `name`) of an exported version; None where it was exported without."""
+    path = os.path.join(saved_model_dir, "assets.extra", name)
     if not tf.io.gfile.exists(path):
         return None
     with tf.io.gfile.GFile(path) as handle:

@@ -17,6 +17,7 @@ import numpy as np
 from models.export.embedding import ProteinEmbedding
 
 WRITE_EVERY = 256  # sequences embedded per call of the embedder
+PARTS = ("residues", "protein")
 
 
 def entry_key(identity: str, sequence: str) -> str:
@@ -31,12 +32,14 @@ class EmbeddingCache:
     def close(self) -> None:
         self._file.close()
 
-    def __contains__(self, key: str) -> bool:
-        return key in self._file
+    def has(self, key: str, parts: tuple[str, ...]) -> bool:
+        return key in self._file and all(part in self._file[key] for part in parts)
 
-    def put(self, key: str, embedding: ProteinEmbedding) -> None:
+    def put(self, key: str, embedding: ProteinEmbedding, parts: tuple[str, ...] = PARTS) -> None:
+        """Store the `parts` of `embedding` a probe will read (per-protein probes never read residue vectors)."""
         group = self._file.require_group(key)
-        for name, value in (("residues", embedding.residues), ("protein", embedding.protein)):
+        for name in parts:
+            value = getattr(embedding, name)
             if name in group:
                 del group[name]
             group.create_dataset(name, data=np.asarray(value, np.float32))
@@ -64,14 +67,17 @@ class LazyView:
         return getattr(self._cache, self._part)(self._keys[index])
 
 
-def fill(cache: EmbeddingCache, embedder, sequences: Sequence[str], label: str = "embedding") -> list[str]:
-    """Embed the sequences the cache lacks (longest first, in chunks, with a progress line); return the keys."""
+def fill(cache: EmbeddingCache, embedder, sequences: Sequence[str], label: str = "embedding",
+         parts: tuple[str, ...] = PARTS) -> list[str]:
+    """Embed the sequences whose `parts` the cache lacks (longest first, in chunks, with a progress line); store
+    those parts; return the keys."""
     keys = [entry_key(embedder.identity, s) for s in sequences]
-    missing = sorted({k: s for k, s in zip(keys, sequences) if k not in cache}.items(), key=lambda kv: -len(kv[1]))
+    missing = sorted({k: s for k, s in zip(keys, sequences) if not cache.has(k, parts)}.items(),
+                     key=lambda kv: -len(kv[1]))
     for start in range(0, len(missing), WRITE_EVERY):
         chunk = missing[start : start + WRITE_EVERY]
         for (key, _), embedding in zip(chunk, embedder.embed([s for _, s in chunk])):
-            cache.put(key, embedding)
+            cache.put(key, embedding, parts)
         cache.flush()
         done = min(start + WRITE_EVERY, len(missing))
         print(f"\r{label}: {done}/{len(missing)} new sequences embedded", end="", file=sys.stderr, flush=True)

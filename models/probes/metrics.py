@@ -51,6 +51,32 @@ def bootstrap_interval(correct: np.ndarray, groups: np.ndarray, samples: int = 1
     return (float(low), float(high))
 
 
+def paired_difference(candidate: np.ndarray, baseline: np.ndarray, samples: int = 1000,
+                      seed: int = 0) -> dict[str, float | list[float]]:
+    """Candidate minus baseline accuracy on the same proteins, with a 95% paired bootstrap interval.
+
+    Each input is ``[proteins, 2]``: correct predictions and scored items per protein (residues for Q3/Q8, 1 for
+    Q10/Q2), in the same protein order; a resample draws whole proteins and keeps each protein's pair together.
+    """
+    candidate, baseline = np.asarray(candidate, float), np.asarray(baseline, float)
+    if candidate.shape != baseline.shape or not np.array_equal(candidate[:, 1], baseline[:, 1]):
+        raise ValueError("paired differences need the same proteins with the same scored items on both sides")
+    scored = candidate[:, 1]
+    difference = float((candidate[:, 0].sum() - baseline[:, 0].sum()) / max(scored.sum(), 1.0))
+    draws = np.random.default_rng(seed).integers(0, len(scored), size=(samples, len(scored)))
+    resampled = (candidate[draws, 0].sum(axis=1) - baseline[draws, 0].sum(axis=1)) / np.maximum(
+        scored[draws].sum(axis=1), 1.0)
+    low, high = np.percentile(resampled, [2.5, 97.5])
+    return {"difference": difference, "ci95": [float(low), float(high)]}
+
+
+def per_protein_counts(correct: np.ndarray, groups: np.ndarray, proteins: int) -> np.ndarray:
+    """``[proteins, 2]``: correct and scored items per protein from per-item `correct` flags and protein `groups`."""
+    hits = np.bincount(groups, weights=np.asarray(correct, float), minlength=proteins)
+    sizes = np.bincount(groups, minlength=proteins).astype(float)
+    return np.stack([hits, sizes], axis=1)
+
+
 def report(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str], groups: np.ndarray | None = None) -> dict:
     """Accuracy with its 95% interval, confusion matrix, multi-class MCC and per-class metrics.
 

@@ -17,10 +17,15 @@ import tensorflow as tf
 
 from models.probes import datasets, metrics, report
 from models.probes.cache import EmbeddingCache, LazyView, fill
+from models.probes.maps import draw_maps
 from models.probes.datasets import LOCATIONS, LocalizationRecord, StructureRecord
 from models.export.embedders import ONEHOT, Embedder, OneHotEmbedder
 
 SS3, SS8 = datasets.DSSP3, datasets.DSSP8
+# The split the pipeline's gate judges on (the probes' early-stopping split; test is reported, never gated).
+GATE_SET = "valid"
+# Correct and scored items per protein, by metric: what paired comparisons between embedders resample.
+PER_PROTEIN = "per_protein"
 MEMBRANE_LABELS = (datasets.SOLUBLE, datasets.MEMBRANE)
 
 
@@ -121,14 +126,14 @@ def _residue_embeddings(embedder: Embedder, records, cache: EmbeddingCache | Non
     sequences = [r.sequence for r in records]
     if cache is None:
         return [e.residues for e in embedder.embed(sequences)]
-    return LazyView(cache, fill(cache, embedder, sequences, label), "residues")
+    return LazyView(cache, fill(cache, embedder, sequences, label, parts=("residues",)), "residues")
 
 
 def _protein_embeddings(embedder: Embedder, records, cache: EmbeddingCache | None, label: str) -> np.ndarray:
     sequences = [r.sequence for r in records]
     if cache is None:
         return np.stack([e.protein for e in embedder.embed(sequences)]).astype(np.float32)
-    view = LazyView(cache, fill(cache, embedder, sequences, label), "protein")
+    view = LazyView(cache, fill(cache, embedder, sequences, label, parts=("protein",)), "protein")
     return np.stack([view[i] for i in range(len(view))]).astype(np.float32)
 
 
@@ -145,8 +150,8 @@ def structure_probe(embedder: Embedder, train: Sequence[StructureRecord], valid:
     _fit(model, _residue_dataset(train_x, train, settings, True), _residue_dataset(valid_x, valid, settings, False),
          settings)
     results = {}
-    for name, records in tests.items():
-        test_x = embed(records, name)
+    for name, records in {**tests, GATE_SET: valid}.items():
+        test_x = valid_x if name == GATE_SET else embed(records, name)
         ss3, ss8, masks = _structure_arrays(records)
         truth3, truth8, pred3, pred8, groups = [], [], [], [], []
         for index, (x, y3, y8, mask) in enumerate(zip(test_x, ss3, ss8, masks)):
@@ -156,10 +161,13 @@ def structure_probe(embedder: Embedder, train: Sequence[StructureRecord], valid:
             pred3.append(np.argmax(out["ss3"][0], -1)[keep]), pred8.append(np.argmax(out["ss8"][0], -1)[keep])
             groups.append(np.full(int(keep.sum()), index))
         groups = np.concatenate(groups)
-        q3 = metrics.report(np.concatenate(truth3), np.concatenate(pred3), SS3, groups)
-        q8 = metrics.report(np.concatenate(truth8), np.concatenate(pred8), SS8, groups)
+        truth3, pred3, truth8, pred8 = map(np.concatenate, (truth3, pred3, truth8, pred8))
+        q3 = metrics.report(truth3, pred3, SS3, groups)
+        q8 = metrics.report(truth8, pred8, SS8, groups)
         results[name] = {"q3": q3["accuracy"], "q8": q8["accuracy"], "n_residues": q3["n"],
-                         "n_proteins": len(records), "ss3": q3, "ss8": q8}
+                         "n_proteins": len(records), "ss3": q3, "ss8": q8, PER_PROTEIN: {
+                             "q3": metrics.per_protein_counts(truth3 == pred3, groups, len(records)).tolist(),
+                             "q8": metrics.per_protein_counts(truth8 == pred8, groups, len(records)).tolist()}}
     return results
 
 
@@ -188,14 +196,17 @@ def localization_probe(embedder: Embedder, train: Sequence[LocalizationRecord], 
               batch_size=settings.batch_size, verbose=0, callbacks=[
                   keras.callbacks.EarlyStopping(patience=settings.patience, restore_best_weights=True)])
     results = {}
-    for name, records in tests.items():
-        x, y, w = _protein_arrays(embed(records, name), records)
+    for name, records in {**tests, GATE_SET: valid}.items():
+        x, y, w = valid_data if name == GATE_SET else _protein_arrays(embed(records, name), records)
         out = model.predict(x, verbose=0, batch_size=256)
-        q10 = metrics.report(y["location"], np.argmax(out["location"], -1), LOCATIONS)
+        location, membrane = np.argmax(out["location"], -1), np.argmax(out["membrane"], -1)
+        q10 = metrics.report(y["location"], location, LOCATIONS)
         labelled = w["membrane"] > 0
-        q2 = metrics.report(y["membrane"][labelled], np.argmax(out["membrane"], -1)[labelled], MEMBRANE_LABELS)
+        q2 = metrics.report(y["membrane"][labelled], membrane[labelled], MEMBRANE_LABELS)
         results[name] = {"q10": q10["accuracy"], "q2": q2["accuracy"], "n_proteins": len(records),
-                         "location": q10, "membrane": q2, "_protein_embeddings": x}
+                         "location": q10, "membrane": q2, "_protein_embeddings": x, PER_PROTEIN: {
+                             "q10": np.stack([location == y["location"], np.ones(len(records))], 1).astype(float).tolist(),
+                             "q2": np.stack([(membrane == y["membrane"]) & labelled, labelled], 1).astype(float).tolist()}}
     return results
 
 
@@ -210,29 +221,67 @@ def load_shared_layout(data_dir: str, task: str, limit: int | None = None):
     return read("train"), read("valid"), {"test": read("test")}
 
 
-def run_probes(embedder, data_dir: str, task: str, settings: ProbeSettings, limit: int | None, cache):
+def run_probes(embedder, data_dir: str, task: str, settings: ProbeSettings, limit: int | None, cache,
+               maps_dir: str | None = None, maps_prefix: str = "") -> tuple[dict, dict, list[str]]:
+    """The probes of `task` on the sets in `data_dir`: metrics, the test and valid locations (for the plots), and,
+    with `maps_dir`, the embedding maps of the valid sets written there (their scores go into the metrics)."""
     metrics = {"embedder": embedder.name}
-    locations = {}
+    locations, structures, proteins = {}, [], []
     if task in ("ss", "all"):
-        train, valid, tests = load_shared_layout(data_dir, "ss", limit)
-        metrics["ss"] = structure_probe(embedder, train, valid, tests, settings, cache)
+        train, structures, tests = load_shared_layout(data_dir, "ss", limit)
+        metrics["ss"] = structure_probe(embedder, train, structures, tests, settings, cache)
     if task in ("localization", "all"):
-        train, valid, tests = load_shared_layout(data_dir, "localization", limit)
-        metrics["localization"] = localization_probe(embedder, train, valid, tests, settings, cache)
-        locations = {name: [r.location for r in records] for name, records in tests.items()}
-    return metrics, locations
+        train, proteins, tests = load_shared_layout(data_dir, "localization", limit)
+        metrics["localization"] = localization_probe(embedder, train, proteins, tests, settings, cache)
+        locations = {name: [r.location for r in records] for name, records in {**tests, GATE_SET: proteins}.items()}
+    written = []
+    if maps_dir is not None:
+        residues = _residue_embeddings(embedder, structures, cache, "ss valid") if structures else []
+        vectors = _protein_embeddings(embedder, proteins, cache, "localization valid") if proteins else None
+        metrics["maps"], written = draw_maps(embedder, residues, structures, vectors, proteins, maps_dir, maps_prefix,
+                                             settings.seed)
+    return metrics, locations, written
 
 
 def probe_model(embedder, data_dir: str, task: str, output_dir: str, settings: ProbeSettings,
-                limit: int | None = None, baseline: bool = True, cache_path: str | None = None) -> tuple[dict, list[str]]:
-    """Probe `embedder` (and, with `baseline`, the one-hot embedder the same way) on the sets in `data_dir`; writes
-    ``metrics.json`` and the plots into `output_dir` and returns the metrics and the files written."""
+                limit: int | None = None, baseline: bool = True, cache_path: str | None = None,
+                maps: bool = True, references: Sequence[Embedder] = ()) -> tuple[dict, list[str]]:
+    """Probe `embedder` (and, with `baseline`, the one-hot embedder the same way, and any `references` such as the
+    profile embedder) on the sets in `data_dir`; writes ``metrics.json``, the plots and (with `maps`) the embedding
+    maps into `output_dir`; returns the metrics and the files written."""
     os.makedirs(output_dir, exist_ok=True)
     cache = EmbeddingCache(cache_path or os.path.join(output_dir, "embeddings.h5"))
+    maps_dir = output_dir if maps else None
     try:
-        metrics, locations = run_probes(embedder, data_dir, task, settings, limit, cache)
+        metrics, locations, map_files = run_probes(embedder, data_dir, task, settings, limit, cache, maps_dir)
         if embedder.name != ONEHOT and baseline:
-            metrics["baseline"], _ = run_probes(OneHotEmbedder(), data_dir, task, settings, limit, cache)
+            metrics["baseline"], _, baseline_maps = run_probes(OneHotEmbedder(), data_dir, task, settings, limit,
+                                                               cache, maps_dir, f"{ONEHOT}_")
+            map_files += baseline_maps
+            metrics["paired"] = {ONEHOT: paired_differences(metrics, metrics["baseline"])}
+        for reference in references:
+            measured, _, _ = run_probes(reference, data_dir, task, settings, limit, cache)
+            metrics.setdefault("references", {})[reference.name] = measured
+            metrics.setdefault("paired", {})[reference.name] = paired_differences(metrics, measured)
     finally:
         cache.close()
-    return metrics, [report.write_metrics(metrics, output_dir), *report.write_plots(metrics, locations, output_dir)]
+    return metrics, [report.write_metrics(metrics, output_dir), *report.write_plots(metrics, locations, output_dir),
+                     *map_files]
+
+
+HEADLINE = {"ss": ("q3", "q8"), "localization": ("q10", "q2")}
+
+
+def paired_differences(candidate: dict, baseline: dict, sets: tuple[str, ...] | None = None) -> dict[str, dict]:
+    """``{"ss/valid/q3": {"difference", "ci95"}, …}``: candidate minus baseline on the same proteins, for every
+    headline metric both probe reports hold per protein (of `sets`, default all)."""
+    paired = {}
+    for family, names in HEADLINE.items():
+        for set_name, result in candidate.get(family, {}).items():
+            other = baseline.get(family, {}).get(set_name)
+            if (sets and set_name not in sets) or not other or PER_PROTEIN not in result or PER_PROTEIN not in other:
+                continue
+            for name in names:
+                paired[f"{family}/{set_name}/{name}"] = metrics.paired_difference(
+                    result[PER_PROTEIN][name], other[PER_PROTEIN][name])
+    return paired

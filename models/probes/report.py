@@ -59,14 +59,14 @@ def write_plots(metrics: dict, locations_by_set: dict, output_dir: str) -> list[
         _confusion(axes[0], result["ss8"], f"Q8 {set_name}")
         _bars(axes[1], result["ss8"], f"8-state per class, {set_name}")
         figure.suptitle(f"secondary structure — {embedder}")
-        written.append(_save(figure, output_dir, f"ss_{set_name}.png"))
+        written.append(save_figure(figure, output_dir, f"ss_{set_name}.png"))
     for set_name, result in metrics.get("localization", {}).items():
         figure, axes = plt.subplots(1, 3, figsize=(19, 5.5))
         _confusion(axes[0], result["location"], f"Q10 {set_name}")
         _bars(axes[1], result["location"], f"location per class, {set_name}")
         _projection(axes[2], result["_protein_embeddings"], locations_by_set[set_name])
         figure.suptitle(f"localization — {embedder}")
-        written.append(_save(figure, output_dir, f"localization_{set_name}.png"))
+        written.append(save_figure(figure, output_dir, f"localization_{set_name}.png"))
     return written
 
 
@@ -81,7 +81,7 @@ def _projection(ax, embeddings: np.ndarray, locations: list[str]) -> None:
     ax.set_title("per-protein embeddings, PCA"), ax.legend(fontsize=6, markerscale=3)
 
 
-def _save(figure, output_dir: str, name: str) -> str:
+def save_figure(figure, output_dir: str, name: str) -> str:
     path = os.path.join(output_dir, name)
     figure.tight_layout()
     figure.savefig(path, dpi=110)

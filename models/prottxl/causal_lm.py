@@ -24,6 +24,8 @@ class CausalLM(StreamLM):
         super().__init__(backbone, lanes, **kwargs)
 
     def call(self, inputs, training=None):
+        if "reset" not in inputs:  # one segment read on its own (validation): from a zero memory, no lane touched
+            return self.head(self.backbone.forward(inputs["token_ids"], training=training).hidden)
         state = self.backbone.forward(inputs["token_ids"], memory=self.lane_memory.read(inputs["reset"]),
                                       training=training)
         self.lane_memory.write(state.memory)

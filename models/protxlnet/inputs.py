@@ -33,7 +33,9 @@ def permutation_batch(token_ids: tf.Tensor, seed: tf.Tensor, max_predictions: in
     is_residue = token_ids >= vocabulary.FIRST_RESIDUE_ID
     keys = tf.where(is_residue, tf.random.stateless_uniform(shape, seed), -1.0)
     residues = tf.reduce_sum(tf.cast(is_residue, tf.int32), axis=1)
-    targets_per_row = tf.where(residues > 0, (residues + predict_one_in - 1) // predict_one_in, 0)
+    # never more targets than slots: a target hidden from the context must also be scored
+    targets_per_row = tf.minimum(tf.where(residues > 0, (residues + predict_one_in - 1) // predict_one_in, 0),
+                                 max_predictions)
     # order_rank 0 = the largest key; the targets are the largest keys, predicted in order of their rank
     order_rank = tf.argsort(tf.argsort(keys, axis=1, direction="DESCENDING"), axis=1)
     is_target = order_rank < targets_per_row[:, None]
@@ -60,7 +62,8 @@ def permutation_lm_dataset(files: Sequence[str], config: InputConfig,
     """Permutation-LM batches (see :func:`permutation_batch`), built on the fly from the same cropped, bucketed
     batches as the masked LM's, or with `streams` from segments of per-lane streams (:func:`causal_lm_dataset`,
     with its ``reset``) for a model with memory."""
-    max_predictions = math.ceil((config.sequence_length - 2) / PREDICT_ONE_IN)
+    # a segment of a stream can be all residues; a cropped protein has its two specials
+    max_predictions = math.ceil((config.sequence_length - (0 if streams else 2)) / PREDICT_ONE_IN)
     if streams:
         segments = tf.data.Dataset.zip(causal_lm_dataset(files, config, input_context, repeat), seeds(config.seed, 3))
         return segments.map(

@@ -21,6 +21,7 @@ import tensorflow as tf
 from models.export.signatures import write_saved_model
 from models.training.checkpoints import BACKBONE_CONFIG
 from models.training.settings import TrainingSettings
+from models.training.summary import SUMMARY_FILE
 from models.training.trainer import TrainJob, Trainer
 
 TRAINING = "training"
@@ -51,9 +52,9 @@ def checkpoint_dir(train_patterns: list[str], settings: TrainingSettings, root: 
     return os.path.join(root, hashlib.sha256(key.encode()).hexdigest()[:16])
 
 
-def _train_files(patterns: list[str]) -> tuple[str, ...]:
+def _files(patterns: list[str], required: bool = True) -> tuple[str, ...]:
     files = sorted(path for pattern in patterns for path in tf.io.gfile.glob(pattern))
-    if not files:
+    if not files and required:
         raise ValueError(f"no training examples match {patterns}")
     return tuple(files)
 
@@ -66,8 +67,8 @@ def _copy_final_checkpoint(model_dir: str, checkpoint_path: str, destination: st
         tf.io.gfile.copy(path, os.path.join(destination, "checkpoints", os.path.basename(path)), overwrite=True)
     with tf.io.gfile.GFile(os.path.join(destination, "checkpoints", "checkpoint"), "w") as handle:
         handle.write(f'model_checkpoint_path: "{prefix}"\nall_model_checkpoint_paths: "{prefix}"\n')
-    tf.io.gfile.copy(os.path.join(model_dir, BACKBONE_CONFIG), os.path.join(destination, BACKBONE_CONFIG),
-                     overwrite=True)
+    for name in (BACKBONE_CONFIG, SUMMARY_FILE):
+        tf.io.gfile.copy(os.path.join(model_dir, name), os.path.join(destination, name), overwrite=True)
     for folder, _, files in tf.io.gfile.walk(os.path.join(model_dir, "tensorboard")):
         target = os.path.join(destination, os.path.relpath(folder, model_dir))
         tf.io.gfile.makedirs(target)
@@ -82,9 +83,11 @@ def run_fn(fn_args) -> None:
     settings = training_settings(fn_args.custom_config, fn_args.train_steps)
     root = (fn_args.custom_config or {}).get(CHECKPOINT_ROOT) or fn_args.model_run_dir
     model_dir = checkpoint_dir(list(fn_args.train_files), settings, root)
-    trainer = Trainer(TrainJob(settings, _train_files(list(fn_args.train_files)), model_dir))
+    valid_files = _files(list(fn_args.eval_files or []), required=False)
+    trainer = Trainer(TrainJob(settings, _files(list(fn_args.train_files)), model_dir, valid_files=valid_files))
     print(f"checkpoints: {model_dir}", flush=True)
     trainer.train()
     if trainer.chief:
-        write_saved_model(trainer.backbone, fn_args.serving_model_dir)
+        write_saved_model(trainer.backbone, fn_args.serving_model_dir,
+                          extra_assets={SUMMARY_FILE: trainer.summary.to_dict()})
         _copy_final_checkpoint(model_dir, trainer.manager.latest_checkpoint, fn_args.model_run_dir)

@@ -74,6 +74,9 @@ class TrainingSettings:
                                                     "(none: keep the preset's)")
     checkpoint_every: int = _setting(100, "optimizer updates between checkpoints")
     log_every: int = _setting(50, "optimizer updates between logged metrics")
+    eval_every: int = _setting(100, "optimizer updates between validation losses on the valid split (0: only at "
+                                    "the end)")
+    eval_batches: int = _setting(20, "batches of the valid split per validation (the same batches each time)")
     seed: int = _setting(0, "fixes initialisation, data order, crops and masks")
 
     def __post_init__(self):
@@ -90,8 +93,8 @@ class TrainingSettings:
             raise ValueError("steps and global_batch must be >= 1 and sequence_length >= 3")
         if self.accumulation_steps < 1 or self.steps_per_execution < 1:
             raise ValueError("accumulation_steps and steps_per_execution must be >= 1")
-        if self.checkpoint_every < 1 or self.log_every < 1:
-            raise ValueError("checkpoint_every and log_every must be >= 1")
+        if self.checkpoint_every < 1 or self.log_every < 1 or self.eval_batches < 1 or self.eval_every < 0:
+            raise ValueError("checkpoint_every, log_every and eval_batches must be >= 1, eval_every >= 0")
 
     def phases(self) -> tuple[Phase, ...]:
         if self.two_phase:

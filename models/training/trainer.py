@@ -22,11 +22,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from models.input_pipeline import MASK_IDS, MASK_WEIGHTS, TOKEN_IDS, InputConfig
+from models.input_pipeline import MASK_IDS, MASK_WEIGHTS, RESET, TOKEN_IDS, InputConfig
 from models.registry import get_family
 from models.training.checkpoints import model_weights, write_backbone_config
+from models.training.floor import no_context_floor, residue_counts
 from models.training.schedule import WarmupLinearDecay
 from models.training.settings import Phase, TrainingSettings
+from models.training.summary import TrainingSummary, validation_result
 from models.training.strategy import is_chief, make_strategy
 
 # LAMB is the paper's (huge batches); AdamW takes larger steps per update, which suits small batches.
@@ -44,6 +46,7 @@ class TrainJob:
     train_files: tuple[str, ...]
     model_dir: str
     phases: tuple[Phase, ...] = ()
+    valid_files: tuple[str, ...] = ()  # none: no validation loss (and no valid context gain in the summary)
 
     def __post_init__(self):
         if not self.train_files:
@@ -95,9 +98,14 @@ class Trainer:
             self.optimizer = optimizer
             self.checkpoint = tf.train.Checkpoint(
                 model=self.model, optimizer=self.optimizer, weights=model_weights(self.model))
+        self.floor = no_context_floor(self.family.objective, *residue_counts(job.train_files))
+        self.log(f"no-context floor of {self.family.objective}: {self.floor:.4f} nats (from the training "
+                 "split's residue composition)")
+        self.summary = TrainingSummary.load_or_new(job.model_dir, self.family, self.floor)
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, self._checkpoint_dir(), max_to_keep=3, step_counter=self.optimizer.iterations)
         self._preempted = False
+        self._eval = None
         # Clusters coordinate a preemption across workers (all save the same step, then exit); one process
         # handles SIGTERM itself (see train()).
         self._preemption_handler = None
@@ -174,6 +182,10 @@ class Trainer:
             signal.signal(signal.SIGTERM, previous_handler)
         if self._latest_step() != self.step:
             self.manager.save(checkpoint_number=self.step)
+        if self.job.valid_files and self.summary.last_valid_step != self.step:
+            self._validate(self.job.phases[-1])
+        if self.chief:
+            self.summary.write(self.job.model_dir)
         return metrics
 
     def _latest_step(self) -> int | None:
@@ -219,8 +231,11 @@ class Trainer:
                 now = time.perf_counter()
                 metrics = self._summarise(totals, now - last_time, phase)
                 self._report(step, end_of_phase, metrics, writer)
+                self.summary.record_train(step, metrics)
                 totals[:] = 0
                 last_log, last_time = step, now
+            if self.job.valid_files and config.eval_every and step % config.eval_every < updates:
+                self._validate(phase, writer)
             if step % config.checkpoint_every < updates or self._preempted:
                 self.manager.save(checkpoint_number=step)
             if self._preempted:
@@ -274,6 +289,7 @@ class Trainer:
         learning_rate = self.optimizer.learning_rate
         return {
             "loss": float(loss),
+            "context_gain": float(self.floor - loss),
             "masked_accuracy": float(correct / max(weight, 1.0)),
             "perplexity": float(math.exp(min(loss, 50.0))),
             "learning_rate": float(learning_rate.numpy() if hasattr(learning_rate, "numpy") else learning_rate),
@@ -286,7 +302,52 @@ class Trainer:
             for name, value in metrics.items():
                 tf.summary.scalar(name, value)
         writer.flush()
-        self.log(f"step {step:>7}/{end}  loss {metrics['loss']:.4f}  acc {metrics['masked_accuracy']:.3f}  "
+        self.log(f"step {step:>7}/{end}  loss {metrics['loss']:.4f}  gain {metrics['context_gain']:+.4f}  "
+                 f"acc {metrics['masked_accuracy']:.3f}  "
                  f"ppl {metrics['perplexity']:.2f}  lr {metrics['learning_rate']:.2e}  "
                  f"tokens/s {metrics['tokens_per_second']:,.0f}")
 
+
+    def _validate(self, phase: Phase, writer=None) -> dict[str, float]:
+        """The loss on `eval_batches` fixed batches of the valid split (models with memory read each segment from
+        a zero memory), its context gain and the gain's 95% interval over batches."""
+        micro_batch = phase.global_batch // self.settings.accumulation_steps
+
+        def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+            input_config = InputConfig(sequence_length=phase.sequence_length, seed=self.settings.seed,
+                                       batch_size=context.get_per_replica_batch_size(micro_batch))
+            # Every replica reads the same batches (no sharding: a valid split may have fewer files than there
+            # are input pipelines); the summed sums and counts keep the mean and its interval unchanged.
+            return self.family.dataset(self.job.valid_files, input_config, None, self.backbone)
+
+        iterator = iter(self.strategy.distribute_datasets_from_function(dataset_fn))
+        evaluate = self._eval_function()
+        per_batch = np.array([evaluate(iterator).numpy() for _ in range(self.settings.eval_batches)])
+        result = validation_result(per_batch, self.floor)
+        self.summary.record_valid(self.step, result)
+        if writer is not None:
+            with writer.as_default(step=self.step):
+                tf.summary.scalar("valid/loss", result["loss"])
+                tf.summary.scalar("valid/context_gain", result["context_gain"])
+            writer.flush()
+        low, high = result["context_gain_ci95"]
+        self.log(f"valid   {self.step:>7}  loss {result['loss']:.4f}  gain {result['context_gain']:+.4f} "
+                 f"[{low:+.4f}, {high:+.4f}]  ({int(result['targets']):,} targets)")
+        return result
+
+    def _eval_function(self):
+        if self._eval is None:
+            model, strategy = self.model, self.strategy
+
+            def replica_step(batch):
+                inputs = {key: value for key, value in batch.items() if key not in (MASK_IDS, MASK_WEIGHTS, RESET)}
+                logits = tf.cast(model(inputs, training=False), tf.float32)
+                losses = keras.losses.sparse_categorical_crossentropy(batch[MASK_IDS], logits, from_logits=True)
+                return tf.stack([tf.reduce_sum(losses * batch[MASK_WEIGHTS]), tf.reduce_sum(batch[MASK_WEIGHTS])])
+
+            @tf.function
+            def evaluate(iterator):
+                return strategy.reduce("sum", strategy.run(replica_step, args=(next(iterator),)), axis=None)
+
+            self._eval = evaluate
+        return self._eval

@@ -1,6 +1,7 @@
 """ProbeEvaluator: embeds the probe sets with the candidate SavedModel, trains the paper's probes
 (`models.probes.probe.probe_model`), writes their report as a ModelEvaluation, and blesses the model only if the
-thresholds hold (`tfx_pipeline.blessing`).
+gate holds (`tfx_pipeline.blessing`: valid context gain above 0, not worse than one-hot, no regression against the
+last blessed model, all on the valid split).
 
 The blessing follows TFX's Evaluator conventions (custom properties ``blessed`` and ``current_model_id``, a
 ``BLESSED``/``NOT_BLESSED`` file), so the Pusher and `LatestBlessedModelStrategy` read it as theirs. It also
@@ -10,6 +11,7 @@ without re-embedding, unless the probe sets changed, in which case it probes the
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -22,6 +24,9 @@ from tfx.dsl.components.base import base_component, base_executor, executor_spec
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
+from models.export.signatures import read_model_info
+from models.probes.probe import paired_differences
+from models.training.summary import SUMMARY_FILE
 from tfx_pipeline import blessing
 
 METRICS_URI = "metrics_uri"
@@ -33,11 +38,11 @@ class ProbeEvaluatorSpec(ComponentSpec):
     PARAMETERS = {
         "probe_data_dir": ExecutionParameter(type=str),
         "task": ExecutionParameter(type=str),
-        "thresholds": ExecutionParameter(type=str),  # JSON {"q3": floor, …}
-        "regression_tolerance": ExecutionParameter(type=float),
+        "gate": ExecutionParameter(type=str),  # JSON of blessing.GateRules
         "limit": ExecutionParameter(type=int),  # 0: every row
         "seed": ExecutionParameter(type=int),
         "onehot_baseline": ExecutionParameter(type=int),  # 0/1: also probe the one-hot embedder
+        "profile_db": ExecutionParameter(type=str),  # "": no evolutionary-profile reference
     }
     INPUTS = {
         "model": ChannelParameter(type=standard_artifacts.Model),
@@ -87,39 +92,50 @@ class Executor(base_executor.BaseExecutor):
         from models.export.embedders import SavedModelEmbedder
         from models.probes.datasets import SAMPLE_DATA_DIR
         from models.probes.probe import ProbeSettings, probe_model
+        from models.probes.profile import ProfileEmbedder
 
         model = artifact_utils.get_single_instance(input_dict["model"])
         evaluation = artifact_utils.get_single_instance(output_dict["evaluation"])
         verdict = artifact_utils.get_single_instance(output_dict["blessing"])
         data_dir, task = exec_properties["probe_data_dir"] or SAMPLE_DATA_DIR, exec_properties["task"]
         limit, seed = int(exec_properties["limit"]), int(exec_properties["seed"])
-        floors = json.loads(exec_properties["thresholds"] or "{}")
+        rules = blessing.GateRules(**json.loads(exec_properties["gate"]))
         settings = ProbeSettings(seed=seed)
         fingerprint = probe_data_fingerprint(data_dir, task, limit, seed)
+
+        references = [ProfileEmbedder(exec_properties["profile_db"])] if exec_properties.get("profile_db") else []
 
         def probe(saved_model: str, output_dir: str, baseline: bool) -> dict:
             # The report is written locally, then copied to the artifact (which may be in a bucket); the
             # embeddings are not kept with it.
             with tempfile.TemporaryDirectory() as scratch:
                 report_dir = os.path.join(scratch, "report")
-                metrics, _ = probe_model(SavedModelEmbedder(saved_model), data_dir, task, report_dir, settings,
-                                         limit or None, baseline, os.path.join(scratch, "embeddings.h5"))
+                probe_model(SavedModelEmbedder(saved_model), data_dir, task, report_dir, settings, limit or None,
+                            baseline, os.path.join(scratch, "embeddings.h5"), references=references if baseline else ())
                 _copy_folder(report_dir, output_dir)
-            return metrics
+            return _read_json(os.path.join(output_dir, "metrics.json"))
 
         earlier = self._earlier_report(input_dict, model, fingerprint)
         if earlier:  # the last blessed model is this one (a rerun with a cached Trainer): no need to re-probe
             _copy_folder(earlier, evaluation.uri, skip=(CHECKS_FILE,))
-            candidate = blessing.headline_metrics(_read_json(os.path.join(earlier, "metrics.json")))
+            candidate = _read_json(os.path.join(earlier, "metrics.json"))
         else:
-            candidate = blessing.headline_metrics(
-                probe(_serving_dir(model), evaluation.uri, bool(exec_properties["onehot_baseline"])))
+            candidate = probe(_serving_dir(model), evaluation.uri, bool(exec_properties["onehot_baseline"]))
+        summary = read_model_info(_serving_dir(model), SUMMARY_FILE)
         baseline, baseline_model = self._baseline(input_dict, fingerprint, probe, evaluation.uri)
-        checks = blessing.judge(candidate, floors, baseline, float(exec_properties["regression_tolerance"]))
+        checks = blessing.judge(candidate, summary, baseline, rules)
         blessed = all(check.passed for check in checks)
 
         report = {"blessed": blessed, "checks": [check.describe() for check in checks],
-                  "candidate": candidate, "baseline_model": baseline_model, "baseline": baseline}
+                  "failed": [check.describe() for check in checks if not check.passed],
+                  "training_summary": summary, "candidate": blessing.headline_metrics(candidate),
+                  "paired": {**candidate.get("paired", {}),
+                             "last_blessed": paired_differences(candidate, baseline) if baseline else {}},
+                  "onehot": blessing.headline_metrics(candidate.get("baseline", {})),
+                  "references": {name: blessing.headline_metrics(measured)
+                                 for name, measured in candidate.get("references", {}).items()},
+                  "baseline_model": baseline_model,
+                  "baseline": blessing.headline_metrics(baseline) if baseline else None}
         with tf.io.gfile.GFile(os.path.join(evaluation.uri, CHECKS_FILE), "w") as handle:
             handle.write(json.dumps(report, indent=2))
         tf.io.gfile.makedirs(verdict.uri)
@@ -148,18 +164,16 @@ class Executor(base_executor.BaseExecutor):
 
     @staticmethod
     def _baseline(input_dict, fingerprint: str, probe, evaluation_dir: str) -> tuple[dict | None, str | None]:
-        """The last blessed model's headline metrics on the same probe sets, and its URI."""
+        """The last blessed model's probe metrics on the same probe sets, and its URI."""
         models, blessings = input_dict.get("baseline_model") or [], input_dict.get("baseline_blessing") or []
         if not models:
             return None, None
         model = models[0]
         earlier = blessings[0] if blessings else None
         if earlier is not None and earlier.get_string_custom_property(PROBE_DATA_FINGERPRINT) == fingerprint:
-            return blessing.headline_metrics(
-                _read_json(os.path.join(earlier.get_string_custom_property(METRICS_URI), "metrics.json"))), model.uri
+            return _read_json(os.path.join(earlier.get_string_custom_property(METRICS_URI), "metrics.json")), model.uri
         # The probe sets changed since that blessing: measure the blessed model on the current ones.
-        metrics = probe(_serving_dir(model), os.path.join(evaluation_dir, "last_blessed_model"), False)
-        return blessing.headline_metrics(metrics), model.uri
+        return probe(_serving_dir(model), os.path.join(evaluation_dir, "last_blessed_model"), False), model.uri
 
 
 class ProbeEvaluator(base_component.BaseComponent):
@@ -170,18 +184,17 @@ class ProbeEvaluator(base_component.BaseComponent):
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(Executor)
 
     def __init__(self, model: types.BaseChannel, probe_data_dir: str = "", task: str = "all",
-                 thresholds: dict[str, float] | None = None, regression_tolerance: float = 0.01,
+                 gate: blessing.GateRules = blessing.GateRules(),
                  baseline_model: types.BaseChannel | None = None,
                  baseline_blessing: types.BaseChannel | None = None, limit: int = 0, seed: int = 0,
-                 onehot_baseline: bool = True):
+                 onehot_baseline: bool = True, profile_db: str = ""):
         if task not in ("ss", "localization", "all"):
             raise ValueError(f"task must be ss, localization or all, not {task!r}")
-        blessing.check_floor_names(thresholds or {})
         super().__init__(spec=ProbeEvaluatorSpec(
             model=model, baseline_model=baseline_model, baseline_blessing=baseline_blessing,
-            probe_data_dir=probe_data_dir, task=task, thresholds=json.dumps(thresholds or {}, sort_keys=True),
-            regression_tolerance=float(regression_tolerance), limit=int(limit), seed=int(seed),
-            onehot_baseline=int(onehot_baseline),
+            probe_data_dir=probe_data_dir, task=task, gate=json.dumps(dataclasses.asdict(gate), sort_keys=True),
+            limit=int(limit), seed=int(seed),
+            onehot_baseline=int(onehot_baseline), profile_db=profile_db,
             evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
             blessing=types.Channel(type=standard_artifacts.ModelBlessing),
         ))
