@@ -16,7 +16,7 @@ import numpy as np
 
 from models.export.embedding import ProteinEmbedding
 
-WRITE_EVERY = 256  # sequences embedded per call of the embedder
+WRITE_EVERY = 256  # sequences embedded per call of an embedder that does not name its own `chunk_size`
 PARTS = ("residues", "protein")
 
 
@@ -74,12 +74,13 @@ def fill(cache: EmbeddingCache, embedder, sequences: Sequence[str], label: str =
     keys = [entry_key(embedder.identity, s) for s in sequences]
     missing = sorted({k: s for k, s in zip(keys, sequences) if not cache.has(k, parts)}.items(),
                      key=lambda kv: -len(kv[1]))
-    for start in range(0, len(missing), WRITE_EVERY):
-        chunk = missing[start : start + WRITE_EVERY]
+    step = getattr(embedder, "chunk_size", WRITE_EVERY)
+    for start in range(0, len(missing), step):
+        chunk = missing[start : start + step]
         for (key, _), embedding in zip(chunk, embedder.embed([s for _, s in chunk])):
             cache.put(key, embedding, parts)
         cache.flush()
-        done = min(start + WRITE_EVERY, len(missing))
+        done = min(start + step, len(missing))
         print(f"\r{label}: {done}/{len(missing)} new sequences embedded", end="", file=sys.stderr, flush=True)
     if missing:
         print(file=sys.stderr)

@@ -28,6 +28,8 @@ SCORE_SCALE = 0.1  # PSSM scores are integers of about -10…10; the probes trai
 class ProfileEmbedder:
     """Residue embeddings of 21 numbers: the query's MMseqs2 profile (20 log-odds scores) and log(1 + coverage)."""
 
+    chunk_size = 4096  # queries per MMseqs2 search: each search reads the whole target database once
+
     def __init__(self, database: str, sensitivity: float = 5.7, threads: int | None = None,
                  work_dir: str | None = None):
         if shutil.which("mmseqs") is None:
@@ -81,7 +83,10 @@ class ProfileEmbedder:
             self._mmseqs("profile2pssm", path("profile"), path("pssm.tsv"), *threads)
             self._mmseqs("convertalis", path("query"), self._target_db(), path("result"), path("alignments.tsv"),
                          "--format-output", "query,qstart,qend", *threads)
-            scores = _read_pssm(path("pssm.tsv"), len(sequences))
+            # profile2pssm names queries by their database key; the lookup file maps keys to our headers
+            with open(path("query.lookup")) as handle:
+                index_of = {int(key): int(name) for key, name, *_ in (line.split("\t") for line in handle)}
+            scores = _read_pssm(path("pssm.tsv"), index_of, len(sequences))
             coverage = [np.zeros(len(sequence)) for sequence in sequences]
             with open(path("alignments.tsv")) as handle:
                 for line in handle:
@@ -90,15 +95,15 @@ class ProfileEmbedder:
         return scores, coverage
 
 
-def _read_pssm(path: str, count: int) -> list[np.ndarray]:
-    """``profile2pssm``'s text: per query a ``Query profile of sequence K`` line, a header, then per position its
-    index, consensus residue and 20 scores."""
+def _read_pssm(path: str, index_of: dict[int, int], count: int) -> list[np.ndarray]:
+    """``profile2pssm``'s text: per query a ``Query profile of sequence KEY`` line, a header, then per position its
+    index, consensus residue and 20 scores; returned in query order (`index_of` maps a key to its query)."""
     rows: dict[int, list[list[float]]] = {}
     current = None
     with open(path) as handle:
         for line in handle:
             if line.startswith("Query profile of sequence"):
-                current = rows.setdefault(int(line.split()[-1]), [])
+                current = rows.setdefault(index_of[int(line.split()[-1])], [])
             elif line.startswith("Pos") or not line.strip():
                 continue
             else:
