@@ -14,11 +14,14 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+import keras
+
 from models.registry import FAMILIES
 from models.training.strategy import STRATEGIES
 
 MIXED_PRECISION = ("none", "bfloat16", "float16")
-OPTIMIZER_NAMES = ("adamw", "lamb")
+# LAMB is the paper's (huge batches); AdamW takes larger steps per update, which suits small batches.
+OPTIMIZERS = {"adamw": keras.optimizers.AdamW, "lamb": keras.optimizers.Lamb}
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,7 @@ class TrainingSettings:
     strategy: str = _setting("default", "tf.distribute strategy", STRATEGIES)
     tpu: typing.Optional[str] = _setting(None, "TPU name or address for strategy tpu")
     optimizer: str = _setting("adamw", "adamw (small batches) or lamb (the paper's, for large batches)",
-                              OPTIMIZER_NAMES)
+                              tuple(OPTIMIZERS))
     learning_rate: float = _setting(1e-3, "peak learning rate, after the linear warm-up")
     warmup_steps: typing.Optional[int] = _setting(None, "linear warm-up steps (default: 10%% of steps)")
     weight_decay: float = _setting(0.01, "decoupled weight decay (not on biases and LayerNorm parameters)")

@@ -27,12 +27,10 @@ from models.registry import get_family
 from models.training.checkpoints import model_weights, write_backbone_config
 from models.training.floor import no_context_floor, residue_counts
 from models.training.schedule import WarmupLinearDecay
-from models.training.settings import Phase, TrainingSettings
+from models.training.settings import OPTIMIZERS, Phase, TrainingSettings
 from models.training.summary import TrainingSummary, validation_result
 from models.training.strategy import is_chief, make_strategy
 
-# LAMB is the paper's (huge batches); AdamW takes larger steps per update, which suits small batches.
-OPTIMIZERS = {"lamb": keras.optimizers.Lamb, "adamw": keras.optimizers.AdamW}
 # Neither LayerNorm parameters nor biases are decayed (as in BERT/LAMB).
 NO_WEIGHT_DECAY = ["gamma", "beta", "bias"]
 
