@@ -17,10 +17,12 @@ import dataclasses
 import json
 import platform
 import sys
+import uuid
 from importlib import metadata
 from typing import Sequence
 
 import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
@@ -35,6 +37,10 @@ _OUTPUT_PARTS = (*schema.SPLITS, schema.REJECTS_DIR)
 
 class UsageError(ValueError):
     """Bad flags or inputs, reported before any work starts."""
+
+
+class EmptyDatasetError(ValueError):
+    """The job ran and wrote no record."""
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
@@ -60,7 +66,10 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
     parser.add_argument("--num-shards", type=int, default=0, help="shards per split; 0 lets the runner choose")
     parser.add_argument("--compression", choices=("gzip", "none"), default="gzip")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace an earlier dataset in --output-dir (its shards, rejects and manifest)")
+                        help="replace an earlier dataset in --output-dir (its shards, rejects and manifest); the "
+                        "earlier one is removed only once the new job has succeeded")
+    parser.add_argument("--allow-empty", action="store_true",
+                        help="succeed when no record is written (by default that is an error)")
     return parser.parse_known_args(argv)
 
 
@@ -85,16 +94,54 @@ def _match_inputs(options: PreprocessOptions) -> tuple[dict, ...]:
     return tuple(inputs)
 
 
-def _prepare_output(output_dir: str, overwrite: bool) -> None:
+def _earlier_dataset(output_dir: str) -> list[str]:
+    """The files of a dataset already in `output_dir` (manifest, shards, rejects)."""
     manifest = FileSystems.join(output_dir, schema.MANIFEST_FILE)
     earlier = [manifest] if FileSystems.exists(manifest) else []
     for part in _OUTPUT_PARTS:
         earlier += [m.path for m in FileSystems.match([FileSystems.join(output_dir, part, "*")])[0].metadata_list]
-    if not earlier:
-        return
-    if not overwrite:
-        raise UsageError(f"{output_dir} already holds a dataset ({len(earlier)} files); pass --overwrite to replace it")
-    FileSystems.delete(earlier)
+    return earlier
+
+
+def _create_staging(output_dir: str) -> str:
+    """A fresh staging folder inside `output_dir`, proven writable: the job writes there and the dataset is swapped
+    into place only once the job has succeeded, so a failed run never costs the dataset already there."""
+    staging = FileSystems.join(output_dir, f".staging-{uuid.uuid4().hex[:12]}")
+    try:
+        FileSystems.mkdirs(staging)
+        with FileSystems.create(FileSystems.join(staging, ".write-check")) as handle:
+            handle.write(b"ok")
+        FileSystems.delete([FileSystems.join(staging, ".write-check")])
+    except Exception as error:  # local, GCS and S3 raise different types; all mean the same to the user
+        raise UsageError(f"cannot write to --output-dir {output_dir}: {error}") from error
+    return staging
+
+
+def _delete_quietly(path: str) -> None:
+    try:
+        FileSystems.delete([path])
+    except Exception:  # cleanup of a staging folder must not hide the error that made the run stop
+        pass
+
+
+def _swap_in(staging: str, output_dir: str, manifest: dict) -> dict:
+    """Replace the dataset in `output_dir` by the one in `staging`. The manifest goes last: a dataset without one is
+    incomplete, and the staged files stay until they are moved."""
+    earlier = _earlier_dataset(output_dir)
+    if earlier:
+        FileSystems.delete(earlier)
+    staged = [path for paths in manifest["shards"].values() for path in paths]
+    for folder in sorted({os.path.dirname(path) for path in staged}):
+        target = FileSystems.join(output_dir, folder)
+        if not FileSystems.exists(target):
+            FileSystems.mkdirs(target)
+    FileSystems.rename([FileSystems.join(staging, path) for path in staged],
+                       [FileSystems.join(output_dir, path) for path in staged])
+    manifest = {**manifest, "options": {**manifest["options"], "output_dir": output_dir}}
+    with FileSystems.create(FileSystems.join(output_dir, schema.MANIFEST_FILE), mime_type="application/json",
+                            compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        handle.write(json.dumps(manifest, indent=2).encode("utf-8"))
+    return manifest
 
 
 def _versions() -> dict[str, str]:
@@ -140,22 +187,39 @@ def run(argv: Sequence[str] | None = None) -> dict:
         )
     except ValueError as error:
         raise UsageError(str(error)) from error
-    return execute(options, beam_args, args.overwrite)
+    return execute(options, beam_args, args.overwrite, args.allow_empty)
 
 
-def execute(options: PreprocessOptions, beam_args: Sequence[str] = (), overwrite: bool = False) -> dict:
+def execute(options: PreprocessOptions, beam_args: Sequence[str] = (), overwrite: bool = False,
+            allow_empty: bool = False) -> dict:
     """Run the job of `options` with Beam pipeline options `beam_args` and return its manifest (also what the
-    TFX pipeline's FastaExampleGen runs)."""
+    TFX pipeline's FastaExampleGen runs). The job writes into a staging folder; the dataset already in the output
+    folder (replaced only with `overwrite`) is kept unless the job succeeds and writes a record (or `allow_empty`)."""
     options = dataclasses.replace(options, input_files=_match_inputs(options))
     pipeline_options = PipelineOptions(list(beam_args))
     runner = make_runner(pipeline_options)
-    _prepare_output(options.output_dir, overwrite)
-
-    pipeline = beam.Pipeline(runner=runner, options=pipeline_options)
-    build_pipeline(pipeline, options, _versions())
-    pipeline.run().wait_until_finish()
-    with FileSystems.open(FileSystems.join(options.output_dir, schema.MANIFEST_FILE)) as handle:
-        return json.load(handle)
+    earlier = _earlier_dataset(options.output_dir)
+    if earlier and not overwrite:
+        raise UsageError(f"{options.output_dir} already holds a dataset ({len(earlier)} files); pass --overwrite "
+                         "to replace it")
+    staging = _create_staging(options.output_dir)
+    try:
+        pipeline = beam.Pipeline(runner=runner, options=pipeline_options)
+        build_pipeline(pipeline, dataclasses.replace(options, output_dir=staging), _versions())
+        pipeline.run().wait_until_finish()
+        with FileSystems.open(FileSystems.join(staging, schema.MANIFEST_FILE)) as handle:
+            manifest = json.load(handle)
+        counts = manifest["counts"]
+        if counts["written"] == 0 and not allow_empty:
+            reasons = ", ".join(f"{reason} {n:,}" for reason, n in counts["rejected_by_reason"].items()) or "none"
+            kept = "; the dataset already there is kept" if earlier else ""
+            raise EmptyDatasetError(
+                f"no record written: read {counts['read']:,}, rejected {counts['rejected']:,} ({reasons}), "
+                f"duplicates removed {counts['duplicates_removed']:,}{kept}. Pass --allow-empty to accept an "
+                "empty dataset")
+        return _swap_in(staging, options.output_dir, manifest)
+    finally:
+        _delete_quietly(staging)
 
 
 def summary(manifest: dict, output_dir: str) -> str:
@@ -190,6 +254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         print(f"prottrans-preprocess: error: {error}", file=sys.stderr)
         return 2
+    except EmptyDatasetError as error:
+        print(f"prottrans-preprocess: error: {error}", file=sys.stderr)
+        return 1
     except Exception as error:  # a runner re-raises worker errors, often wrapped: report ours in one line
         unreadable = _find_input_error(error)
         if unreadable is None:

@@ -10,7 +10,7 @@ from typing import Sequence
 import grpc
 import numpy as np
 import tensorflow as tf
-from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc
 
 from models.export.embedding import ProteinEmbedding, join_pieces, length_batches, split_long, unpad
 from models.export.signatures import INPUT, SIGNATURE
@@ -57,6 +57,21 @@ class EmbeddingClient:
 
     def __exit__(self, *_) -> None:
         self.close()
+
+    def pin_version(self) -> int:
+        """Ask the server which version it serves now (for the version or label asked for) and ask for that one
+        from here on, so that a version swapped in later is not mixed into this client's answers; the identity
+        then names it."""
+        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        request.model_spec.name = self.model_name
+        if self.version is not None:
+            request.model_spec.version.value = self.version
+        elif self.version_label:
+            request.model_spec.version_label = self.version_label
+        response = self._stub.GetModelMetadata(request, timeout=self.timeout_s)
+        self.version, self.version_label = response.model_spec.version.value, None
+        self.identity = f"grpc:{self.name}/{self.version}"
+        return self.version
 
     def request(self, sequences: Sequence[str]) -> predict_pb2.PredictRequest:
         request = predict_pb2.PredictRequest()

@@ -4,11 +4,17 @@
         [--per-residue] [--per-protein] [--float16]
 
 The FASTA is streamed in chunks, so memory does not grow with the file. The HDF5 file holds one dataset per
-protein, keyed by its id (the header's first word; a ``/`` in it is written as ``%2F``), as bio_embeddings and
-ProtTrans write them: ``[length, hidden]`` per residue or ``[hidden]`` per protein (the default); with both
-flags, under the groups ``per_residue`` and ``per_protein``. Every chunk is flushed when written: rerunning an
-interrupted command skips the proteins already in OUT.h5. Records that cannot be embedded (no id, empty or
-illegal sequence, an id seen twice) are counted, listed in ``OUT.h5.rejects.jsonl`` and never silently dropped.
+protein, keyed by its id (the header's first word, made a safe HDF5 name: ``%`` → ``%25``, ``/`` → ``%2F``, a
+leading ``.`` → ``%2E``; the id itself is the dataset's ``id`` attribute), as bio_embeddings and ProtTrans write
+them: ``[length, hidden]`` per residue or ``[hidden]`` per protein (the default); with both flags, under the groups
+``per_residue`` and ``per_protein``. The file's ``prottrans_embed`` attribute (JSON) records the model's identity,
+the layout and the dtype; every dataset carries a Fletcher-32 checksum.
+
+Until a run is complete the file is ``OUT.h5.partial``, flushed after every chunk; the finished file is renamed
+to OUT.h5. Rerunning the command resumes: proteins already in the file are kept once their checksum and values
+are verified (a damaged one is embedded again), a partial file left unreadable by a kill is started again, and a
+file of another model, layout or dtype is refused. Records that cannot be embedded (no id, empty or illegal
+sequence, an id seen twice) are counted and listed, once per run, in ``OUT.h5.rejects.jsonl``.
 """
 
 from __future__ import annotations
@@ -24,41 +30,110 @@ from typing import Sequence
 
 import grpc
 import h5py
+import numpy as np
 
 from beam_jobs.fasta import read_fasta
 from beam_jobs.sequences import Reject, normalise
 
 CHUNK_RESIDUES = 200_000  # residues embedded (and written) per round
+HEADER = "prottrans_embed"
+FORMAT_VERSION = 1
+PARTIAL_SUFFIX = ".partial"
+
+
+class OutputError(ValueError):
+    """OUT.h5 cannot be used for this run; the message says why and what to do."""
 
 
 def dataset_key(record_id: str) -> str:
-    return record_id.replace("%", "%25").replace("/", "%2F")
+    """`record_id` as an HDF5 dataset name: no ``/`` (a path separator) and no leading ``.`` (``.`` names the group
+    itself), reversibly."""
+    key = record_id.replace("%", "%25").replace("/", "%2F")
+    return "%2E" + key[1:] if key.startswith(".") else key
 
 
 class Output:
-    """OUT.h5 and its rejects file, opened for appending."""
+    """OUT.h5 of one run, written as OUT.h5.partial, with its rejects file (rewritten by each run).
 
-    def __init__(self, path: str, per_residue: bool, per_protein: bool, dtype: str = "float32"):
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self.file = h5py.File(path, "a")
+    `identity` names the model (its digest or served version), `layout` the groups written, `dtype` the stored
+    precision; a file already there that records others is refused.
+    """
+
+    def __init__(self, path: str, identity: str, per_residue: bool, per_protein: bool, dtype: str = "float32"):
+        self.path = path
+        self.partial = path + PARTIAL_SUFFIX
         self.dtype = dtype
+        layout = [kind for kind, wanted in (("per_residue", per_residue), ("per_protein", per_protein)) if wanted]
+        self.header = {"format_version": FORMAT_VERSION, "model": identity, "layout": layout, "dtype": dtype}
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self.restarted = self._take_over_earlier()
+        self.file = h5py.File(self.partial, "a")
+        if HEADER not in self.file.attrs:
+            self.file.attrs[HEADER] = json.dumps(self.header)
         both = per_residue and per_protein
         self.groups = {}
         if per_residue:
             self.groups["residues"] = self.file.require_group("per_residue") if both else self.file
         if per_protein:
             self.groups["protein"] = self.file.require_group("per_protein") if both else self.file
-        self.rejects = open(path + ".rejects.jsonl", "a")
+        self.rejects = open(path + ".rejects.jsonl", "w")
         self.rejected = 0
+        self.repaired = 0
+
+    def _take_over_earlier(self) -> bool:
+        """Move a finished OUT.h5 back to OUT.h5.partial to extend it, after checking that it records this run's
+        model, layout and dtype. True when an unreadable partial file of an interrupted run was discarded."""
+        if os.path.exists(self.partial):
+            try:
+                self._check_header(self.partial)
+            except OSError:  # a kill before the first flush leaves no readable HDF5 superblock: nothing to keep
+                os.remove(self.partial)
+                return True
+        elif os.path.exists(self.path):
+            try:
+                self._check_header(self.path)
+            except OSError as error:
+                raise OutputError(f"{self.path} exists but is not a readable HDF5 file ({error}); move it away or "
+                                  "choose another output file") from error
+            os.replace(self.path, self.partial)
+        return False
+
+    def _check_header(self, path: str) -> None:
+        with h5py.File(path, "r") as handle:
+            if HEADER not in handle.attrs:
+                if len(handle) == 0:
+                    return
+                raise OutputError(f"{path} was not written by prottrans-embed (it has no {HEADER!r} attribute); "
+                                  "choose another output file")
+            found = json.loads(handle.attrs[HEADER])
+        differences = [f"{name} {found.get(name)!r} there, {value!r} now" for name, value in self.header.items()
+                       if found.get(name) != value]
+        if differences:
+            raise OutputError(f"{path} holds other embeddings ({'; '.join(differences)}): a rerun can only add to "
+                              "a file of the same model, layout and dtype; choose another output file or delete it")
 
     def done(self, key: str) -> bool:
-        return all(key in group for group in self.groups.values())
+        """True when every group holds `key` intact; a damaged entry is deleted (and counted) to be embedded again."""
+        present = [group for group in self.groups.values() if key in group]
+        if not present:
+            return False
+        try:
+            intact = all(np.isfinite(group[key][()]).all() for group in present)
+        except OSError:  # Fletcher-32 mismatch: bytes changed since they were written
+            intact = False
+        if intact and len(present) == len(self.groups):
+            return True
+        if not intact:
+            self.repaired += 1
+        for group in present:
+            del group[key]
+        return False
 
-    def write(self, key: str, embedding) -> None:
+    def write(self, key: str, record_id: str, embedding) -> None:
         for kind, group in self.groups.items():
-            if key in group:
-                del group[key]
-            group.create_dataset(key, data=getattr(embedding, kind).astype(self.dtype))
+            data = getattr(embedding, kind).astype(self.dtype)
+            dataset = group.create_dataset(key, data=data, fletcher32=True, chunks=data.shape or None)
+            dataset.attrs["id"] = record_id
 
     def reject(self, line: int, record_id: str, reason: str) -> None:
         self.rejects.write(json.dumps({"line": line, "id": record_id, "reason": reason}) + "\n")
@@ -68,9 +143,12 @@ class Output:
         self.file.flush()
         self.rejects.flush()
 
-    def close(self) -> None:
+    def close(self, complete: bool) -> None:
+        """Close both files; a complete run's file becomes OUT.h5."""
         self.file.close()
         self.rejects.close()
+        if complete:
+            os.replace(self.partial, self.path)
 
 
 def make_embedder(args):
@@ -85,15 +163,15 @@ def make_embedder(args):
 
 
 def embed_file(fasta: str, output: Output, embedder, progress) -> dict[str, int]:
-    counts = {"embedded": 0, "skipped_done": 0, "rejected": 0}
+    counts = {"embedded": 0, "skipped_done": 0, "rejected": 0, "repaired": 0}
     seen: set[str] = set()
-    chunk: list[tuple[str, str]] = []
+    chunk: list[tuple[str, str, str]] = []
 
     def flush_chunk():
         if not chunk:
             return
-        for (key, _), embedding in zip(chunk, embedder.embed([sequence for _, sequence in chunk])):
-            output.write(key, embedding)
+        for (key, record_id, _), embedding in zip(chunk, embedder.embed([sequence for *_, sequence in chunk])):
+            output.write(key, record_id, embedding)
         output.flush()
         counts["embedded"] += len(chunk)
         progress.update(len(chunk))
@@ -116,11 +194,11 @@ def embed_file(fasta: str, output: Output, embedder, progress) -> dict[str, int]
         if isinstance(normalised, Reject):
             output.reject(record.line, record.id, normalised.detail or normalised.reason)
             continue
-        chunk.append((key, normalised.sequence.decode("ascii")))
-        if sum(len(s) for _, s in chunk) >= CHUNK_RESIDUES:
+        chunk.append((key, record.id, normalised.sequence.decode("ascii")))
+        if sum(len(s) for *_, s in chunk) >= CHUNK_RESIDUES:
             flush_chunk()
     flush_chunk()
-    counts["rejected"] = output.rejected
+    counts["rejected"], counts["repaired"] = output.rejected, output.repaired
     return counts
 
 
@@ -146,26 +224,37 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         embedder = make_embedder(args)
-        output = Output(args.output, args.per_residue, per_protein, "float16" if args.float16 else "float32")
+        if hasattr(embedder, "pin_version"):
+            embedder.pin_version()  # one served version per file, recorded in it
+        output = Output(args.output, embedder.identity, args.per_residue, per_protein,
+                        "float16" if args.float16 else "float32")
     except (ValueError, OSError) as error:
         print(f"prottrans-embed: error: {error}", file=sys.stderr)
         return 2
+    except grpc.RpcError as error:
+        print(f"prottrans-embed: error: the server answered {error.code().name}: {error.details()}", file=sys.stderr)
+        return 2
+    if output.restarted:
+        print(f"prottrans-embed: {output.partial} was left unreadable by an interrupted run; starting it again",
+              file=sys.stderr)
+    complete = False
     try:
         with tqdm(unit=" proteins", file=sys.stderr, disable=None) as progress:
             counts = embed_file(args.input, output, embedder, progress)
+        complete = True
     except (ValueError, OSError) as error:  # the reader's errors name the file and line
-        print(f"prottrans-embed: error: {error}", file=sys.stderr)
+        print(f"prottrans-embed: error: {error} (rerun to resume)", file=sys.stderr)
         return 1
     except grpc.RpcError as error:
         print(f"prottrans-embed: error: the server answered {error.code().name}: {error.details()} "
               "(rerun to resume; for over-long sequences pass --max-residues)", file=sys.stderr)
         return 1
     finally:
-        output.close()
-    print(f"embedded {counts['embedded']:,}; already in {args.output}: {counts['skipped_done']:,}; "
+        output.close(complete)
+    repaired = f"; damaged and embedded again: {counts['repaired']:,}" if counts["repaired"] else ""
+    print(f"embedded {counts['embedded']:,}; already in {args.output}: {counts['skipped_done']:,}{repaired}; "
           f"rejected {counts['rejected']:,} (see {args.output}.rejects.jsonl)")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -28,10 +28,40 @@ def test_a_config_file_and_overrides_change_the_defaults(tmp_path):
     ("dedup=3", "dedup: expected bool"),
     ("vertex.trainer=quantum", "vertex.trainer must be cpu, gpu or tpu"),
     ("training.steps", "expected KEY=VALUE"),
+    ("training.preset=huge", "training: protbert has no preset 'huge'"),
+    ("valid_fraction=2.0", "valid_fraction must be in"),
+    ("gate.floors={q3: high}", "gate.floors.q3: expected float, got 'high'"),
+    ("training.steps=[1", "--set training.steps=\\[1: not valid YAML: line 1, column 3"),
 ])
 def test_bad_settings_are_refused_with_the_key_named(override, message):
     with pytest.raises(ValueError, match=message):
         load_config(None, [override])
+
+
+@pytest.mark.parametrize("text, message", [
+    ("training: {steps: [1}\n", "config.yaml: not valid YAML: .*line 1"),
+    ("gate:\n  floors: {q3: high}\n", "config.yaml: gate.floors.q3: expected float, got 'high'"),
+    ("training:\n  family: gpt\n", "config.yaml: training: unknown model family 'gpt'"),
+])
+def test_a_bad_config_file_is_refused_naming_the_file_and_key(tmp_path, text, message):
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        load_config(str(path))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("probe_data_dir=/no/such/folder", "probe_data_dir: no folder /no/such/folder"),
+    ("input_patterns=nothing*.fasta", "input_patterns: 'nothing\\*.fasta' matches no file"),
+    ("profile_db=/no/such.fasta", "profile_db: no file"),
+])
+def test_missing_local_inputs_are_found_before_any_component_runs(override, message, capsys):
+    from tfx_pipeline import cli
+
+    with pytest.raises(ValueError, match=message):
+        load_config(None, [override]).check_local_paths()
+    assert cli.main(["run", "--set", override]) == 2
+    assert "Traceback" not in capsys.readouterr().err
 
 
 def test_local_outputs_live_under_the_output_folder(tmp_path):

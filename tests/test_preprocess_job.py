@@ -162,6 +162,45 @@ def test_existing_dataset_is_kept_unless_overwrite(tmp_path, run_job, capsys):
     assert read_rejects(out) == []
 
 
+def test_a_failed_overwrite_keeps_the_earlier_dataset(tmp_path, run_job, capsys):
+    import gzip
+
+    from beam_jobs import fasta_to_tfrecords
+
+    (tmp_path / "first.fasta").write_text(">first\nMKTAYIAK\n")
+    (tmp_path / "broken.fasta.gz").write_bytes(gzip.compress(b">a\nMKTAYIAK\n" * 20000)[:-100])
+    out, manifest = run_job("--input", str(tmp_path / "first.fasta"))
+    with pytest.raises(Exception):
+        fasta_to_tfrecords.run(["--input", str(tmp_path / "broken.fasta.gz"), "--output-dir", str(out), "--overwrite"])
+    assert [r["id"] for r in read_records(out, "train") + read_records(out, "valid")] == ["first"]
+    assert (out / "manifest.json").read_text() and sorted(p.name for p in out.iterdir()) == sorted(
+        ["manifest.json", "train", "valid", "rejects"])  # no staging folder left behind
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(tmp_path, capsys):
+    from beam_jobs import fasta_to_tfrecords
+
+    (tmp_path / "in.fasta").write_text(">a\nMKTAYIAK\n")
+    (tmp_path / "a_file").write_text("not a folder")
+    assert fasta_to_tfrecords.main(["--input", str(tmp_path / "in.fasta"),
+                                    "--output-dir", str(tmp_path / "a_file" / "dataset")]) == 2
+    error = capsys.readouterr().err
+    assert "cannot write to --output-dir" in error and "a_file" in error and "Traceback" not in error
+
+
+def test_a_job_that_writes_no_record_fails_loudly_unless_allowed(tmp_path, capsys):
+    from beam_jobs import fasta_to_tfrecords
+
+    (tmp_path / "all_bad.fasta").write_text(">a\nMK#\n>b\n\n")
+    flags = ["--input", str(tmp_path / "all_bad.fasta"), "--output-dir", str(tmp_path / "out")]
+    assert fasta_to_tfrecords.main(flags) == 1
+    error = capsys.readouterr().err
+    assert "no record written: read 2, rejected 2" in error and "--allow-empty" in error
+    assert not (tmp_path / "out" / "manifest.json").exists()
+    assert fasta_to_tfrecords.main([*flags, "--allow-empty"]) == 0
+    assert read_rejects(tmp_path / "out") and (tmp_path / "out" / "manifest.json").exists()
+
+
 @pytest.mark.parametrize(
     "flags, message",
     [

@@ -278,15 +278,95 @@ def test_embed_cli_resumes_an_interrupted_file(model_folder, tmp_path, capsys):
     from serving import embed
 
     folder, _ = model_folder
-    fasta = tmp_path / "in.fasta"
-    _write_fasta(fasta, [("P1", PROTEINS[0]), ("P2", PROTEINS[1])])
+    first, both = tmp_path / "first.fasta", tmp_path / "both.fasta"
+    _write_fasta(first, [("P1", PROTEINS[0]), ("BAD", "MK1T")])
+    _write_fasta(both, [("P1", PROTEINS[0]), ("BAD", "MK1T"), ("P2", PROTEINS[1])])
     out = tmp_path / "out.h5"
-    with h5py.File(out, "w") as handle:  # as if a run had stopped after its first chunk
-        handle.create_dataset("P1", data=np.zeros(32, np.float32))
-    assert embed.main(["--saved-model", str(folder), str(fasta), str(out)]) == 0
+    assert embed.main(["--saved-model", str(folder), str(first), str(out)]) == 0
+    capsys.readouterr()
+    assert embed.main(["--saved-model", str(folder), str(both), str(out)]) == 0
     assert "embedded 1; already in" in capsys.readouterr().out
     with h5py.File(out) as handle:
         assert sorted(handle) == ["P1", "P2"] and handle["P2"].shape == (32,)
+    rejects = Path(str(out) + ".rejects.jsonl").read_text().splitlines()
+    assert [json.loads(line)["id"] for line in rejects] == ["BAD"]  # a rerun lists each reject once
+
+
+def test_embed_cli_restarts_a_partial_file_left_unreadable_by_a_kill(model_folder, tmp_path, capsys):
+    from serving import embed
+
+    folder, _ = model_folder
+    fasta, out = tmp_path / "in.fasta", tmp_path / "out.h5"
+    _write_fasta(fasta, [("P1", PROTEINS[0])])
+    Path(str(out) + ".partial").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\x00" * 40)  # killed before the first flush
+    assert embed.main(["--saved-model", str(folder), str(fasta), str(out)]) == 0
+    assert "left unreadable by an interrupted run" in capsys.readouterr().err
+    with h5py.File(out) as handle:
+        assert sorted(handle) == ["P1"]
+    assert not Path(str(out) + ".partial").exists()
+
+
+def test_embed_cli_names_an_unreadable_output_file(model_folder, tmp_path, capsys):
+    from serving import embed
+
+    folder, _ = model_folder
+    fasta, out = tmp_path / "in.fasta", tmp_path / "out.h5"
+    _write_fasta(fasta, [("P1", PROTEINS[0])])
+    out.write_bytes(b"not hdf5 at all")
+    assert embed.main(["--saved-model", str(folder), str(fasta), str(out)]) == 2
+    error = capsys.readouterr().err
+    assert str(out) in error and "not a readable HDF5 file" in error and out.read_bytes() == b"not hdf5 at all"
+
+
+def test_embed_cli_embeds_damaged_entries_again(model_folder, tmp_path, capsys):
+    from serving import embed
+
+    folder, backbone = model_folder
+    fasta, out = tmp_path / "in.fasta", tmp_path / "out.h5"
+    _write_fasta(fasta, [("P1", PROTEINS[0]), ("P2", PROTEINS[1])])
+    assert embed.main(["--saved-model", str(folder), str(fasta), str(out), "--per-residue"]) == 0
+    with h5py.File(out) as handle:
+        offset = handle["P2"].id.get_chunk_info(0).byte_offset
+    with open(out, "r+b") as raw:  # bytes changed inside the stored data, as a bad disk or a stray write would
+        raw.seek(offset + 8)
+        raw.write(b"\xff\xff\xff\xff")
+    capsys.readouterr()
+    assert embed.main(["--saved-model", str(folder), str(fasta), str(out), "--per-residue"]) == 0
+    assert "already in" in (printed := capsys.readouterr().out) and "damaged and embedded again: 1" in printed
+    with h5py.File(out) as handle:
+        expected = embedding.embed(backbone, [PROTEINS[1]])[0]
+        np.testing.assert_allclose(handle["P2"][()], expected.residues, atol=1e-5)
+
+
+@pytest.mark.parametrize("change", ["layout", "dtype", "model"])
+def test_embed_cli_refuses_to_mix_models_layouts_or_dtypes_in_one_file(model_folder, tmp_path, capsys, change):
+    from serving import embed
+
+    folder, _ = model_folder
+    fasta, out = tmp_path / "in.fasta", tmp_path / "out.h5"
+    _write_fasta(fasta, [("P1", PROTEINS[0])])
+    assert embed.main(["--saved-model", str(folder), str(fasta), str(out)]) == 0
+    other = folder
+    if change == "model":
+        other = tmp_path / "other"
+        export_saved_model(tiny_backbone(1), str(other), 1)
+    flags = {"layout": ["--per-residue"], "dtype": ["--float16"], "model": []}[change]
+    assert embed.main(["--saved-model", str(other), str(fasta), str(out), *flags]) == 2
+    error = capsys.readouterr().err
+    assert str(out) in error and "holds other embeddings" in error
+    assert {"layout": "layout", "dtype": "dtype", "model": "model"}[change] + " " in error
+
+
+def test_embed_cli_stores_any_id_under_a_safe_name(model_folder, tmp_path):
+    from serving import embed
+
+    folder, _ = model_folder
+    fasta, out = tmp_path / "in.fasta", tmp_path / "out.h5"
+    _write_fasta(fasta, [(".", PROTEINS[0]), ("..", PROTEINS[1]), ("a/b%", PROTEINS[2])])
+    assert embed.main(["--saved-model", str(folder), str(fasta), str(out)]) == 0
+    with h5py.File(out) as handle:
+        assert sorted(handle) == ["%2E", "%2E.", "a%2Fb%25"]
+        assert sorted(handle[key].attrs["id"] for key in handle) == [".", "..", "a/b%"]
 
 
 def test_embed_cli_refuses_a_file_that_is_not_fasta(model_folder, tmp_path, capsys):

@@ -172,6 +172,49 @@ def test_cli_rejects_a_folder_without_shards(tmp_path, capsys):
     assert code == 2 and "no training shards match" in capsys.readouterr().err
 
 
+def test_cli_refuses_a_dataset_without_records_up_front(tmp_path, capsys):
+    from models.cli import train
+
+    (tmp_path / "train").mkdir()
+    with tf.io.TFRecordWriter(str(tmp_path / "train" / "data-00000-of-00001.gz"), options="GZIP"):
+        pass  # a shard with no record, as a job that rejected everything leaves
+    code = train.main(["--data", str(tmp_path), "--preset", "tiny", "--steps", "1", "--global-batch", "2",
+                       "--model-dir", str(tmp_path / "m")])
+    error = capsys.readouterr().err
+    assert code == 2 and "the training split holds no record" in error and "data-00000-of-00001.gz" in error
+
+
+def test_a_truncated_shard_is_named(dataset_dir, tmp_path):
+    damaged = tmp_path / "train"
+    damaged.mkdir()
+    for path in train_files(dataset_dir):
+        (damaged / Path(path).name).write_bytes(Path(path).read_bytes())
+    last = sorted(damaged.iterdir())[-1]
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    job = train_job(sorted(damaged.iterdir()), tmp_path / "model", Phase(64, 400, 16), preset="tiny", log_every=100)
+    with pytest.raises(ValueError, match=f"cannot read {last}"):
+        Trainer(job, log=quiet).train()
+
+
+def test_resuming_with_a_shape_changing_setting_names_the_setting(dataset_dir, tmp_path):
+    Trainer(config(dataset_dir, tmp_path, phases=(Phase(64, 2, 4),)), log=quiet).train()
+    shorter = Trainer(config(dataset_dir, tmp_path, phases=(Phase(32, 4, 4),)), log=quiet)
+    with pytest.raises(ValueError, match="max_sequence_length: 64 there, 32 now"):
+        shorter.train()
+
+
+def test_sigterm_ends_a_run_whose_step_never_finishes(dataset_dir, tmp_path, monkeypatch):
+    from models.training import trainer as trainer_module
+
+    exits, logged = [], []
+    monkeypatch.setattr(trainer_module, "SIGTERM_GRACE_S", 0.2)
+    monkeypatch.setattr(trainer_module.os, "_exit", exits.append)
+    stalled = Trainer(config(dataset_dir, tmp_path, phases=(Phase(64, 2, 4),)), log=logged.append)
+    stalled._on_sigterm(signal.SIGTERM, None)  # and no step returns: input that never comes
+    time.sleep(1.0)
+    assert exits == [143] and "no step finished within" in logged[-1]
+
+
 def _train_command(dataset_dir, model_dir, steps, *extra, family="protalbert"):
     return [sys.executable, "-m", "models.cli.train", "--data", str(dataset_dir), "--family", family,
             "--preset", "tiny", "--steps", str(steps), "--global-batch", "8", "--sequence-length", "64",

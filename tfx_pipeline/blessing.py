@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field
 
 from models.export.embedders import ONEHOT
-from models.probes.probe import GATE_SET, HEADLINE, paired_differences
+from models.probes.probe import GATE_SET, HEADLINE, headline_results, paired_differences
 
 METRIC_NAMES = tuple(name for names in HEADLINE.values() for name in names)
 
@@ -66,12 +66,7 @@ def check_metric_names(names: dict, what: str) -> None:
 
 def headline_metrics(metrics: dict) -> dict[str, float]:
     """``{"ss/test/q3": …, "localization/valid/q10": …}`` from a probes metrics.json."""
-    found = {}
-    for family, names in HEADLINE.items():
-        for set_name, result in metrics.get(family, {}).items():
-            for name in names:
-                found[f"{family}/{set_name}/{name}"] = float(result[name])
-    return found
+    return {key: float(result[name]) for key, _, _, name, result in headline_results(metrics)}
 
 
 def _gated(metric: str, rules: GateRules) -> bool:

@@ -47,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.submit:
                 print(f"submitted: {vertex.submit(config, spec)}")
             return 0
+        config.check_local_paths()
         from tfx_pipeline.runners import local
         from tfx_pipeline.summary import describe_last_run
 

@@ -68,10 +68,37 @@ class PipelineConfig:
     def __post_init__(self):
         if not self.input_patterns:
             raise ValueError("input_patterns: at least one FASTA or a3m-ffindex pattern is needed")
+        if not 0.0 <= self.valid_fraction < 1.0:
+            raise ValueError(f"valid_fraction must be in [0, 1), not {self.valid_fraction}")
+        if self.min_length < 1 or self.max_length < 0 or (self.max_length and self.max_length < self.min_length):
+            raise ValueError(f"min_length must be >= 1 and max_length 0 (no limit) or >= min_length, not "
+                             f"{self.min_length} and {self.max_length}")
+        for name in ("num_shards", "probe_limit"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, not {getattr(self, name)}")
         if self.probe_task not in ("ss", "localization", "all"):
             raise ValueError(f"probe_task must be ss, localization or all, not {self.probe_task!r}")
         if self.vertex.trainer not in ("cpu", "gpu", "tpu"):
             raise ValueError(f"vertex.trainer must be cpu, gpu or tpu, not {self.vertex.trainer!r}")
+
+    def check_local_paths(self) -> None:
+        """Raise ValueError naming the key of a local input path that does not exist (``gs://``-style paths are
+        left to the runner): run before any component, so that a typo does not surface after training."""
+        import glob
+
+        def local(path: str) -> bool:
+            return bool(path) and "://" not in path
+
+        if local(self.input_base):
+            if not os.path.isdir(self.input_base):
+                raise ValueError(f"input_base: no folder {self.input_base}")
+            for pattern in self.input_patterns:
+                if not glob.glob(os.path.join(self.input_base, pattern)):
+                    raise ValueError(f"input_patterns: {pattern!r} matches no file in {self.input_base}")
+        if local(self.probe_data_dir) and not os.path.isdir(self.probe_data_dir):
+            raise ValueError(f"probe_data_dir: no folder {self.probe_data_dir}")
+        if local(self.profile_db) and not os.path.isfile(self.profile_db):
+            raise ValueError(f"profile_db: no file {self.profile_db}")
 
     # Derived locations
     def root(self, runner: str) -> str:
@@ -108,7 +135,12 @@ def _apply(target: Any, settings: dict[str, Any], prefix: str = "") -> Any:
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
                 raise ValueError(f"{prefix + key}: expected a mapping")
-            changes[key] = _apply(current, value, f"{prefix}{key}.")  # validated by the section's own checks
+            try:
+                changes[key] = _apply(current, value, f"{prefix}{key}.")  # validated by the section's own checks
+            except ValueError as error:
+                message = str(error)
+                raise ValueError(message if message.startswith(prefix + key) else f"{prefix + key}: {message}") \
+                    from None
         else:
             changes[key] = coerce(value, known[key], prefix + key)
     return dataclasses.replace(target, **changes)
@@ -118,11 +150,19 @@ def load_config(path: str | None = None, overrides: list[str] = ()) -> PipelineC
     """Defaults, then the YAML/JSON file at `path`, then ``KEY=VALUE`` overrides (values parsed as YAML)."""
     config = PipelineConfig()
     if path:
-        with open(path) as handle:
-            settings = yaml.safe_load(handle) or {}
+        try:
+            with open(path) as handle:
+                settings = yaml.safe_load(handle) or {}
+        except yaml.YAMLError as error:
+            raise ValueError(f"{path}: not valid YAML: {_yaml_problem(error)}") from None
+        except OSError as error:
+            raise ValueError(f"--config {path}: {error.strerror}") from None
         if not isinstance(settings, dict):
             raise ValueError(f"{path}: expected a mapping of config keys")
-        config = _apply(config, settings)
+        try:
+            config = _apply(config, settings)
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from None
     for override in overrides:
         key, sep, raw = override.partition("=")
         if not sep:
@@ -132,6 +172,18 @@ def load_config(path: str | None = None, overrides: list[str] = ()) -> PipelineC
         parts = key.strip().split(".")
         for part in parts[:-1]:
             cursor = cursor.setdefault(part, {})
-        cursor[parts[-1]] = yaml.safe_load(raw)
-        config = _apply(config, nested)
+        try:
+            cursor[parts[-1]] = yaml.safe_load(raw)
+            config = _apply(config, nested)
+        except yaml.YAMLError as error:
+            raise ValueError(f"--set {override}: not valid YAML: {_yaml_problem(error)}") from None
+        except ValueError as error:
+            raise ValueError(f"--set {override}: {error}") from None
     return config
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """One line: where the YAML parser stopped and why."""
+    mark = getattr(error, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    return where + (getattr(error, "problem", None) or str(error).splitlines()[0])

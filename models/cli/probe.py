@@ -57,18 +57,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"prottrans-probe: error: {error}", file=sys.stderr)
         return 2
     others = {ONEHOT: metrics.get("baseline", {}), **metrics.get("references", {})}
-    for family, key_metrics in probe.HEADLINE.items():
-        for set_name, result in metrics.get(family, {}).items():
-            for key in key_metrics:
-                line = f"{family} {set_name} {key.upper():4} {result[key]:.3f}"
-                for name, other in others.items():
-                    if set_name in other.get(family, {}):
-                        difference = metrics["paired"][name][f"{family}/{set_name}/{key}"]
-                        low, high = difference["ci95"]
-                        line += (f"   {name} {other[family][set_name][key]:.3f}, difference "
-                                 f"{difference['difference']:+.3f} [{low:+.3f}, {high:+.3f}]"
-                                 f"{'  (better)' if low > 0 else '  (worse)' if high < 0 else ''}")
-                print(line)
+    for metric, family, set_name, key, result in probe.headline_results(metrics):
+        line = f"{family} {set_name} {key.upper():4} {result[key]:.3f}"
+        for name, other in others.items():
+            if set_name in other.get(family, {}):
+                difference = metrics["paired"][name][metric]
+                low, high = difference["ci95"]
+                line += (f"   {name} {other[family][set_name][key]:.3f}, difference "
+                         f"{difference['difference']:+.3f} [{low:+.3f}, {high:+.3f}]"
+                         f"{'  (better)' if low > 0 else '  (worse)' if high < 0 else ''}")
+        print(line)
     print(f"metrics: {files[0]}; plots: {', '.join(files[1:])} ({time.perf_counter() - started:.0f} s)")
     return 0
 

@@ -44,10 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         job = TrainJob(training_settings.from_arguments(args), split_files(args.data, schema.TRAIN), args.model_dir,
                        valid_files=split_files(args.data, schema.VALID))
         trainer = Trainer(job)
-    except ValueError as error:
+        trainer.train()
+    except ValueError as error:  # bad settings, unusable data, a model dir of another shape: named, no traceback
         print(f"prottrans-train: error: {error}", file=sys.stderr)
         return 2
-    trainer.train()
     if args.export_dir and trainer.chief:
         path = export_saved_model(trainer.backbone, args.export_dir,
                                   extra_assets={SUMMARY_FILE: trainer.summary.to_dict()})

@@ -272,16 +272,22 @@ def probe_model(embedder, data_dir: str, task: str, output_dir: str, settings: P
 HEADLINE = {"ss": ("q3", "q8"), "localization": ("q10", "q2")}
 
 
+def headline_results(report: dict) -> Iterator[tuple[str, str, str, str, dict]]:
+    """``("ss/valid/q3", "ss", "valid", "q3", result of ss on valid)`` for every headline metric a probe report
+    holds."""
+    for family, names in HEADLINE.items():
+        for set_name, result in report.get(family, {}).items():
+            for name in names:
+                yield f"{family}/{set_name}/{name}", family, set_name, name, result
+
+
 def paired_differences(candidate: dict, baseline: dict, sets: tuple[str, ...] | None = None) -> dict[str, dict]:
     """``{"ss/valid/q3": {"difference", "ci95"}, …}``: candidate minus baseline on the same proteins, for every
     headline metric both probe reports hold per protein (of `sets`, default all)."""
     paired = {}
-    for family, names in HEADLINE.items():
-        for set_name, result in candidate.get(family, {}).items():
-            other = baseline.get(family, {}).get(set_name)
-            if (sets and set_name not in sets) or not other or PER_PROTEIN not in result or PER_PROTEIN not in other:
-                continue
-            for name in names:
-                paired[f"{family}/{set_name}/{name}"] = metrics.paired_difference(
-                    result[PER_PROTEIN][name], other[PER_PROTEIN][name])
+    for key, family, set_name, name, result in headline_results(candidate):
+        other = baseline.get(family, {}).get(set_name)
+        if (sets and set_name not in sets) or not other or PER_PROTEIN not in result or PER_PROTEIN not in other:
+            continue
+        paired[key] = metrics.paired_difference(result[PER_PROTEIN][name], other[PER_PROTEIN][name])
     return paired

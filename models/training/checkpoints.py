@@ -37,6 +37,27 @@ def write_backbone_config(backbone, family: str, model_dir: str) -> None:
         handle.write(json.dumps({"family": family, "config": backbone.get_config()}, indent=2))
 
 
+# Settings that change no weight's shape: a run may resume with other values.
+_SHAPELESS = ("name", "dropout", "attention_dropout")
+
+
+def config_changes(backbone, family: str, model_dir: str) -> list[str]:
+    """How `backbone` (of `family`) differs from the model whose checkpoints `model_dir` holds, in the settings that
+    shape weights (``"max_sequence_length: 128 there, 64 now"``); empty when it matches or nothing is saved."""
+    path = os.path.join(model_dir, BACKBONE_CONFIG)
+    if not tf.io.gfile.exists(path):
+        return []
+    with tf.io.gfile.GFile(path) as handle:
+        saved = json.load(handle)
+    saved_family, saved_config = (saved["family"], saved["config"]) if "family" in saved else ("protbert", saved)
+    if saved_family != family:
+        return [f"family: {saved_family} there, {family} now"]
+    config = backbone.get_config()
+    return [f"{key}: {saved_config.get(key)!r} there, {config.get(key)!r} now"
+            for key in sorted(set(config) | set(saved_config))
+            if key not in _SHAPELESS and saved_config.get(key) != config.get(key)]
+
+
 def load_trained_backbone(model_dir: str) -> tuple[Backbone, str]:
     """The backbone of a training run's latest checkpoint (``--model-dir`` of ``prottrans-train``), and that
     checkpoint's path."""

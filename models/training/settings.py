@@ -140,7 +140,8 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
     if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
         raise ValueError(f"{key}: expected {getattr(expected, '__name__', expected)}, got {value!r}")
     if expected is dict:
-        return {str(k): float(v) for k, v in value.items()}
+        value_type = (typing.get_args(hint) or (str, float))[1]
+        return {str(k): coerce(v, value_type, f"{key}.{k}") for k, v in value.items()}
     return value
 
 

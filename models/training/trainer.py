@@ -14,7 +14,9 @@ import inspect
 import math
 import os
 import signal
+import threading
 import time
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
@@ -22,9 +24,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from models.input_pipeline import MASK_IDS, MASK_WEIGHTS, RESET, TOKEN_IDS, InputConfig
+from models.input_pipeline import MASK_IDS, MASK_WEIGHTS, RESET, TOKEN_IDS, InputConfig, first_unreadable_file
 from models.registry import get_family
-from models.training.checkpoints import model_weights, write_backbone_config
+from models.training.checkpoints import config_changes, model_weights, write_backbone_config
 from models.training.floor import no_context_floor, residue_counts
 from models.training.schedule import WarmupLinearDecay
 from models.training.settings import OPTIMIZERS, Phase, TrainingSettings
@@ -33,6 +35,21 @@ from models.training.strategy import is_chief, make_strategy
 
 # Neither LayerNorm parameters nor biases are decayed (as in BERT/LAMB).
 NO_WEIGHT_DECAY = ["gamma", "beta", "bias"]
+# After SIGTERM, the seconds a step may take to finish before the process exits without a checkpoint (a step
+# that waits for input that never comes would otherwise hold it forever).
+SIGTERM_GRACE_S = 60.0
+
+
+class TrainingDataError(ValueError):
+    """The training data cannot be used; the message names the file or the split."""
+
+
+def unreadable_data_error(error: tf.errors.DataLossError, files: tuple[str, ...]) -> TrainingDataError:
+    """`error` (TensorFlow's, which names no file) as one naming the shard that cannot be read."""
+    damaged = first_unreadable_file(files)
+    where = f"{damaged[0]}: {damaged[1]}" if damaged else f"a training or valid shard: {error.message}"
+    return TrainingDataError(f"cannot read {where}; regenerate it (prottrans-preprocess) or leave it out (a "
+                             "resumed run keeps its last checkpoint)")
 
 
 @dataclass(frozen=True)
@@ -96,14 +113,26 @@ class Trainer:
             self.optimizer = optimizer
             self.checkpoint = tf.train.Checkpoint(
                 model=self.model, optimizer=self.optimizer, weights=model_weights(self.model))
-        self.floor = no_context_floor(self.family.objective, *residue_counts(job.train_files))
+        try:
+            counts, proteins = residue_counts(job.train_files)
+            valid_records = residue_counts(job.valid_files, limit=1)[1] if job.valid_files else 0
+        except tf.errors.DataLossError as error:
+            raise unreadable_data_error(error, (*job.train_files, *job.valid_files)) from None
+        if not proteins:
+            raise TrainingDataError(f"the training split holds no record ({len(job.train_files)} file(s), e.g. "
+                                    f"{sorted(job.train_files)[0]}): nothing to train on")
+        self.floor = no_context_floor(self.family.objective, counts, proteins)
         self.log(f"no-context floor of {self.family.objective}: {self.floor:.4f} nats (from the training "
                  "split's residue composition)")
         self.summary = TrainingSummary.load_or_new(job.model_dir, self.family, self.floor)
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, self._checkpoint_dir(), max_to_keep=3, step_counter=self.optimizer.iterations)
         self._preempted = False
+        self._sigterm_watchdog: threading.Timer | None = None
         self._eval = None
+        if job.valid_files and not valid_records:
+            self.log("the valid split holds no record: no validation loss, no valid context gain")
+            self.job = job = dataclasses.replace(job, valid_files=())
         # Clusters coordinate a preemption across workers (all save the same step, then exit); one process
         # handles SIGTERM itself (see train()).
         self._preemption_handler = None
@@ -152,6 +181,12 @@ class Trainer:
 
     def restore(self) -> int:
         if self.manager.latest_checkpoint:
+            changes = config_changes(self.backbone, self.family.name, self.job.model_dir)
+            if changes:
+                raise ValueError(
+                    f"{self.job.model_dir} holds checkpoints of another model shape ({'; '.join(changes)}; "
+                    "max_sequence_length follows --sequence-length): resume with that run's settings or use a new "
+                    "model dir")
             self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
             self.log(f"resumed from {self.manager.latest_checkpoint} at step {self.step}")
         return self.step
@@ -172,6 +207,8 @@ class Trainer:
                 if self.step < end_of_phase:
                     metrics = self._train_phase(index, phase, end_of_phase) or metrics
                 start_of_phase = end_of_phase
+        except tf.errors.DataLossError as error:
+            raise unreadable_data_error(error, (*self.job.train_files, *self.job.valid_files)) from None
         except _Preempted:
             self.manager.save(checkpoint_number=self.step)
             self.log(f"preempted (SIGTERM): checkpoint saved at step {self.step}; rerun the same command to resume")
@@ -192,17 +229,29 @@ class Trainer:
 
     def _on_sigterm(self, signum, frame):
         self._preempted = True
+        if self._sigterm_watchdog is None:
+            self._sigterm_watchdog = threading.Timer(SIGTERM_GRACE_S, self._exit_unresponsive)
+            self._sigterm_watchdog.daemon = True
+            self._sigterm_watchdog.start()
 
-    def _dataset(self, phase: Phase):
+    def _exit_unresponsive(self) -> None:
+        self.log(f"SIGTERM: no step finished within {SIGTERM_GRACE_S:.0f} s (waiting for input?); exiting without a "
+                 f"new checkpoint (the last one is kept)")
+        os._exit(143)
+
+    def _dataset(self, phase: Phase, validation: bool = False):
+        """The distributed batches of `phase`: the train split sharded across input pipelines, or the valid
+        split's fixed batches, which every replica reads whole (a valid split may have fewer files than there
+        are input pipelines; the summed sums and counts keep the mean and its interval unchanged)."""
         micro_batch = phase.global_batch // self.settings.accumulation_steps
+        files = self.job.valid_files if validation else self.job.train_files
+        # A resumed run does not replay the training data it has seen; validation reads the same batches always.
+        seed = self.settings.seed + (0 if validation else self.step)
 
         def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
-            input_config = InputConfig(
-                sequence_length=phase.sequence_length,
-                batch_size=context.get_per_replica_batch_size(micro_batch),
-                seed=self.settings.seed + self.step,  # a resumed run does not replay the data it has seen
-            )
-            return self.family.dataset(self.job.train_files, input_config, context, self.backbone)
+            input_config = InputConfig(sequence_length=phase.sequence_length, seed=seed,
+                                       batch_size=context.get_per_replica_batch_size(micro_batch))
+            return self.family.dataset(files, input_config, None if validation else context, self.backbone)
 
         return self.strategy.distribute_datasets_from_function(dataset_fn)
 
@@ -224,6 +273,8 @@ class Trainer:
                 totals += self._preemption_handler.run(train_steps, iterator, micro_steps).numpy()
             else:
                 totals += train_steps(iterator, micro_steps).numpy()
+            if self._sigterm_watchdog is not None:
+                self._sigterm_watchdog.cancel()  # the step finished: the checkpoint below ends the run
             step = self.step
             if step - last_log >= config.log_every or step == end_of_phase:
                 now = time.perf_counter()
@@ -245,10 +296,7 @@ class Trainer:
 
         def loss_and_gradients(batch, global_weight):
             with tf.GradientTape() as tape:
-                inputs = {key: value for key, value in batch.items() if key not in (MASK_IDS, MASK_WEIGHTS)}
-                logits = model(inputs, training=True)
-                logits = tf.cast(logits, tf.float32)
-                losses = keras.losses.sparse_categorical_crossentropy(batch[MASK_IDS], logits, from_logits=True)
+                logits, losses = _target_losses(model, batch, training=True)
                 weights = batch[MASK_WEIGHTS]
                 loss = tf.reduce_sum(losses * weights) / tf.maximum(global_weight, 1.0)
                 scaled = optimizer.scale_loss(loss)
@@ -305,20 +353,10 @@ class Trainer:
                  f"ppl {metrics['perplexity']:.2f}  lr {metrics['learning_rate']:.2e}  "
                  f"tokens/s {metrics['tokens_per_second']:,.0f}")
 
-
     def _validate(self, phase: Phase, writer=None) -> dict[str, float]:
         """The loss on `eval_batches` fixed batches of the valid split (models with memory read each segment from
         a zero memory), its context gain and the gain's 95% interval over batches."""
-        micro_batch = phase.global_batch // self.settings.accumulation_steps
-
-        def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
-            input_config = InputConfig(sequence_length=phase.sequence_length, seed=self.settings.seed,
-                                       batch_size=context.get_per_replica_batch_size(micro_batch))
-            # Every replica reads the same batches (no sharding: a valid split may have fewer files than there
-            # are input pipelines); the summed sums and counts keep the mean and its interval unchanged.
-            return self.family.dataset(self.job.valid_files, input_config, None, self.backbone)
-
-        iterator = iter(self.strategy.distribute_datasets_from_function(dataset_fn))
+        iterator = iter(self._dataset(phase, validation=True))
         evaluate = self._eval_function()
         per_batch = np.array([evaluate(iterator).numpy() for _ in range(self.settings.eval_batches)])
         result = validation_result(per_batch, self.floor)
@@ -338,9 +376,7 @@ class Trainer:
             model, strategy = self.model, self.strategy
 
             def replica_step(batch):
-                inputs = {key: value for key, value in batch.items() if key not in (MASK_IDS, MASK_WEIGHTS, RESET)}
-                logits = tf.cast(model(inputs, training=False), tf.float32)
-                losses = keras.losses.sparse_categorical_crossentropy(batch[MASK_IDS], logits, from_logits=True)
+                _, losses = _target_losses(model, batch, training=False)
                 return tf.stack([tf.reduce_sum(losses * batch[MASK_WEIGHTS]), tf.reduce_sum(batch[MASK_WEIGHTS])])
 
             @tf.function
@@ -349,3 +385,12 @@ class Trainer:
 
             self._eval = evaluate
         return self._eval
+
+
+def _target_losses(model: keras.Model, batch: dict, training: bool) -> tuple[tf.Tensor, tf.Tensor]:
+    """The float32 logits and the cross-entropy of every target slot. Validation reads each segment from a zero
+    memory, so it drops the batch's memory-reset flags."""
+    dropped = (MASK_IDS, MASK_WEIGHTS) if training else (MASK_IDS, MASK_WEIGHTS, RESET)
+    logits = tf.cast(model({key: value for key, value in batch.items() if key not in dropped}, training=training),
+                     tf.float32)
+    return logits, keras.losses.sparse_categorical_crossentropy(batch[MASK_IDS], logits, from_logits=True)
