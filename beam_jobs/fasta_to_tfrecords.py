@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter hides the job's summary
+from beam_jobs.console import VERBOSE_FLAG, VERBOSE_HELP, quiet_start
+
+quiet_start()  # before TensorFlow is imported
 
 import argparse
 import dataclasses
@@ -49,6 +51,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
         description="Turn protein FASTA (UniRef, UniProt, BFD; plain or gzip) or BFD a3m-ffindex databases into "
         "sharded TFRecords of tf.train.Example (docs/contracts.md). Unknown flags are Beam pipeline options.",
     )
+    parser.add_argument(VERBOSE_FLAG, action="store_true", help=VERBOSE_HELP)
     parser.add_argument("--input", action="append", required=True, metavar="GLOB",
                         help="input file pattern (local or gs://...); repeat for several")
     parser.add_argument("--output-dir", required=True, metavar="DIR")

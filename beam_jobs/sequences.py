@@ -72,8 +72,7 @@ def normalise(raw: bytes, min_length: int = 1, max_length: int | None = None) ->
         return Reject(EMPTY_SEQUENCE)
     illegal = sequence.translate(None, _ALLOWED)
     if illegal:
-        shown = "".join(sorted(set(illegal.decode("latin-1"))))
-        return Reject(ILLEGAL_CHARACTERS, f"illegal characters {shown!r}")
+        return Reject(ILLEGAL_CHARACTERS, f"illegal characters '{_as_typed(sequence)}'")
     mapped = sequence.translate(_RARE_TO_X)
     if mapped != sequence:
         repairs.append(RARE_MAPPED)
@@ -83,3 +82,14 @@ def normalise(raw: bytes, min_length: int = 1, max_length: int | None = None) ->
     if max_length is not None and len(sequence) > max_length:
         return Reject(TOO_LONG, f"length {len(sequence)} > max_length {max_length}")
     return Normalised(sequence, tuple(repairs))
+
+
+def _as_typed(sequence: bytes) -> str:
+    """The distinct characters of `sequence` that are not residues, as the user typed them (UTF-8 decoded), or
+    as ``\\xNN`` escapes where the bytes are not UTF-8."""
+    allowed = set(_ALLOWED.decode("ascii"))
+    try:
+        return "".join(sorted(set(sequence.decode("utf-8")) - allowed))
+    except UnicodeDecodeError:
+        illegal = set(sequence.translate(None, _ALLOWED))
+        return "".join(chr(b) if b < 128 else f"\\x{b:02x}" for b in sorted(illegal))

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from beam_jobs.console import VERBOSE_FLAG, VERBOSE_HELP, quiet_start
+
+quiet_start()  # before TensorFlow is imported
 
 import argparse
 import queue
@@ -141,12 +143,26 @@ class Batcher:
         self._thread.start()
 
     def run(self, model: LoadedVersion, sequences: list[str]) -> dict:
-        pending = _Pending(model, sequences)
-        self._queue.put(pending)
-        pending.done.wait()
-        if pending.error is not None:
-            raise pending.error
-        return pending.outputs
+        """The outputs for `sequences`. A request larger than a batch runs as batch-sized parts, one after another,
+        so that other callers' requests interleave with it instead of waiting for all of it."""
+        parts = []
+        for start in range(0, len(sequences), self.max_batch_size):
+            pending = _Pending(model, sequences[start : start + self.max_batch_size])
+            self._queue.put(pending)
+            pending.done.wait()
+            if pending.error is not None:
+                raise pending.error
+            parts.append(pending.outputs)
+        if len(parts) == 1:
+            return parts[0]
+        width = max(part["residue_embeddings"].shape[1] for part in parts)
+        return {
+            "residue_embeddings": np.concatenate([np.pad(part["residue_embeddings"],
+                                                         ((0, 0), (0, width - part["residue_embeddings"].shape[1]),
+                                                          (0, 0))) for part in parts]),
+            "protein_embeddings": np.concatenate([part["protein_embeddings"] for part in parts]),
+            "lengths": np.concatenate([part["lengths"] for part in parts]),
+        }
 
     def _loop(self) -> None:
         while True:
@@ -192,8 +208,13 @@ class Batcher:
             item.done.set()
 
 
-def validate_sequences(tensor, max_residues: int | None) -> list[str]:
-    """The request's `sequences` input as normalised strings, or BadRequest naming the problem."""
+class TooLarge(ValueError):
+    """A request the server refuses with RESOURCE_EXHAUSTED."""
+
+
+def validate_sequences(tensor, max_residues: int | None, max_request_residues: int | None = None) -> list[str]:
+    """The request's `sequences` input as normalised strings, or BadRequest naming the problem (TooLarge when the
+    request holds more than `max_request_residues` residues in more than one sequence)."""
     from tensorflow.core.framework import types_pb2
 
     if tensor.dtype != types_pb2.DT_STRING:
@@ -203,6 +224,8 @@ def validate_sequences(tensor, max_residues: int | None) -> list[str]:
     if len(dims) != 1:
         raise BadRequest(f"input {INPUT!r} must be a vector [batch] of sequences, not shape {dims}")
     values = list(tensor.string_val)
+    if dims[0] != len(values):
+        raise BadRequest(f"input {INPUT!r} declares shape [{dims[0]}] but holds {len(values)} strings")
     if not values:
         raise BadRequest("empty batch: send at least one sequence")
     sequences = []
@@ -214,14 +237,20 @@ def validate_sequences(tensor, max_residues: int | None) -> list[str]:
             raise BadRequest(f"sequence {index} has {len(result.sequence)} residues; this model takes at most "
                              f"{max_residues} (split it, or embed with chunking)")
         sequences.append(result.sequence.decode("ascii"))
+    total = sum(map(len, sequences))
+    if max_request_residues is not None and len(sequences) > 1 and total > max_request_residues:
+        raise TooLarge(f"the request holds {total:,} residues in {len(sequences)} sequences; this server takes at "
+                       f"most {max_request_residues:,} per request: send fewer sequences per request (the Python "
+                       "client splits by residues_per_request)")
     return sequences
 
 
 class _Service(prediction_service_pb2_grpc.PredictionServiceServicer, model_service_pb2_grpc.ModelServiceServicer):
 
-    def __init__(self, models: ModelVersions, batcher: Batcher):
+    def __init__(self, models: ModelVersions, batcher: Batcher, max_request_residues: int | None):
         self.models = models
         self.batcher = batcher
+        self.max_request_residues = max_request_residues
 
     def _version(self, spec, context) -> LoadedVersion:
         if spec.name != self.models.name:
@@ -249,10 +278,12 @@ class _Service(prediction_service_pb2_grpc.PredictionServiceServicer, model_serv
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown outputs {sorted(set(wanted) - set(OUTPUTS))}; "
                                                             f"outputs: {list(OUTPUTS)}")
         try:
-            sequences = validate_sequences(request.inputs[INPUT], model.max_residues)
+            sequences = validate_sequences(request.inputs[INPUT], model.max_residues, self.max_request_residues)
             outputs = self.batcher.run(model, sequences)
         except BadRequest as error:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        except TooLarge as error:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
         except tf.errors.InvalidArgumentError as error:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, error.message.split("\n")[0])
         response = predict_pb2.PredictResponse()
@@ -292,12 +323,18 @@ class _Service(prediction_service_pb2_grpc.PredictionServiceServicer, model_serv
         return response
 
 
-class DevServer:
-    """The server, started on `port` (0: any free port; see `.port`), polling every `poll_s` seconds."""
+# Residues one request may hold (more than one sequence): a 200 × 1,000-residue request once took 3.2 GB.
+MAX_REQUEST_RESIDUES = 131_072
 
-    def __init__(self, model_base_path: str, model_name: str, port: int = 8500, host: str = "0.0.0.0",
+
+class DevServer:
+    """The server, started on `port` (0: any free port; see `.port`) of `host` (loopback unless opened), polling
+    every `poll_s` seconds; with `tls` (certificate chain and private key, PEM bytes), over TLS only."""
+
+    def __init__(self, model_base_path: str, model_name: str, port: int = 8500, host: str = "127.0.0.1",
                  poll_s: float = 1.0, max_batch_size: int = 32, batch_timeout_s: float = 0.002,
-                 labels: dict[str, int] | None = None, workers: int = 16):
+                 labels: dict[str, int] | None = None, workers: int = 16,
+                 max_request_residues: int | None = MAX_REQUEST_RESIDUES, tls: tuple[bytes, bytes] | None = None):
         if not os.path.isdir(model_base_path):
             raise FileNotFoundError(f"model base path {model_base_path} does not exist")
         self.models = ModelVersions(model_name, model_base_path, labels)
@@ -307,10 +344,15 @@ class DevServer:
                                    options=[("grpc.max_send_message_length", 512 << 20),
                                             ("grpc.max_receive_message_length", 512 << 20)])
         self.batcher = Batcher(max_batch_size, batch_timeout_s)
-        service = _Service(self.models, self.batcher)
+        service = _Service(self.models, self.batcher, max_request_residues)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(service, self._server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(service, self._server)
-        self.port = self._server.add_insecure_port(f"{host}:{port}")
+        if tls is None:
+            self.port = self._server.add_insecure_port(f"{host}:{port}")
+        else:
+            certificate, key = tls
+            self.port = self._server.add_secure_port(f"{host}:{port}",
+                                                     grpc.ssl_server_credentials([(key, certificate)]))
         self._poller = threading.Thread(target=self._poll, daemon=True, name="version-poller")
 
     def start(self) -> "DevServer":
@@ -335,27 +377,49 @@ class DevServer:
         self._server.wait_for_termination()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="prottrans-serve", description=__doc__.split("\n\n")[0])
+    parser.add_argument(VERBOSE_FLAG, action="store_true", help=VERBOSE_HELP)
     parser.add_argument("--model-base-path", required=True, help="folder of numbered SavedModel versions")
     parser.add_argument("--model-name", required=True)
     parser.add_argument("--port", type=int, default=8500)
-    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="interface to listen on (default: loopback only; 0.0.0.0 opens it to the network, where "
+                        "authentication belongs in front of the server, as for TF Serving)")
+    parser.add_argument("--tls-cert", metavar="PEM", help="certificate chain: serve over TLS (with --tls-key)")
+    parser.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert")
     parser.add_argument("--poll-seconds", type=float, default=1.0, help="how often to look for new versions")
-    parser.add_argument("--max-batch-size", type=int, default=32, help="sequences per batched model call")
+    parser.add_argument("--max-batch-size", type=int, default=32,
+                        help="sequences per batched model call; larger requests run in parts of this size")
+    parser.add_argument("--max-request-residues", type=int, default=MAX_REQUEST_RESIDUES,
+                        help="residues one request may hold (a single sequence is always taken up to the model's "
+                        "limit); larger requests get RESOURCE_EXHAUSTED")
     parser.add_argument("--batch-timeout-ms", type=float, default=2.0)
     parser.add_argument("--label", action="append", default=[], metavar="LABEL=VERSION",
                         help="a version label (repeatable), e.g. --label stable=3")
     args = parser.parse_args(argv)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
     try:
         labels = {label: int(version) for label, _, version in (item.partition("=") for item in args.label)}
+        tls = None
+        if args.tls_cert:
+            with open(args.tls_cert, "rb") as certificate, open(args.tls_key, "rb") as key:
+                tls = (certificate.read(), key.read())
         server = DevServer(args.model_base_path, args.model_name, args.port, args.host, args.poll_seconds,
-                           args.max_batch_size, args.batch_timeout_ms / 1000, labels).start()
-    except (FileNotFoundError, ValueError) as error:
+                           args.max_batch_size, args.batch_timeout_ms / 1000, labels,
+                           max_request_residues=args.max_request_residues, tls=tls).start()
+    except (OSError, ValueError) as error:
         print(f"prottrans-serve: error: {error}", file=sys.stderr)
         return 2
     versions = sorted(server.models.available())
-    print(f"prottrans-serve: serving {args.model_name} (versions {versions}) on {args.host}:{server.port} "
+    print(f"prottrans-serve: serving {args.model_name} (versions {versions}) on {args.host}:{server.port}"
+          f"{' over TLS' if tls else ''} "
           "— development server; use tensorflow/serving in production", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     try:

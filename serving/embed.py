@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from beam_jobs.console import VERBOSE_FLAG, VERBOSE_HELP, quiet_start
+
+quiet_start()  # before TensorFlow is imported
 
 import argparse
 import json
@@ -204,6 +206,7 @@ def embed_file(fasta: str, output: Output, embedder, progress) -> dict[str, int]
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="prottrans-embed", description=__doc__.split("\n\n")[0])
+    parser.add_argument(VERBOSE_FLAG, action="store_true", help=VERBOSE_HELP)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--server", metavar="HOST:PORT", help="TF Serving (or prottrans-serve) gRPC address")
     source.add_argument("--saved-model", metavar="DIR", help="a SavedModel (or model folder) run in this process")

@@ -112,6 +112,12 @@ def request(values, dtype=tf.string, name="protbert", input_name="sequences"):
     return message
 
 
+def _declaring(message, size: int):
+    """`message` with its input's declared batch size changed to `size` (the data unchanged)."""
+    message.inputs["sequences"].tensor_shape.dim[0].size = size
+    return message
+
+
 def test_the_saved_model_needs_no_custom_ops_and_carries_warmup_requests(model_folder):
     folder, _ = model_folder
     version = folder / "1"
@@ -179,6 +185,8 @@ def test_metadata_and_status_describe_the_loaded_version(server):
     (request(["MKT", "A" * (MAX_RESIDUES + 1)]), f"sequence 1 has {MAX_RESIDUES + 1} residues; this model takes at most"),
     (request([["MKT"]]), "must be a vector"),
     (request(["MKT"], input_name="seqs"), "expected exactly one input 'sequences'"),
+    (_declaring(request(["MKT", "MKV"]), 5), "declares shape [5] but holds 2 strings"),
+    (request(["MKÉTα"]), "illegal characters 'Éα'"),
 ])
 def test_bad_requests_get_invalid_argument_naming_the_problem_and_the_server_keeps_serving(server, bad, message):
     with pytest.raises(grpc.RpcError) as error:
@@ -447,3 +455,64 @@ def test_the_client_retries_while_the_server_is_unavailable(model_folder):
         starter.join()
         for server in servers:
             server.stop()
+
+
+def test_the_development_server_listens_on_loopback_unless_opened():
+    from serving.dev_server import parse_args
+
+    assert parse_args(["--model-base-path", "m", "--model-name", "p"]).host == "127.0.0.1"
+    assert parse_args(["--model-base-path", "m", "--model-name", "p", "--host", "0.0.0.0"]).host == "0.0.0.0"
+
+
+def test_a_large_request_runs_in_batch_sized_parts_and_a_too_large_one_is_refused(model_folder):
+    from serving.dev_server import DevServer
+
+    folder, backbone = model_folder
+    sequences = [PROTEINS[i % 3][: 5 + i] for i in range(20)]
+    running = DevServer(str(folder), "protbert", port=0, max_batch_size=8, max_request_residues=400).start()
+    try:
+        calls = running.batcher.model_calls
+        response = stub(running).Predict(request(sequences), timeout=60)
+        assert running.batcher.model_calls - calls == 3  # 8 + 8 + 4: other callers interleave between parts
+        expected = embedding.embed_strings(backbone, tf.constant(sequences))
+        for name in ("residue_embeddings", "protein_embeddings"):
+            np.testing.assert_allclose(tf.make_ndarray(response.outputs[name]), expected[name].numpy(), atol=1e-5)
+        with pytest.raises(grpc.RpcError) as error:
+            stub(running).Predict(request([PROTEINS[2]] * 7), timeout=60)  # 7 × 60 = 420 residues
+        assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "420 residues in 7 sequences" in error.value.details()
+    finally:
+        running.stop()
+
+
+def test_the_server_speaks_tls_when_given_a_certificate(model_folder, tmp_path):
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from serving.client import EmbeddingClient
+    from serving.dev_server import DevServer
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+                   .sign(key, hashes.SHA256()))
+    pem = certificate.public_bytes(serialization.Encoding.PEM)
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    folder, _ = model_folder
+    running = DevServer(str(folder), "protbert", port=0, tls=(pem, key_pem)).start()
+    try:
+        with EmbeddingClient(f"localhost:{running.port}", "protbert", tls_root_certificates=pem) as client:
+            (result,) = client.embed(["MKTAYIAKQR"])
+        assert result.residues.shape == (10, 32)
+        with pytest.raises(grpc.RpcError):  # plaintext is not answered
+            stub(running).Predict(request(["MKT"]), timeout=5)
+    finally:
+        running.stop()

@@ -149,12 +149,16 @@ def test_xla_compiled_steps_train(dataset_dir, tmp_path):
     assert np.isfinite(trainer.train()["loss"]) and trainer.step == 4
 
 
-def test_the_train_command_exports_the_trained_weights_at_the_end(dataset_dir, tmp_path):
+def test_the_train_command_exports_the_trained_weights_at_the_end_once(dataset_dir, tmp_path, capsys):
     from models.cli import train
 
     export_dir, model_dir = tmp_path / "serving" / "protbert", tmp_path / "model"
-    assert train.main(["--data", str(dataset_dir), "--model-dir", str(model_dir), "--export-dir", str(export_dir),
-                       "--preset", "tiny", "--steps", "3", "--global-batch", "8", "--sequence-length", "64"]) == 0
+    command = ["--data", str(dataset_dir), "--model-dir", str(model_dir), "--export-dir", str(export_dir),
+               "--preset", "tiny", "--steps", "3", "--global-batch", "8", "--sequence-length", "64"]
+    assert train.main(command) == 0
+    assert train.main(command) == 0  # a rerun of a finished run: the same model, no new version
+    assert "already holds this model" in capsys.readouterr().out
+    assert sorted(p.name for p in export_dir.iterdir()) == ["1"]
     signature = tf.saved_model.load(str(export_dir / "1")).signatures["serving_default"]
     sequences = tf.constant(["MKTAYIAKQR", "MSTNPKPQ"])
     served = signature(sequences=sequences)

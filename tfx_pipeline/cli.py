@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from beam_jobs.console import VERBOSE_FLAG, VERBOSE_HELP, quiet_start
+
+quiet_start()  # before TensorFlow is imported
 
 import argparse
 import sys
@@ -22,6 +24,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="prottrans-pipeline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run the pipeline (local) or compile it for Vertex AI (vertex)")
+    run.add_argument(VERBOSE_FLAG, action="store_true", help=VERBOSE_HELP)
     run.add_argument("--config", default=None, metavar="FILE", help="YAML or JSON with config keys")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                      help="override one config key (repeatable), e.g. --set training.steps=1000 --set vertex.project=p")

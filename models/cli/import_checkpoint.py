@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
+from beam_jobs.console import VERBOSE_FLAG, VERBOSE_HELP, quiet_start
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+quiet_start()  # before TensorFlow is imported
 
 import argparse
 import sys
@@ -22,6 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="prottrans-import", description=__doc__,
         epilog="files read per family: " + "; ".join(
             f"{name}: {', '.join(family.checkpoint_files)}" for name, family in IMPORTABLE.items()))
+    parser.add_argument(VERBOSE_FLAG, action="store_true", help=VERBOSE_HELP)
     parser.add_argument("--from-hf", required=True, metavar="DIR", help="the checkpoint folder")
     parser.add_argument("--family", required=True, choices=sorted(IMPORTABLE))
     parser.add_argument("--output", required=True, metavar="DIR",

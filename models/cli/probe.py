@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
+from beam_jobs.console import VERBOSE_FLAG, VERBOSE_HELP, quiet_start
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+quiet_start()  # before TensorFlow is imported
 
 import argparse
 import sys
@@ -19,6 +19,7 @@ from models.probes.profile import PROFILE, ProfileEmbedder
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="prottrans-probe", description=__doc__)
+    parser.add_argument(VERBOSE_FLAG, action="store_true", help=VERBOSE_HELP)
     parser.add_argument("--model", required=True, help="'onehot', 'profile' (MMseqs2 profiles against "
                         "--profile-db), a SavedModel with the serving signature (or a TF Serving model folder), or a "
                         "prottrans-train --model-dir")

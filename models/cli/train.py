@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from beam_jobs.console import VERBOSE_FLAG, VERBOSE_HELP, quiet_start
+
+quiet_start()  # before TensorFlow is imported
 
 import argparse
 import sys
@@ -14,7 +16,7 @@ from typing import Sequence
 import tensorflow as tf
 
 from beam_jobs import schema
-from models.export.signatures import export_saved_model
+from models.export.signatures import export_saved_model, latest_version_holding
 from models.training import settings as training_settings
 from models.training.summary import SUMMARY_FILE
 from models.training.trainer import TrainJob, Trainer
@@ -22,6 +24,7 @@ from models.training.trainer import TrainJob, Trainer
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="prottrans-train", description=__doc__)
+    parser.add_argument(VERBOSE_FLAG, action="store_true", help=VERBOSE_HELP)
     parser.add_argument("--data", required=True, metavar="DIR", help="output folder of prottrans-preprocess")
     parser.add_argument("--model-dir", required=True, metavar="DIR", help="checkpoints and TensorBoard logs")
     parser.add_argument("--export-dir", default=None, metavar="DIR",
@@ -49,9 +52,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"prottrans-train: error: {error}", file=sys.stderr)
         return 2
     if args.export_dir and trainer.chief:
-        path = export_saved_model(trainer.backbone, args.export_dir,
-                                  extra_assets={SUMMARY_FILE: trainer.summary.to_dict()})
-        print(f"exported SavedModel to {path}")
+        unchanged = latest_version_holding(trainer.backbone, args.export_dir)
+        if unchanged:
+            print(f"not exported: the latest version, {unchanged}, already holds this model")
+        else:
+            path = export_saved_model(trainer.backbone, args.export_dir,
+                                      extra_assets={SUMMARY_FILE: trainer.summary.to_dict()})
+            print(f"exported SavedModel to {path}")
     return 0
 
 

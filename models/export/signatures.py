@@ -104,7 +104,29 @@ def write_warmup_requests(path: str, max_residues: int) -> None:
 def model_info(backbone: Backbone) -> dict:
     """What clients need beside the signature: the residue limit (to chunk longer sequences) and the width."""
     return {"max_residues": embedding.max_residues(backbone), "hidden_dim": backbone.hidden_dim,
-            "backbone_config": backbone.get_config()}
+            "backbone_config": backbone.get_config(), "weights_digest": weights_digest(backbone)}
+
+
+def weights_digest(backbone: Backbone) -> str:
+    """A hash of the backbone's class, config and every weight's bytes: equal exactly when two exports would
+    compute the same embeddings (SavedModel files themselves differ between two exports of one model)."""
+    digest = hashlib.sha256(json.dumps([type(backbone).__name__, backbone.get_config()], sort_keys=True,
+                                       default=str).encode())
+    for weight in backbone.weights:
+        digest.update(weight.path.encode())
+        digest.update(keras.ops.convert_to_numpy(weight.value).tobytes())
+    return digest.hexdigest()
+
+
+def latest_version_holding(backbone: Backbone, model_folder: str) -> str | None:
+    """The path of `model_folder`'s latest version if it holds exactly `backbone` (same weights digest), else None:
+    a rerun that changed nothing need not add a version."""
+    latest = next_version(model_folder) - 1
+    if latest < 1:
+        return None
+    path = os.path.join(model_folder, str(latest))
+    info = read_model_info(path) or {}
+    return path if info.get("weights_digest") == weights_digest(backbone) else None
 
 
 def saved_model_digest(path: str) -> str | None:

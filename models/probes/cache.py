@@ -8,12 +8,12 @@ protein at a time, so training a probe holds a batch in memory, not the data set
 from __future__ import annotations
 
 import hashlib
-import sys
 from typing import Sequence
 
 import h5py
 import numpy as np
 
+from beam_jobs.console import Progress
 from models.export.embedding import ProteinEmbedding
 
 WRITE_EVERY = 256  # sequences embedded per call of an embedder that does not name its own `chunk_size`
@@ -75,13 +75,11 @@ def fill(cache: EmbeddingCache, embedder, sequences: Sequence[str], label: str =
     missing = sorted({k: s for k, s in zip(keys, sequences) if not cache.has(k, parts)}.items(),
                      key=lambda kv: -len(kv[1]))
     step = getattr(embedder, "chunk_size", WRITE_EVERY)
+    progress = Progress(label, len(missing))
     for start in range(0, len(missing), step):
         chunk = missing[start : start + step]
         for (key, _), embedding in zip(chunk, embedder.embed([s for _, s in chunk])):
             cache.put(key, embedding, parts)
         cache.flush()
-        done = min(start + step, len(missing))
-        print(f"\r{label}: {done}/{len(missing)} new sequences embedded", end="", file=sys.stderr, flush=True)
-    if missing:
-        print(file=sys.stderr)
+        progress.update(min(start + step, len(missing)), "new sequences embedded")
     return keys
