@@ -45,45 +45,86 @@ class _StorageType:
         self.dtype = _TORCH_DTYPES[name]
 
 
-def _rebuild_tensor(storage: np.ndarray, offset: int, shape, stride, *_) -> np.ndarray:
-    if not shape:
-        return storage[offset].copy()
-    strides = [step * storage.itemsize for step in stride]
-    return np.lib.stride_tricks.as_strided(storage[offset:], shape=tuple(shape), strides=strides).copy()
+class _TensorRecord:
+    """A tensor as the pickle describes it; made an array only after its bounds are checked, under its name."""
+
+    def __init__(self, storage, offset, shape, stride, *_):
+        self.storage, self.offset, self.shape, self.stride = storage, offset, shape, stride
+
+    def array(self, name: str) -> np.ndarray:
+        storage, offset, shape, stride = self.storage, self.offset, self.shape, self.stride
+
+        def refuse(why: str) -> CheckpointError:
+            return CheckpointError(f"tensor {name!r}: {why}; the checkpoint is corrupt or was not written by torch")
+
+        if not isinstance(storage, np.ndarray):
+            raise refuse("its storage is not a tensor storage")
+        if not (isinstance(shape, tuple) and isinstance(stride, tuple) and len(shape) == len(stride)):
+            raise refuse(f"shape {shape!r} and stride {stride!r} do not match")
+        values = (offset, *shape, *stride)
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+            raise refuse(f"offset {offset!r}, shape {shape!r} and stride {stride!r} must be non-negative integers")
+        elements = int(np.prod(shape, dtype=object))
+        if elements == 0:
+            return np.zeros(shape, storage.dtype)
+        last = offset + sum((size - 1) * step for size, step in zip(shape, stride))
+        if last >= storage.size or elements > storage.size:
+            raise refuse(f"shape {list(shape)} with stride {list(stride)} at offset {offset} reaches past its storage "
+                         f"of {storage.size} elements")
+        if not shape:
+            return storage[offset].copy()
+        strides = [step * storage.itemsize for step in stride]
+        return np.lib.stride_tricks.as_strided(storage[offset:], shape=shape, strides=strides).copy()
 
 
 def read_pytorch_bin(path: str) -> dict[str, np.ndarray]:
-    """The tensors of a ``torch.save`` zip file as numpy arrays, without importing torch."""
-    with zipfile.ZipFile(path) as archive:
-        pickle_name = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
-        if pickle_name is None:
-            raise CheckpointError(f"{path}: not a torch zip checkpoint (no data.pkl); legacy tar files are not read")
-        prefix = pickle_name[: -len("data.pkl")]
+    """The tensors of a ``torch.save`` zip file as numpy arrays, without importing torch. Only tensors, storages
+    and ordered dicts are unpickled; every tensor's shape, stride and offset are checked against its storage before
+    it is read, and anything else is a CheckpointError naming the file (and the tensor)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pickle_name = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+            if pickle_name is None:
+                raise CheckpointError("not a torch zip checkpoint (no data.pkl); legacy tar files are not read")
+            prefix = pickle_name[: -len("data.pkl")]
 
-        def load_storage(pid) -> np.ndarray:
-            _, storage_type, key, _, _ = pid
-            raw = archive.read(f"{prefix}data/{key}")
-            if storage_type.dtype == "bfloat16":
-                return (np.frombuffer(raw, np.uint16).astype(np.uint32) << 16).view(np.float32)
-            return np.frombuffer(raw, storage_type.dtype)
+            def load_storage(pid) -> np.ndarray:
+                if not (isinstance(pid, tuple) and len(pid) == 5 and isinstance(pid[1], _StorageType)):
+                    raise CheckpointError(f"unexpected persistent id {pid!r}")
+                _, storage_type, key, _, _ = pid
+                raw = archive.read(f"{prefix}data/{key}")
+                if storage_type.dtype == "bfloat16":
+                    return (np.frombuffer(raw, np.uint16).astype(np.uint32) << 16).view(np.float32)
+                return np.frombuffer(raw, storage_type.dtype)
 
-        class Unpickler(pickle.Unpickler):
-            def find_class(self, module: str, name: str) -> Any:
-                if module == "torch._utils" and name == "_rebuild_tensor_v2":
-                    return _rebuild_tensor
-                if module == "torch" and name.endswith("Storage"):
-                    return _StorageType(name)
-                if module == "collections" and name == "OrderedDict":
-                    import collections
+            class Unpickler(pickle.Unpickler):
+                def find_class(self, module: str, name: str) -> Any:
+                    if module == "torch._utils" and name == "_rebuild_tensor_v2":
+                        return _TensorRecord
+                    if module == "torch" and name.endswith("Storage"):
+                        return _StorageType(name)
+                    if module == "collections" and name == "OrderedDict":
+                        import collections
 
-                    return collections.OrderedDict
-                raise CheckpointError(f"{path}: refusing to unpickle {module}.{name} (only tensors are read)")
+                        return collections.OrderedDict
+                    raise CheckpointError(f"refusing to unpickle {module}.{name} (only tensors are read)")
 
-            def persistent_load(self, pid):
-                return load_storage(pid)
+                def persistent_load(self, pid):
+                    return load_storage(pid)
 
-        with archive.open(pickle_name) as handle:
-            return dict(Unpickler(handle).load())
+            with archive.open(pickle_name) as handle:
+                loaded = Unpickler(handle).load()
+        if not isinstance(loaded, dict):
+            raise CheckpointError(f"holds a {type(loaded).__name__}, not a dict of tensors")
+        records = {name: record for name, record in loaded.items() if isinstance(record, _TensorRecord)}
+        if len(records) != len(loaded):
+            raise CheckpointError("holds values that are not tensors")
+        return {name: record.array(name) for name, record in records.items()}
+    except CheckpointError as error:
+        raise CheckpointError(f"{path}: {error}") from None
+    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, KeyError, ValueError, TypeError, AttributeError,
+            IndexError) as error:
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(error).__name__}: {error})") from None
 
 
 def read_weights(directory: str) -> dict[str, np.ndarray]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import struct
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +50,73 @@ def test_pytorch_bin_reads_without_torch_like_safetensors():
     from_safetensors = load_file(str(FIXTURES / "protbert" / "model.safetensors"))
     for name, array in from_safetensors.items():
         np.testing.assert_array_equal(from_bin[name], array)
+
+
+def _unicode(text: str) -> bytes:
+    data = text.encode()
+    return b"X" + struct.pack("<I", len(data)) + data
+
+
+def _int_tuple(values) -> bytes:
+    return b"(" + b"".join(b"J" + struct.pack("<i", v) for v in values) + b"t"
+
+
+def write_torch_zip(path: Path, tensors: list[tuple], extra_global: bytes = b"") -> Path:
+    """A ``torch.save``-layout zip written opcode by opcode (torch is not installed): each tensor is (name, storage
+    class, storage bytes, offset, shape, stride)."""
+    pickled = b"\x80\x02ccollections\nOrderedDict\n)R(" + extra_global
+    for key, (name, storage, data, offset, shape, stride) in enumerate(tensors):
+        pickled += _unicode(name) + b"ctorch._utils\n_rebuild_tensor_v2\n("
+        pickled += b"(" + _unicode("storage") + f"ctorch\n{storage}\n".encode() + _unicode(str(key)) + \
+            _unicode("cpu") + b"J" + struct.pack("<i", len(data) // 4) + b"tQ"
+        pickled += b"J" + struct.pack("<i", offset) + _int_tuple(shape) + _int_tuple(stride)
+        pickled += b"\x89ccollections\nOrderedDict\n)RtR"
+    pickled += b"u."
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", pickled)
+        for key, (_, _, data, *_rest) in enumerate(tensors):
+            archive.writestr(f"archive/data/{key}", data)
+    return path
+
+
+def test_a_hand_written_torch_zip_reads_back_with_its_strides(tmp_path):
+    values = np.arange(12, dtype=np.float32)
+    path = write_torch_zip(tmp_path / "ok.bin", [("w", "FloatStorage", values.tobytes(), 2, (2, 3), (1, 2)),
+                                                 ("b", "FloatStorage", values.tobytes(), 0, (0,), (1,))])
+    read = hf_checkpoint.read_pytorch_bin(str(path))
+    np.testing.assert_array_equal(read["w"], np.lib.stride_tricks.as_strided(values[2:], (2, 3), (4, 8)))
+    assert read["b"].shape == (0,)
+
+
+@pytest.mark.parametrize("tensor, message", [
+    (("w", "FloatStorage", np.zeros(4, np.float32).tobytes(), 0, (100,), (1,)), "reaches past its storage"),
+    (("w", "FloatStorage", np.zeros(4, np.float32).tobytes(), 3, (2,), (1,)), "reaches past its storage"),
+    (("w", "FloatStorage", np.zeros(4, np.float32).tobytes(), 0, (2, 2), (-1, 1)), "non-negative integers"),
+    (("w", "FloatStorage", np.zeros(4, np.float32).tobytes(), 0, (2**31 - 1, 2**31 - 1), (0, 0)),
+     "reaches past its storage"),
+    (("w", "FloatStorage", np.zeros(4, np.float32).tobytes(), 0, (2, 2), (1,)), "do not match"),
+    (("w", "EvilStorage", np.zeros(4, np.float32).tobytes(), 0, (4,), (1,)), "unsupported tensor storage"),
+    (("w", "FloatStorage", b"\x00" * 7, 0, (1,), (1,)), "not a readable torch checkpoint"),
+])
+def test_a_corrupt_torch_zip_is_refused_naming_the_tensor_never_read_out_of_bounds(tmp_path, tensor, message):
+    path = write_torch_zip(tmp_path / "bad.bin", [tensor])
+    with pytest.raises(CheckpointError, match=message) as error:
+        hf_checkpoint.read_pytorch_bin(str(path))
+    assert str(path) in str(error.value)
+    if "storage" in message and "unsupported" not in message:
+        assert "tensor 'w'" in str(error.value)
+
+
+def test_a_torch_zip_cut_short_or_calling_other_code_is_refused(tmp_path):
+    good = write_torch_zip(tmp_path / "good.bin", [("w", "FloatStorage", np.zeros(4, np.float32).tobytes(), 0,
+                                                     (4,), (1,))])
+    truncated = tmp_path / "truncated.bin"
+    truncated.write_bytes(good.read_bytes()[:-40])
+    with pytest.raises(CheckpointError, match="truncated.bin"):
+        hf_checkpoint.read_pytorch_bin(str(truncated))
+    evil = write_torch_zip(tmp_path / "evil.bin", [], extra_global=b"cos\nsystem\n")
+    with pytest.raises(CheckpointError, match="refusing to unpickle os.system"):
+        hf_checkpoint.read_pytorch_bin(str(evil))
 
 
 def test_vocabulary_mapping_takes_each_token_s_row():
