@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from models.networks.backbone import Backbone
 
-OBJECTIVES = ("masked_lm", "permutation_lm", "causal_lm")
+OBJECTIVES = ("masked_lm", "permutation_lm", "causal_lm", "denoising")
 
 
 @dataclass(frozen=True)

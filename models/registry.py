@@ -6,12 +6,12 @@ task model, training input, checkpoint importer, presets); adding a family is th
 
 from __future__ import annotations
 
-from models import protalbert, protbert, prottxl, protxlnet
+from models import protalbert, protbert, prott5, prottxl, protxlnet
 from models.family import Family
 from models.networks.backbone import Backbone
 
 FAMILIES: dict[str, Family] = {
-    family.name: family for family in (protbert.FAMILY, protalbert.FAMILY, protxlnet.FAMILY, prottxl.FAMILY)
+    family.name: family for family in (protbert.FAMILY, protalbert.FAMILY, protxlnet.FAMILY, prottxl.FAMILY, prott5.FAMILY)
 }
 
 

@@ -44,27 +44,41 @@ def tokenize(sequences: tf.Tensor) -> tf.RaggedTensor:
     return tf.ragged.map_flat_values(lambda c: tf.gather(BYTE_TO_ID, tf.minimum(c, 255)), codes)
 
 
-def add_special_tokens(residue_ids: tf.RaggedTensor, at_end: bool = False) -> tf.RaggedTensor:
-    """``[CLS] residues [SEP]`` for each sequence of a ragged batch, or XLNet's ``residues [SEP] [CLS]``."""
+# Where the special tokens go around a sequence's residues: (leading, trailing) token ids.
+LAYOUTS = {
+    "cls_sep": ((CLS_ID,), (SEP_ID,)),  # BERT and ALBERT, ProtTXL: [CLS] residues [SEP]
+    "sep_cls": ((), (SEP_ID, CLS_ID)),  # XLNet: residues [SEP] [CLS]
+    "eos": ((), (SEP_ID,)),  # T5: residues </s> (our [SEP])
+}
+
+
+def layout_of(backbone) -> str:
+    """The token layout a backbone was trained (or imported) with; ``cls_sep`` unless it names another."""
+    return getattr(backbone, "token_layout", "cls_sep")
+
+
+def add_special_tokens(residue_ids: tf.RaggedTensor, layout: str = "cls_sep") -> tf.RaggedTensor:
+    """Each sequence of a ragged batch with the special tokens of `layout` (see :data:`LAYOUTS`)."""
+    leading, trailing = LAYOUTS[layout]
     batch = residue_ids.nrows()
-    cls = tf.fill([batch, 1], tf.constant(CLS_ID, residue_ids.dtype))
-    sep = tf.fill([batch, 1], tf.constant(SEP_ID, residue_ids.dtype))
-    return tf.concat([residue_ids, sep, cls] if at_end else [cls, residue_ids, sep], axis=1)
+
+    def tokens(ids):
+        return [tf.fill([batch, 1], tf.constant(i, residue_ids.dtype)) for i in ids]
+
+    return tf.concat([*tokens(leading), residue_ids, *tokens(trailing)], axis=1)
 
 
-def encode(sequences: tf.Tensor, max_length: int | None = None,
-           specials_at_end: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
-    """Padded model inputs for raw sequences: ``token_ids`` ``[batch, max_len + 2]`` and residue ``lengths``.
+def encode(sequences: tf.Tensor, max_length: int | None = None, layout: str = "cls_sep") -> tuple[tf.Tensor, tf.Tensor]:
+    """Padded model inputs for raw sequences: ``token_ids`` ``[batch, max_len + specials]`` and residue ``lengths``.
 
-    ``[CLS] residues [SEP]``, or with `specials_at_end` XLNet's ``residues [SEP] [CLS]``; padding on the right.
-    Sequences longer than `max_length` residues are truncated to it (callers that must not truncate check
-    lengths first).
+    The specials are those of `layout` (``[CLS] residues [SEP]`` by default); padding on the right. Sequences
+    longer than `max_length` residues are truncated to it (callers that must not truncate check lengths first).
     """
     residues = tokenize(sequences)
     if max_length is not None:
         residues = residues[:, :max_length]
     lengths = tf.cast(residues.row_lengths(), tf.int32)
-    token_ids = add_special_tokens(residues, at_end=specials_at_end).to_tensor(default_value=PAD_ID)
+    token_ids = add_special_tokens(residues, layout).to_tensor(default_value=PAD_ID)
     return token_ids, lengths
 
 

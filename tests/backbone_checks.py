@@ -18,7 +18,7 @@ SEQUENCES = ["MKTAYIAKQRQISFVKSHFSRQ", "MKT", "ACDEFGHIKLMNPQRSTVWYX"]
 
 
 def _token_ids(backbone: Backbone) -> tf.Tensor:
-    token_ids, _ = vocabulary.encode(tf.constant(SEQUENCES), specials_at_end=getattr(backbone, "specials_at_end", False))
+    token_ids, _ = vocabulary.encode(tf.constant(SEQUENCES), layout=vocabulary.layout_of(backbone))
     return token_ids
 
 

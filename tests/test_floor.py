@@ -73,3 +73,18 @@ def test_the_causal_lm_floor_counts_the_special_tokens_of_the_stream(tmp_path):
     counts, proteins = residue_counts([path])
     assert proteins == 200 and sum(counts.values()) == 200 * 30
     assert no_context_floor("causal_lm", counts, proteins) == pytest.approx(conditional_entropy(targets), abs=0.02)
+
+
+def test_the_denoising_floor_is_the_best_guess_from_the_aligned_input_token():
+    from models.prott5.denoising import denoising_batch
+
+    sequences = synthetic_sequences(300, 40, seed=3)
+    ids, _ = vocabulary.encode(tf.constant(sequences))
+    pairs = collections.Counter()
+    for index in range(10):
+        batch = denoising_batch(ids, tf.constant([index, 5], tf.int64))
+        valid = batch[MASK_WEIGHTS].numpy() > 0
+        # a context-free decoder knows which input token sits at its position: itself, [MASK] or </s>
+        pairs.update(zip(batch[TOKEN_IDS].numpy()[valid].tolist(), batch[MASK_IDS].numpy()[valid].tolist()))
+    counts = {residue: share * 300 * 40 for residue, share in COMPOSITION.items()}
+    assert no_context_floor("denoising", counts, 300) == pytest.approx(conditional_entropy(pairs), abs=0.01)

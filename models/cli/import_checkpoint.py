@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from models.export.signatures import export_saved_model
+from models.export.signatures import PRECISIONS, export_saved_model
 from models.hf_checkpoint import CheckpointError
 from models.registry import FAMILIES
 
@@ -27,14 +27,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--family", required=True, choices=sorted(IMPORTABLE))
     parser.add_argument("--output", required=True, metavar="DIR",
                         help="TF Serving model folder; a new numbered version is added")
+    parser.add_argument("--dtype", choices=PRECISIONS, default="float32",
+                        help="precision the SavedModel holds and computes in (weights of any precision are read)")
+    parser.add_argument("--output-dtype", choices=("float32", "float16"), default="float32",
+                        help="precision of the embeddings it returns")
     args = parser.parse_args(argv)
     try:
         backbone = IMPORTABLE[args.family].import_checkpoint(args.from_hf).backbone
     except CheckpointError as error:
         print(f"prottrans-import: error: {error}", file=sys.stderr)
         return 2
-    path = export_saved_model(backbone, args.output)
-    print(f"imported {args.family} from {args.from_hf}: SavedModel at {path}")
+    path = export_saved_model(backbone, args.output, dtype=args.dtype, output_dtype=args.output_dtype)
+    print(f"imported {args.family} from {args.from_hf}: SavedModel ({args.dtype}) at {path}")
     return 0
 
 

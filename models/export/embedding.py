@@ -16,7 +16,7 @@ import tensorflow as tf
 from models import vocabulary
 from models.networks.backbone import Backbone
 
-SPECIAL_TOKENS_PER_SEQUENCE = 2  # [CLS] … [SEP]
+SPECIAL_TOKENS_PER_SEQUENCE = 2  # at most, in any layout: what a batch's padding budget allows for
 
 
 class ProteinEmbedding(NamedTuple):
@@ -24,16 +24,17 @@ class ProteinEmbedding(NamedTuple):
     protein: np.ndarray  # [hidden]
 
 
-def pool(hidden: tf.Tensor, lengths: tf.Tensor, offset: int = 1) -> dict[str, tf.Tensor]:
-    """Backbone outputs ``[batch, 2 + max_len, hidden]`` (residues from position `offset`) → the signature outputs.
+def pool(hidden: tf.Tensor, lengths: tf.Tensor, layout: str = "cls_sep") -> dict[str, tf.Tensor]:
+    """Backbone outputs ``[batch, specials + max_len, hidden]`` (tokens placed per `layout`) → the signature outputs.
 
     `residue_embeddings` ``[batch, max_len, hidden]`` (zero past each length), `protein_embeddings`
     ``[batch, hidden]`` (mean over residues; zero for an empty sequence), `lengths` ``[batch]`` int32.
     """
+    leading, trailing = vocabulary.LAYOUTS[layout]
     hidden = tf.cast(hidden, tf.float32)
-    max_len = tf.maximum(tf.shape(hidden)[1] - SPECIAL_TOKENS_PER_SEQUENCE, 0)  # 0 for an empty batch
+    max_len = tf.maximum(tf.shape(hidden)[1] - len(leading) - len(trailing), 0)  # 0 for an empty batch
     mask = tf.sequence_mask(lengths, max_len, dtype=tf.float32)[:, :, None]
-    residues = hidden[:, offset : offset + max_len] * mask
+    residues = hidden[:, len(leading) : len(leading) + max_len] * mask
     counts = tf.maximum(tf.cast(lengths, tf.float32), 1.0)[:, None]
     return {
         "residue_embeddings": residues,
@@ -44,27 +45,32 @@ def pool(hidden: tf.Tensor, lengths: tf.Tensor, offset: int = 1) -> dict[str, tf
 
 def embed_strings(backbone: Backbone, sequences: tf.Tensor) -> dict[str, tf.Tensor]:
     """Raw sequence strings ``[batch]`` → the signature outputs, tokenised in the graph."""
-    specials_at_end = getattr(backbone, "specials_at_end", False)
-    token_ids, lengths = vocabulary.encode(sequences, specials_at_end=specials_at_end)
+    layout = vocabulary.layout_of(backbone)
+    token_ids, lengths = vocabulary.encode(sequences, layout=layout)
     limit = max_residues(backbone)
     # A clear InvalidArgumentError (gRPC INVALID_ARGUMENT in TF Serving) instead of a shape error deep inside.
     checks = [
         tf.debugging.assert_positive(tf.size(sequences), message="empty batch: send at least one sequence"),
-        tf.debugging.assert_less_equal(
-            tf.reduce_max(tf.concat([lengths, [0]], 0)), tf.cast(limit, lengths.dtype),
-            message=f"a sequence is longer than the model limit of {limit} residues; split it"),
         tf.debugging.Assert(tf.reduce_all(tf.not_equal(token_ids, vocabulary.UNK_ID)), [
             "a sequence holds characters that are not residues (allowed: the 20 amino acids, X, U, Z, O, B; "
             "upper or lower case)"]),
     ]
+    if limit is not None:
+        checks.append(tf.debugging.assert_less_equal(
+            tf.reduce_max(tf.concat([lengths, [0]], 0)), tf.cast(limit, lengths.dtype),
+            message=f"a sequence is longer than the model limit of {limit} residues; split it"))
     with tf.control_dependencies(checks):
         token_ids = tf.identity(token_ids)
-    return pool(backbone(token_ids, training=False), lengths, offset=0 if specials_at_end else 1)
+    return pool(backbone(token_ids, training=False), lengths, layout)
 
 
-def max_residues(backbone: Backbone) -> int:
-    """The longest sequence the backbone's position table can embed."""
-    return backbone.max_sequence_length - SPECIAL_TOKENS_PER_SEQUENCE
+def max_residues(backbone: Backbone) -> int | None:
+    """The longest sequence the backbone can embed (None: no limit, for a backbone whose `max_sequence_length` is
+    None — relative positions only, nothing sized by length)."""
+    if backbone.max_sequence_length is None:
+        return None
+    leading, trailing = vocabulary.LAYOUTS[vocabulary.layout_of(backbone)]
+    return backbone.max_sequence_length - len(leading) - len(trailing)
 
 
 def length_batches(lengths: Sequence[int], max_tokens_per_batch: int) -> list[list[int]]:

@@ -35,16 +35,41 @@ def next_version(model_folder: str) -> int:
     return max(versions, default=0) + 1
 
 
+PRECISIONS = ("float32", "float16", "bfloat16")
+
+
 def export_saved_model(backbone: Backbone, model_folder: str, version: int | None = None,
-                       extra_assets: dict[str, dict] | None = None) -> str:
-    """Write `backbone` as a new version of the TF Serving model in `model_folder`; returns its path."""
+                       extra_assets: dict[str, dict] | None = None, dtype: str = "float32",
+                       output_dtype: str = "float32") -> str:
+    """Write `backbone` as a new version of the TF Serving model in `model_folder`; returns its path. With `dtype`
+    float16 or bfloat16 the SavedModel holds and computes in that precision (where a family keeps layer norms or
+    softmax in float32, they stay there); `output_dtype` float16 halves the embeddings it returns."""
     version = version or next_version(model_folder)
     final_path = os.path.join(model_folder, str(version))
-    write_saved_model(backbone, final_path, extra_assets)
+    write_saved_model(in_precision(backbone, dtype), final_path, extra_assets, output_dtype)
     return final_path
 
 
-def write_saved_model(backbone: Backbone, path: str, extra_assets: dict[str, dict] | None = None) -> None:
+def in_precision(backbone: Backbone, dtype: str) -> Backbone:
+    """`backbone` rebuilt to hold and compute in `dtype` (itself for float32), with its weights cast."""
+    if dtype not in PRECISIONS:
+        raise ValueError(f"dtype must be one of {PRECISIONS}, not {dtype!r}")
+    if dtype == "float32":
+        return backbone
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(dtype)  # every sublayer without an explicit dtype takes it
+    try:
+        half = type(backbone).from_config({**backbone.get_config(), "dtype": dtype})
+        half(vocabulary.encode(tf.constant(["M"]), layout=vocabulary.layout_of(half))[0])
+    finally:
+        keras.config.set_dtype_policy(previous)
+    for target, source in zip(half.weights, backbone.weights):
+        target.assign(tf.cast(source, target.dtype))
+    return half
+
+
+def write_saved_model(backbone: Backbone, path: str, extra_assets: dict[str, dict] | None = None,
+                      output_dtype: str = "float32") -> None:
     """Write `backbone` as a SavedModel with the serving signature at `path` (absent, or an empty folder).
 
     It is written under a temporary name beside `path` and renamed into place, so a server polling the folder
@@ -61,12 +86,12 @@ def write_saved_model(backbone: Backbone, path: str, extra_assets: dict[str, dic
         tf.io.gfile.rmtree(staging_path)
 
     if not backbone.built:
-        backbone(vocabulary.encode(tf.constant(["M"]))[0])
+        backbone(vocabulary.encode(tf.constant(["M"]), layout=vocabulary.layout_of(backbone))[0])
     archive = keras.export.ExportArchive()
     archive.track(backbone)
     archive.add_endpoint(
         SIGNATURE,
-        lambda sequences: embedding.embed_strings(backbone, sequences),
+        lambda sequences: _outputs_in(embedding.embed_strings(backbone, sequences), output_dtype),
         input_signature=[tf.TensorSpec([None], tf.string, name=INPUT)],
     )
     archive.write_out(staging_path, verbose=False)
@@ -80,16 +105,21 @@ def write_saved_model(backbone: Backbone, path: str, extra_assets: dict[str, dic
     tf.io.gfile.rename(staging_path, path)
 
 
-def warmup_sequences(max_residues: int) -> list[list[str]]:
+WARMUP_LONGEST = 1024  # the longest warm-up protein of a model without a residue limit
+
+
+def warmup_sequences(max_residues: int | None) -> list[list[str]]:
     """Batches TF Serving replays when it loads a version, so first requests do not pay for graph warm-up:
-    a short, a typical and the longest protein, alone and in a batch of 8."""
+    a short, a typical and the longest protein (1,024 residues for a model without a limit), alone and in a batch
+    of 8."""
     residues = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQFEVVHSLAKWKRQTLGQHDFSAGEGLYTHMKAL"
+    max_residues = max_residues or WARMUP_LONGEST
     lengths = sorted({min(length, max_residues) for length in (16, 300, max_residues)})
     sequences = [(residues * (length // len(residues) + 1))[:length] for length in lengths]
     return [[sequence] for sequence in sequences] + [[sequences[min(1, len(sequences) - 1)]] * 8]
 
 
-def write_warmup_requests(path: str, max_residues: int) -> None:
+def write_warmup_requests(path: str, max_residues: int | None) -> None:
     """``assets.extra/tf_serving_warmup_requests``: PredictionLogs of :func:`warmup_sequences` (TFRecord)."""
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
@@ -101,10 +131,16 @@ def write_warmup_requests(path: str, max_residues: int) -> None:
             writer.write(log.SerializeToString())
 
 
+def _outputs_in(outputs: dict[str, tf.Tensor], dtype: str) -> dict[str, tf.Tensor]:
+    return {name: tf.cast(value, dtype) if value.dtype.is_floating else value for name, value in outputs.items()}
+
+
 def model_info(backbone: Backbone) -> dict:
-    """What clients need beside the signature: the residue limit (to chunk longer sequences) and the width."""
+    """What clients need beside the signature: the residue limit (to chunk longer sequences; None: any length),
+    the width and the precision it computes in."""
     return {"max_residues": embedding.max_residues(backbone), "hidden_dim": backbone.hidden_dim,
-            "backbone_config": backbone.get_config(), "weights_digest": weights_digest(backbone)}
+            "backbone_config": backbone.get_config(), "weights_digest": weights_digest(backbone),
+            "dtype": backbone.dtype_policy.name}
 
 
 def weights_digest(backbone: Backbone) -> str:

@@ -9,17 +9,18 @@ import tensorflow as tf
 
 @runtime_checkable
 class Backbone(Protocol):
-    """A Keras layer or model: ``token_ids [batch, length]`` (``[CLS] residues [SEP]``, or XLNet's own
-    ``residues [SEP] [CLS]`` where `specials_at_end`) → hidden states ``[batch, length, hidden_dim]``.
+    """A Keras layer or model: ``token_ids [batch, length]`` → hidden states ``[batch, length, hidden_dim]``.
 
-    `max_sequence_length` counts the two special tokens: the position table's size for families with one, the
-    longest input the embedding API accepts for the others.
+    The special tokens sit as its `token_layout` says (an optional attribute; :data:`models.vocabulary.LAYOUTS`):
+    ``[CLS] residues [SEP]`` by default, XLNet's own ``residues [SEP] [CLS]``, T5's ``residues </s>``.
+    `max_sequence_length` counts the special tokens: the position table's size for families with one, the longest
+    input the embedding API accepts for the others; None where nothing limits the length.
     """
 
     name: str
     hidden_dim: int
     vocabulary_size: int
-    max_sequence_length: int
+    max_sequence_length: int | None
     built: bool
 
     def __call__(self, token_ids: tf.Tensor, training: bool | None = None) -> tf.Tensor: ...

@@ -9,6 +9,9 @@ learned anything beyond residue identity.
   floor is the mixture of both expected losses.
 - Permutation LM: the targets are residues predicted from other positions: the unigram entropy H(p).
 - Causal LM on streams of ``[CLS] residues [SEP]``: the unigram entropy of that token stream, specials included.
+- Denoising (ProtT5: 15% of the residues masked, the decoder reconstructing ``residues </s>``): a visible residue
+  and ``</s>`` are copied at no loss; a masked residue costs H(p). The floor is 15% of H(p), spread over all
+  targets (residues and one ``</s>`` per protein).
 """
 
 from __future__ import annotations
@@ -67,6 +70,11 @@ def causal_lm_floor(counts: Mapping[str, float], sequences: int) -> float:
     return _entropy(tokens / tokens.sum())
 
 
+def denoising_floor(counts: Mapping[str, float], sequences: int, rate: float = 0.15) -> float:
+    residues = sum(counts.values())
+    return rate * _entropy(_probabilities(counts)) * residues / (residues + sequences)
+
+
 def no_context_floor(objective: str, counts: Mapping[str, float], sequences: int) -> float:
     """The floor of `objective` for residue `counts` over `sequences` proteins."""
     if objective == "masked_lm":
@@ -75,6 +83,8 @@ def no_context_floor(objective: str, counts: Mapping[str, float], sequences: int
         return permutation_lm_floor(counts)
     if objective == "causal_lm":
         return causal_lm_floor(counts, sequences)
+    if objective == "denoising":
+        return denoising_floor(counts, sequences)
     raise ValueError(f"no floor for objective {objective!r}")
 
 

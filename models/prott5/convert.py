@@ -1,0 +1,110 @@
+"""transformers' T5 weights (``T5ForConditionalGeneration`` or ``T5EncoderModel`` state-dict names) → our encoder
+backbone and, where the checkpoint has one, the decoder and LM head.
+
+Published ProtT5 folders hold ``config.json``, ``spiece.model`` (``<pad> </s> <unk>``, the residues as ``▁A`` …
+pieces; the 100 ``<extra_id_N>`` tokens follow the pieces, ``<extra_id_0>`` last) and the weights in float32,
+float16 or bfloat16. Our ``[SEP]`` takes ``</s>``'s row, ``[MASK]`` ``<extra_id_0>``'s and ``[CLS]`` (which T5
+inputs never hold) ``<unk>``'s.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+import numpy as np
+
+from models import vocabulary
+from models.hf_checkpoint import CheckpointError, SPIECE, float32_weights, read_config, read_sentencepiece_pieces
+from models.prott5.backbone import T5EncoderBackbone, T5Stack
+from models.prott5.denoising import T5Denoising
+
+EXTRA_IDS = 100
+_PIECES = {"<pad>": vocabulary.PAD, "</s>": vocabulary.SEP, "<unk>": vocabulary.UNK}
+# Stored copies of the shared embedding (tied), read from `shared.weight` instead.
+IGNORABLE = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
+
+
+def token_rows(pieces: list[str], vocabulary_size: int) -> np.ndarray:
+    """For each of our token ids, the row of the checkpoint's embedding that holds the same token."""
+    index = {_PIECES[piece]: row for row, piece in reversed(list(enumerate(pieces))) if piece in _PIECES}
+    for row, piece in enumerate(pieces):
+        residue = piece[1:] if piece.startswith("\u2581") else piece
+        if residue in vocabulary.TOKENS[vocabulary.FIRST_RESIDUE_ID:]:
+            index.setdefault(residue, row)
+    extra_0 = len(pieces) + EXTRA_IDS - 1
+    index[vocabulary.MASK] = extra_0 if extra_0 < vocabulary_size else index.get(vocabulary.UNK, 0)
+    index.setdefault(vocabulary.CLS, index.get(vocabulary.UNK, 0))
+    missing = [token for token in vocabulary.TOKENS if token not in index]
+    if missing:
+        raise CheckpointError(f"the sentencepiece vocabulary lacks {missing}")
+    return np.array([index[token] for token in vocabulary.TOKENS])
+
+
+def backbone_config(hf_config: dict[str, Any]) -> dict[str, Any]:
+    """Our encoder config from transformers' T5 ``config.json``."""
+    projection = hf_config.get("feed_forward_proj", "relu")
+    if projection not in ("relu", "gated-gelu"):
+        raise CheckpointError(f"feed_forward_proj {projection!r} is not supported (relu or gated-gelu)")
+    return {
+        "num_layers": hf_config["num_layers"], "hidden_dim": hf_config["d_model"],
+        "num_heads": hf_config["num_heads"], "head_dim": hf_config["d_kv"], "intermediate_dim": hf_config["d_ff"],
+        "feed_forward": projection, "dropout": hf_config.get("dropout_rate", 0.1),
+        "layer_norm_epsilon": hf_config.get("layer_norm_epsilon", 1e-6),
+        "num_buckets": hf_config.get("relative_attention_num_buckets", 32),
+        "max_distance": hf_config.get("relative_attention_max_distance", 128),
+    }
+
+
+def _assign_stack(weights: Mapping[str, np.ndarray], stack: T5Stack, prefix: str) -> None:
+    def dense(layer, name):
+        layer.kernel.assign(np.transpose(weights[name]))
+
+    stack.position_bias.table.assign(weights[f"{prefix}block.0.layer.0.SelfAttention.relative_attention_bias.weight"])
+    for index in range(stack.num_layers):
+        block = f"{prefix}block.{index}.layer."
+        attention_layers = [(stack.self_attention[index], stack.self_norms[index], "0.SelfAttention", "0")]
+        if stack.decoder:
+            attention_layers.append((stack.cross_attention[index], stack.cross_norms[index], "1.EncDecAttention",
+                                     "1"))
+        for attention, norm, name, number in attention_layers:
+            for theirs, ours in (("q", "query"), ("k", "key"), ("v", "value"), ("o", "output_dense")):
+                dense(getattr(attention, ours), f"{block}{name}.{theirs}.weight")
+            norm.scale.assign(weights[f"{block}{number}.layer_norm.weight"])
+        number = "2" if stack.decoder else "1"
+        feed_forward = stack.feed_forwards[index]
+        if feed_forward.gate is None:
+            dense(feed_forward.inner, f"{block}{number}.DenseReluDense.wi.weight")
+        else:
+            dense(feed_forward.inner, f"{block}{number}.DenseReluDense.wi_0.weight")
+            dense(feed_forward.gate, f"{block}{number}.DenseReluDense.wi_1.weight")
+        dense(feed_forward.outer, f"{block}{number}.DenseReluDense.wo.weight")
+        stack.feed_forward_norms[index].scale.assign(weights[f"{block}{number}.layer_norm.weight"])
+    stack.final_norm.scale.assign(weights[f"{prefix}final_layer_norm.weight"])
+
+
+def load_checkpoint(directory: str) -> T5Denoising:
+    """The denoising model with the weights of a Hugging Face T5 folder (config.json, spiece.model, weights): the
+    encoder always; the decoder and LM head when the checkpoint is a ``T5ForConditionalGeneration`` (for a
+    ``T5EncoderModel``, such as ``prot_t5_xl_half_uniref50-enc``, they keep their initial values and only the
+    backbone is meant to be used)."""
+    hf_config = read_config(directory, "t5")
+    spiece_path = os.path.join(directory, SPIECE)
+    if not os.path.exists(spiece_path):
+        raise CheckpointError(f"{directory}: no {SPIECE}")
+    rows = token_rows(read_sentencepiece_pieces(spiece_path), hf_config["vocab_size"])
+    weights = float32_weights(directory)
+    tied = hf_config.get("tie_word_embeddings", True)
+    model = T5Denoising(T5EncoderBackbone(**backbone_config(hf_config), name="prott5_backbone"),
+                        num_decoder_layers=hf_config.get("num_decoder_layers") or hf_config["num_layers"],
+                        tie_word_embeddings=tied)
+    model.build({"token_ids": (None, None)})
+    shared = "shared.weight" if "shared.weight" in weights else "encoder.embed_tokens.weight"
+    model.backbone.token_embedding.embeddings.assign(weights[shared][rows])
+    _assign_stack(weights, model.backbone.encoder, "encoder.")
+    if any(name.startswith("decoder.") for name in weights):
+        _assign_stack(weights, model.decoder, "decoder.")
+        if not tied:
+            model.lm_head.kernel.assign(np.transpose(weights["lm_head.weight"][rows]))
+    weights.check_all_used(IGNORABLE + (("lm_head.weight",) if tied else ()))
+    return model
