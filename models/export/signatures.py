@@ -146,10 +146,11 @@ def model_info(backbone: Backbone) -> dict:
 def weights_digest(backbone: Backbone) -> str:
     """A hash of the backbone's class, config and every weight's bytes: equal exactly when two exports would
     compute the same embeddings (SavedModel files themselves differ between two exports of one model)."""
-    digest = hashlib.sha256(json.dumps([type(backbone).__name__, backbone.get_config()], sort_keys=True,
-                                       default=str).encode())
+    # Names are left out: Keras numbers the layers it names itself per process, so they differ between runs.
+    config = {key: value for key, value in backbone.get_config().items() if key != "name"}
+    digest = hashlib.sha256(json.dumps([type(backbone).__name__, config], sort_keys=True, default=str).encode())
     for weight in backbone.weights:
-        digest.update(weight.path.encode())
+        digest.update(str(weight.shape).encode())
         digest.update(keras.ops.convert_to_numpy(weight.value).tobytes())
     return digest.hexdigest()
 
