@@ -289,7 +289,7 @@ def _free_ports(count: int) -> list[int]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["protbert", "protalbert", "protxlnet", "prottxl"])
+@pytest.mark.parametrize("family", ["protbert", "protalbert", "protxlnet", "prottxl", "prott5"])
 def test_multi_worker_strategy_trains_across_two_processes(dataset_dir, tmp_path, family):
     import json
 
