@@ -145,3 +145,27 @@ def test_prott5_pretrains_by_denoising_with_the_common_trainer(tmp_path):
     trainer, _, losses = train_and_log(job)
     assert trainer.family.objective == "denoising" and 0.3 < trainer.floor < 0.5
     assert losses[-1] < losses[0] - 0.3, losses
+
+
+def test_the_tfx_trainers_run_fn_trains_and_exports_prott5(tmp_path):
+    from types import SimpleNamespace
+
+    from beam_jobs import fasta_to_tfrecords
+    from models.training.run_fn import custom_config, run_fn
+    from models.training.settings import TrainingSettings
+    from tests.conftest import SAMPLE_FASTA
+
+    data = tmp_path / "data"
+    fasta_to_tfrecords.run(["--input", str(SAMPLE_FASTA), "--output-dir", str(data), "--num-shards", "2"])
+    settings = TrainingSettings(family="prott5", preset="tiny", global_batch=8, sequence_length=64, log_every=2,
+                                eval_batches=2)
+    fn_args = SimpleNamespace(train_steps=4, custom_config=custom_config(settings, str(tmp_path / "checkpoints")),
+                              model_run_dir=str(tmp_path / "model_run"),
+                              train_files=[str(data / "train" / "*")], eval_files=[str(data / "valid" / "*")],
+                              serving_model_dir=str(tmp_path / "serving_model"))
+    run_fn(fn_args)
+    info = read_model_info(str(tmp_path / "serving_model"))
+    assert info["backbone_config"]["num_layers"] == 2 and info["max_residues"] is None
+    served = tf.saved_model.load(str(tmp_path / "serving_model")).signatures["serving_default"](
+        sequences=tf.constant(["MKTAYIAKQR"]))
+    assert served["residue_embeddings"].shape == (1, 10, 32)
