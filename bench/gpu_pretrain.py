@@ -30,8 +30,9 @@ from beam_jobs.console import quiet_start  # noqa: E402
 
 quiet_start()
 
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+
+from bench.flops import flops_per_token, matmul_peak  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(os.path.dirname(REPO), "shared", "data")
@@ -72,15 +73,7 @@ def accelerator_peak() -> tuple[str, float, str]:
                 return name, peak, "data sheet"
     else:
         name = "CPU"
-    size = 4096 if gpus else 1024
-    a = tf.random.normal([size, size], dtype=tf.bfloat16)
-    matmul = tf.function(lambda x: tf.matmul(x, x))
-    matmul(a).numpy()
-    start, repeats = time.perf_counter(), 20
-    for _ in range(repeats):
-        result = matmul(a)
-    result.numpy()
-    return name, 2 * size**3 * repeats / (time.perf_counter() - start), "bf16 matmul measured now"
+    return name, matmul_peak("bfloat16", size=4096 if gpus else 1024, repeats=20), "bf16 matmul measured now"
 
 
 def prepare_data(args, workdir: str) -> str:
@@ -95,12 +88,6 @@ def prepare_data(args, workdir: str) -> str:
     if not os.path.exists(os.path.join(out, "manifest.json")):
         fasta_to_tfrecords.run(["--input", source, "--output-dir", out, "--num-shards", "8"])
     return out
-
-
-def flops_per_token(backbone, length: int) -> float:
-    config = backbone.get_config()
-    parameters = sum(int(np.prod(w.shape)) for w in backbone.trainable_weights if "embedding" not in w.path)
-    return 6 * parameters + 12 * config["num_layers"] * config["hidden_dim"] * length
 
 
 def train(args, data: str, model_dir: str, steps: int):
@@ -140,7 +127,9 @@ def main(argv=None) -> int:
     summary = trainer.summary.to_dict()
     tokens = steps * tokens_per_step
     rate = tokens / seconds
-    mfu = rate * flops_per_token(trainer.backbone, args.sequence_length) / peak
+    config = trainer.backbone.get_config()
+    mfu = rate * flops_per_token(trainer.backbone, config["num_layers"], config["hidden_dim"],
+                                 args.sequence_length) / peak
     valid = summary.get("valid") or {}
     gain, (low, high) = valid.get("context_gain", float("nan")), valid.get("context_gain_ci95", [float("nan")] * 2)
     print(f"trained {steps} steps ({tokens:,} tokens) in {seconds:.0f} s: {rate:,.0f} tokens/s (with validation and "

@@ -25,22 +25,13 @@ quiet_start()
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from bench.flops import matmul_peak  # noqa: E402
+
 RESIDUES = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQFEVVHSLAKWKRQTLGQHDFSAGEGLYTHMKAL"
 
 
 def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
-
-
-def matmul_peak(size: int = 2048, repeats: int = 5) -> float:
-    a = tf.random.normal([size, size])
-    matmul = tf.function(lambda x: tf.matmul(x, x))
-    matmul(a).numpy()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        result = matmul(a)
-    result.numpy()
-    return 2 * size**3 * repeats / (time.perf_counter() - start)
 
 
 def main(argv=None) -> int:
@@ -55,7 +46,7 @@ def main(argv=None) -> int:
     from models.export.signatures import in_precision
     from models.registry import build_backbone
 
-    print(f"dense float32 matmul peak: {matmul_peak() / 1e9:.0f} GFLOP/s")
+    print(f"dense float32 matmul peak: {matmul_peak('float32', repeats=5) / 1e9:.0f} GFLOP/s")
     backbone = in_precision(build_backbone(args.family, args.preset), args.dtype)
     embedding.embed(backbone, ["MKT"])  # build and trace once
     weights_gib = sum(int(np.prod(w.shape)) * tf.as_dtype(w.dtype).size for w in backbone.weights) / 2**30

@@ -28,24 +28,12 @@ import numpy as np
 import tensorflow as tf
 
 from bench import reference_models
+from bench.flops import flops_per_token, matmul_peak
 from models import vocabulary
 from models.networks.encoder_backbone import EncoderBackbone
 from models.networks.masked_lm import MaskedLM
 
 SHAPE = {"num_layers": 12, "hidden_dim": 768, "num_heads": 12, "intermediate_dim": 3072}
-
-
-def matmul_peak(dtype: str, size: int = 2048, repeats: int = 10) -> float:
-    """FLOP/s of a large dense matmul: the denominator of the utilisation."""
-    a = tf.random.normal([size, size], dtype=dtype)
-    b = tf.random.normal([size, size], dtype=dtype)
-    matmul = tf.function(lambda x, y: tf.matmul(x, y))
-    matmul(a, b).numpy()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        result = matmul(a, b)
-    result.numpy()
-    return 2 * size**3 * repeats / (time.perf_counter() - start)
 
 
 def inputs(batch: int, length: int, predictions: int, seed: int = 0) -> dict[str, tf.Tensor]:
@@ -101,10 +89,6 @@ def causal_inputs(batch: dict) -> dict:
     return {"token_ids": ids, "reset": tf.zeros([ids.shape[0]]), "mask_ids": tf.roll(ids, -1, axis=1)}
 
 
-def non_embedding_parameters(model: keras.Model) -> int:
-    return sum(int(np.prod(w.shape)) for w in model.trainable_weights if "embedding" not in w.path)
-
-
 class Candidate:
     """A model with its compiled train step; `time()` measures one window of steps."""
 
@@ -140,9 +124,9 @@ class Candidate:
     def report(self, peak: float) -> dict:
         batch_size, length = self.batch["token_ids"].shape
         tokens_per_second = batch_size * length / self.best_seconds
-        flops_per_token = 6 * non_embedding_parameters(self.model) + 12 * SHAPE["num_layers"] * SHAPE["hidden_dim"] * length
+        per_token = flops_per_token(self.model, SHAPE["num_layers"], SHAPE["hidden_dim"], length)
         return {"name": self.name, "seconds_per_step": self.best_seconds, "tokens_per_second": tokens_per_second,
-                "mfu": flops_per_token * tokens_per_second / peak, "parameters": self.model.count_params()}
+                "mfu": per_token * tokens_per_second / peak, "parameters": self.model.count_params()}
 
 
 def main() -> None:
