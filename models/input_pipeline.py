@@ -133,6 +133,11 @@ def pretraining_dataset(
     return masked.prefetch(tf.data.AUTOTUNE)
 
 
+def compression_type(path: str) -> str:
+    """TFRecordDataset's compression for a shard the Beam job wrote (``.tfrecord.gz`` or ``.tfrecord``)."""
+    return "GZIP" if path.endswith(".gz") else ""
+
+
 def read_sequences(files: Sequence[str], config: InputConfig, input_context: tf.distribute.InputContext | None = None,
                    repeat: bool = True, shuffle: bool | None = None) -> tf.data.Dataset:
     """Sequence strings from the Beam job's TFRecord shards: this input pipeline's share of the files, shuffled
@@ -141,7 +146,7 @@ def read_sequences(files: Sequence[str], config: InputConfig, input_context: tf.
     files = sorted(files)
     if not files:
         raise ValueError("no TFRecord files to read")
-    compression = "GZIP" if files[0].endswith(".gz") else ""
+    compression = compression_type(files[0])
     dataset = tf.data.Dataset.from_tensor_slices(files)
     if input_context is not None and input_context.num_input_pipelines > 1:
         if len(files) < input_context.num_input_pipelines:
@@ -232,9 +237,8 @@ def first_unreadable_file(files: Sequence[str]) -> tuple[str, str] | None:
     """``(file, error)`` for the first of `files` whose records cannot all be read (truncated, corrupt), or None.
     Reads every record: meant for naming the culprit after a read failed, which TensorFlow's error does not."""
     for path in sorted(files):
-        compression = "GZIP" if path.endswith(".gz") else ""
         try:
-            for _ in tf.data.TFRecordDataset(path, compression_type=compression).batch(4096):
+            for _ in tf.data.TFRecordDataset(path, compression_type=compression_type(path)).batch(4096):
                 pass
         except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
             return path, error.message

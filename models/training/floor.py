@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from beam_jobs import schema
 from models import vocabulary
-from models.input_pipeline import MaskingConfig
+from models.input_pipeline import MaskingConfig, compression_type
 
 RESIDUE_TOKENS = vocabulary.TOKENS[vocabulary.FIRST_RESIDUE_ID:]
 SAMPLE_SEQUENCES = 20_000  # enough for the composition to three decimals; a scan of seconds
@@ -91,8 +91,7 @@ def no_context_floor(objective: str, counts: Mapping[str, float], sequences: int
 def residue_counts(files: Sequence[str], limit: int = SAMPLE_SEQUENCES) -> tuple[dict[str, int], int]:
     """Residue counts and the number of proteins over the first `limit` records of `files` (in sorted order)."""
     files = sorted(files)
-    compression = "GZIP" if files[0].endswith(".gz") else ""
-    records = tf.data.TFRecordDataset(files, compression_type=compression).take(limit)
+    records = tf.data.TFRecordDataset(files, compression_type=compression_type(files[0])).take(limit)
     totals = np.zeros(256, dtype=np.int64)
     proteins = 0
     for batch in records.batch(1024).map(lambda r: tf.io.parse_example(r, schema.feature_spec())[schema.SEQUENCE]):
