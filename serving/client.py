@@ -58,16 +58,20 @@ class EmbeddingClient:
     def __exit__(self, *_) -> None:
         self.close()
 
+    def _name_model(self, spec) -> None:
+        """Fill a request's ModelSpec: the model, and the version or label asked for (none: the latest)."""
+        spec.name = self.model_name
+        if self.version is not None:
+            spec.version.value = self.version
+        elif self.version_label:
+            spec.version_label = self.version_label
+
     def pin_version(self) -> int:
         """Ask the server which version it serves now (for the version or label asked for) and ask for that one
         from here on, so that a version swapped in later is not mixed into this client's answers; the identity
         then names it."""
         request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
-        request.model_spec.name = self.model_name
-        if self.version is not None:
-            request.model_spec.version.value = self.version
-        elif self.version_label:
-            request.model_spec.version_label = self.version_label
+        self._name_model(request.model_spec)
         response = self._stub.GetModelMetadata(request, timeout=self.timeout_s)
         self.version, self.version_label = response.model_spec.version.value, None
         self.identity = f"grpc:{self.name}/{self.version}"
@@ -75,12 +79,8 @@ class EmbeddingClient:
 
     def request(self, sequences: Sequence[str]) -> predict_pb2.PredictRequest:
         request = predict_pb2.PredictRequest()
-        request.model_spec.name = self.model_name
+        self._name_model(request.model_spec)
         request.model_spec.signature_name = SIGNATURE
-        if self.version is not None:
-            request.model_spec.version.value = self.version
-        elif self.version_label:
-            request.model_spec.version_label = self.version_label
         request.inputs[INPUT].CopyFrom(tf.make_tensor_proto(list(sequences), dtype=tf.string))
         return request
 
