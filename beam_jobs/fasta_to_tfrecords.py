@@ -24,14 +24,14 @@ from importlib import metadata
 from typing import Sequence
 
 import apache_beam as beam
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from beam_jobs import schema
 from beam_jobs.fasta_source import InputFileError
 from beam_jobs.ffindex import ffdata_path
-from beam_jobs.pipeline import A3M_FFINDEX, AUTO, AUTO_SOURCE, INPUT_FORMATS, PreprocessOptions, build_pipeline
+from beam_jobs.pipeline import (A3M_FFINDEX, AUTO, AUTO_SOURCE, INPUT_FORMATS, PreprocessOptions, build_pipeline,
+                                write_manifest)
 
 LOCAL_RUNNERS = (None, "DirectRunner", "FnApiRunner")
 _OUTPUT_PARTS = (*schema.SPLITS, schema.REJECTS_DIR)
@@ -141,9 +141,7 @@ def _swap_in(staging: str, output_dir: str, manifest: dict) -> dict:
     FileSystems.rename([FileSystems.join(staging, path) for path in staged],
                        [FileSystems.join(output_dir, path) for path in staged])
     manifest = {**manifest, "options": {**manifest["options"], "output_dir": output_dir}}
-    with FileSystems.create(FileSystems.join(output_dir, schema.MANIFEST_FILE), mime_type="application/json",
-                            compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-        handle.write(json.dumps(manifest, indent=2).encode("utf-8"))
+    write_manifest(output_dir, manifest)
     return manifest
 
 

@@ -349,11 +349,16 @@ class WriteManifest(beam.DoFn):
             raise RuntimeError(
                 "counts do not reconcile: read {read} != written {written} + rejected {rejected} + duplicates "
                 "removed {duplicates_removed}; records were lost by the runner".format(**counts))
-        path = FileSystems.join(options.output_dir, schema.MANIFEST_FILE)
-        with FileSystems.create(path, mime_type="application/json",
-                                compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-            handle.write(json.dumps(manifest, indent=2, sort_keys=False).encode("utf-8"))
-        yield path
+        yield write_manifest(options.output_dir, manifest)
+
+
+def write_manifest(output_dir: str, manifest: dict) -> str:
+    """``<output_dir>/manifest.json`` (any Beam filesystem); returns its path."""
+    path = FileSystems.join(output_dir, schema.MANIFEST_FILE)
+    with FileSystems.create(path, mime_type="application/json",
+                            compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        handle.write(json.dumps(manifest, indent=2, sort_keys=False).encode("utf-8"))
+    return path
 
 
 def _relative_to(directory: str, path: str) -> str:
