@@ -36,7 +36,10 @@ class XLNetBackbone(SegmentRecurrentBackbone):
                          vocabulary_size, dropout, layer_norm_epsilon, initializer_range, clamp_length,
                          activation="gelu", attention_dropout=dropout, **kwargs)
         self.specials_at_end = specials_at_end  # XLNet's own "residues <sep> <cls>" (imported checkpoints)
-        self.token_layout = "sep_cls" if specials_at_end else "cls_sep"
+
+    @property
+    def token_layout(self) -> str:
+        return "sep_cls" if self.specials_at_end else "cls_sep"
 
     def build(self, token_ids_shape):
         self.mask_embedding = self.add_weight(

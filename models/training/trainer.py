@@ -10,13 +10,13 @@ are the global mean's; ``steps_per_execution`` steps run inside one `tf.function
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 import os
 import signal
 import threading
 import time
-import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
