@@ -42,8 +42,8 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from beam_jobs.sequences import Reject, normalise
-from models.export.signatures import INPUT, OUTPUTS, SIGNATURE, WARMUP_FILE, read_model_info
+from models.export.signatures import INPUT, SIGNATURE, WARMUP_FILE
+from serving.server_config import MAX_MESSAGE_BYTES, grpc_message_options
 
 
 class BadRequest(ValueError):
@@ -52,25 +52,35 @@ class BadRequest(ValueError):
 
 @dataclass
 class LoadedVersion:
+    """One loaded SavedModel version: its signatures that take `sequences` strings, by name."""
+
     version: int
     path: str
-    signature: object
-    signature_def: meta_graph_pb2.SignatureDef
-    max_residues: int | None
+    signatures: dict[str, object]
+    signature_defs: dict[str, meta_graph_pb2.SignatureDef]
+    residue_outputs: dict[str, set[str]]  # per signature: outputs with a residue axis (shape [batch, length, ...])
 
 
 def _load_version(path: str, version: int) -> LoadedVersion:
-    signature = tf.saved_model.load(path).signatures[SIGNATURE]
+    functions = tf.saved_model.load(path).signatures
     with open(os.path.join(path, "saved_model.pb"), "rb") as handle:
         saved = saved_model_pb2.SavedModel.FromString(handle.read())
-    info = read_model_info(path)
-    loaded = LoadedVersion(version, path, signature, saved.meta_graphs[0].signature_def[SIGNATURE],
-                           info["max_residues"] if info else None)
+    definitions = {name: definition for name, definition in saved.meta_graphs[0].signature_def.items()
+                   if set(definition.inputs) == {INPUT} and name in functions}
+    if SIGNATURE not in definitions:
+        raise ValueError(f"{path}: no {SIGNATURE!r} signature taking {INPUT!r} strings")
+    residue_outputs = {name: {output for output, info in definition.outputs.items()
+                              if len(info.tensor_shape.dim) >= 2 and info.tensor_shape.dim[1].size == -1}
+                       for name, definition in definitions.items()}
+    loaded = LoadedVersion(version, path, {name: functions[name] for name in definitions}, definitions,
+                           residue_outputs)
     warmup = os.path.join(path, "assets.extra", WARMUP_FILE)
     if os.path.exists(warmup):
         for record in tf.data.TFRecordDataset(warmup).as_numpy_iterator():
             request = prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
-            signature(sequences=tf.make_ndarray(request.inputs[INPUT]))
+            name = request.model_spec.signature_name or SIGNATURE
+            if name in loaded.signatures:
+                loaded.signatures[name](sequences=tf.make_ndarray(request.inputs[INPUT]))
     return loaded
 
 
@@ -124,15 +134,16 @@ class ModelVersions:
 @dataclass
 class _Pending:
     model: LoadedVersion
-    sequences: list[str]
+    signature: str
+    sequences: list[bytes]
     done: threading.Event = field(default_factory=threading.Event)
     outputs: dict | None = None
     error: Exception | None = None
 
 
 class Batcher:
-    """Runs concurrent Predict calls of one version together: up to `max_batch_size` sequences, waiting at
-    most `timeout_s` for company."""
+    """Runs concurrent Predict calls of one version and signature together: up to `max_batch_size` sequences,
+    waiting at most `timeout_s` for company."""
 
     def __init__(self, max_batch_size: int = 32, timeout_s: float = 0.002):
         self.max_batch_size = max_batch_size
@@ -142,12 +153,12 @@ class Batcher:
         self._thread = threading.Thread(target=self._loop, daemon=True, name="batcher")
         self._thread.start()
 
-    def run(self, model: LoadedVersion, sequences: list[str]) -> dict:
-        """The outputs for `sequences`. A request larger than a batch runs as batch-sized parts, one after another,
-        so that other callers' requests interleave with it instead of waiting for all of it."""
+    def run(self, model: LoadedVersion, signature: str, sequences: list[bytes]) -> dict:
+        """The outputs of `signature` for `sequences`. A request larger than a batch runs as batch-sized parts, one
+        after another, so that other callers' requests interleave with it instead of waiting for all of it."""
         parts = []
         for start in range(0, len(sequences), self.max_batch_size):
-            pending = _Pending(model, sequences[start : start + self.max_batch_size])
+            pending = _Pending(model, signature, sequences[start : start + self.max_batch_size])
             self._queue.put(pending)
             pending.done.wait()
             if pending.error is not None:
@@ -155,14 +166,10 @@ class Batcher:
             parts.append(pending.outputs)
         if len(parts) == 1:
             return parts[0]
-        width = max(part["residue_embeddings"].shape[1] for part in parts)
-        return {
-            "residue_embeddings": np.concatenate([np.pad(part["residue_embeddings"],
-                                                         ((0, 0), (0, width - part["residue_embeddings"].shape[1]),
-                                                          (0, 0))) for part in parts]),
-            "protein_embeddings": np.concatenate([part["protein_embeddings"] for part in parts]),
-            "lengths": np.concatenate([part["lengths"] for part in parts]),
-        }
+        residue_outputs = model.residue_outputs[signature]
+        return {name: np.concatenate([_padded(part[name], max(p[name].shape[1] for p in parts))
+                                      if name in residue_outputs else part[name] for part in parts])
+                for name in parts[0]}
 
     def _loop(self) -> None:
         while True:
@@ -175,7 +182,8 @@ class Batcher:
                     item = self._queue.get(timeout=max(deadline - time.monotonic(), 0))
                 except queue.Empty:
                     break
-                if item.model is first.model and size + len(item.sequences) <= self.max_batch_size:
+                if (item.model is first.model and item.signature == first.signature
+                        and size + len(item.sequences) <= self.max_batch_size):
                     group.append(item)
                     size += len(item.sequences)
                 else:
@@ -188,18 +196,16 @@ class Batcher:
     @staticmethod
     def _run_group(group: list[_Pending]) -> None:
         try:
+            model, signature = group[0].model, group[0].signature
             batch = [sequence for item in group for sequence in item.sequences]
-            outputs = {k: v.numpy() for k, v in group[0].model.signature(sequences=tf.constant(batch)).items()}
+            outputs = {k: v.numpy() for k, v in model.signatures[signature](sequences=tf.constant(batch)).items()}
             start = 0
             for item in group:
                 stop = start + len(item.sequences)
-                lengths = outputs["lengths"][start:stop]
-                width = int(lengths.max()) if len(lengths) else 0
-                item.outputs = {
-                    "residue_embeddings": outputs["residue_embeddings"][start:stop, :width],
-                    "protein_embeddings": outputs["protein_embeddings"][start:stop],
-                    "lengths": lengths,
-                }
+                # Each request's residue outputs are as wide as its own longest sequence, not the batch's.
+                width = int(outputs["lengths"][start:stop].max()) if "lengths" in outputs else None
+                item.outputs = {name: value[start:stop, :width] if name in model.residue_outputs[signature]
+                                else value[start:stop] for name, value in outputs.items()}
                 start = stop
         except Exception as error:  # noqa: BLE001 — handed to each waiting request
             for item in group:
@@ -208,13 +214,20 @@ class Batcher:
             item.done.set()
 
 
+def _padded(value: np.ndarray, width: int) -> np.ndarray:
+    """`value` ``[batch, length, ...]`` padded along its residue axis to `width` (zeros; empty strings)."""
+    padding = [(0, 0), (0, width - value.shape[1])] + [(0, 0)] * (value.ndim - 2)
+    return np.pad(value, padding, constant_values=b"" if value.dtype == object else 0)
+
+
 class TooLarge(ValueError):
     """A request the server refuses with RESOURCE_EXHAUSTED."""
 
 
-def validate_sequences(tensor, max_residues: int | None, max_request_residues: int | None = None) -> list[str]:
-    """The request's `sequences` input as normalised strings, or BadRequest naming the problem (TooLarge when the
-    request holds more than `max_request_residues` residues in more than one sequence)."""
+def validate_sequences(tensor, max_request_residues: int | None = None) -> list[bytes]:
+    """The request's `sequences` input as the strings sent, after the transport-level checks (type, shape, sizes):
+    BadRequest naming the problem, TooLarge when more than one sequence holds more than `max_request_residues`
+    characters. What is a residue is the model's to decide: its graph normalises and refuses."""
     from tensorflow.core.framework import types_pb2
 
     if tensor.dtype != types_pb2.DT_STRING:
@@ -228,29 +241,32 @@ def validate_sequences(tensor, max_residues: int | None, max_request_residues: i
         raise BadRequest(f"input {INPUT!r} declares shape [{dims[0]}] but holds {len(values)} strings")
     if not values:
         raise BadRequest("empty batch: send at least one sequence")
-    sequences = []
-    for index, raw in enumerate(values):
-        result = normalise(raw)
-        if isinstance(result, Reject):
-            raise BadRequest(f"sequence {index}: {result.detail or result.reason.replace('_', ' ')}")
-        if max_residues is not None and len(result.sequence) > max_residues:
-            raise BadRequest(f"sequence {index} has {len(result.sequence)} residues; this model takes at most "
-                             f"{max_residues} (split it, or embed with chunking)")
-        sequences.append(result.sequence.decode("ascii"))
-    total = sum(map(len, sequences))
-    if max_request_residues is not None and len(sequences) > 1 and total > max_request_residues:
-        raise TooLarge(f"the request holds {total:,} residues in {len(sequences)} sequences; this server takes at "
+    total = sum(map(len, values))
+    if max_request_residues is not None and len(values) > 1 and total > max_request_residues:
+        raise TooLarge(f"the request holds {total:,} residues in {len(values)} sequences; this server takes at "
                        f"most {max_request_residues:,} per request: send fewer sequences per request (the Python "
                        "client splits by residues_per_request)")
-    return sequences
+    return values
+
+
+def model_error(error: tf.errors.InvalidArgumentError) -> str:
+    """The message of an assertion in the model's graph, without TensorFlow's framing: ``assertion failed: [a]
+    [b]`` → ``a b``."""
+    message = error.message.split("\n")[0]
+    if "assertion failed: " in message:
+        message = message.split("assertion failed: ", 1)[1].strip()
+        message = message.removeprefix("[").removesuffix("]").replace("] [", " ")
+    return message
 
 
 class _Service(prediction_service_pb2_grpc.PredictionServiceServicer, model_service_pb2_grpc.ModelServiceServicer):
 
-    def __init__(self, models: ModelVersions, batcher: Batcher, max_request_residues: int | None):
+    def __init__(self, models: ModelVersions, batcher: Batcher, max_request_residues: int | None,
+                 max_message_bytes: int):
         self.models = models
         self.batcher = batcher
         self.max_request_residues = max_request_residues
+        self.max_message_bytes = max_message_bytes
 
     def _version(self, spec, context) -> LoadedVersion:
         if spec.name != self.models.name:
@@ -266,32 +282,41 @@ class _Service(prediction_service_pb2_grpc.PredictionServiceServicer, model_serv
 
     def Predict(self, request, context):
         model = self._version(request.model_spec, context)
-        if request.model_spec.signature_name not in ("", SIGNATURE):
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"no signature {request.model_spec.signature_name!r}; "
-                                                            f"this model has {SIGNATURE!r}")
+        signature = request.model_spec.signature_name or SIGNATURE
+        if signature not in model.signatures:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"no signature {signature!r}; this model has "
+                                                            f"{sorted(model.signatures)}")
         unknown = set(request.inputs) - {INPUT}
         if unknown or INPUT not in request.inputs:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"expected exactly one input {INPUT!r}, got "
                                                             f"{sorted(request.inputs)}")
-        wanted = list(request.output_filter) or list(OUTPUTS)
-        if set(wanted) - set(OUTPUTS):
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unknown outputs {sorted(set(wanted) - set(OUTPUTS))}; "
-                                                            f"outputs: {list(OUTPUTS)}")
+        outputs_of_signature = list(model.signature_defs[signature].outputs)
+        wanted = list(request.output_filter) or outputs_of_signature
+        if set(wanted) - set(outputs_of_signature):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"unknown outputs {sorted(set(wanted) - set(outputs_of_signature))}; outputs of "
+                          f"{signature!r}: {sorted(outputs_of_signature)}")
         try:
-            sequences = validate_sequences(request.inputs[INPUT], model.max_residues, self.max_request_residues)
-            outputs = self.batcher.run(model, sequences)
+            sequences = validate_sequences(request.inputs[INPUT], self.max_request_residues)
+            outputs = self.batcher.run(model, signature, sequences)
         except BadRequest as error:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         except TooLarge as error:
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
         except tf.errors.InvalidArgumentError as error:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, error.message.split("\n")[0])
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, model_error(error))
         response = predict_pb2.PredictResponse()
         response.model_spec.name = self.models.name
         response.model_spec.version.value = model.version
-        response.model_spec.signature_name = SIGNATURE
+        response.model_spec.signature_name = signature
         for name in wanted:
             response.outputs[name].CopyFrom(tf.make_tensor_proto(np.ascontiguousarray(outputs[name])))
+        size = response.ByteSize()
+        if size > self.max_message_bytes:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"the response would be {size / 2**20:,.1f} MiB, over this server's message limit of "
+                          f"{self.max_message_bytes / 2**20:,.0f} MiB: send fewer or shorter sequences per request, "
+                          f"ask only the outputs you need (output_filter), or the float16 signature")
         return response
 
     def GetModelMetadata(self, request, context):
@@ -299,7 +324,8 @@ class _Service(prediction_service_pb2_grpc.PredictionServiceServicer, model_serv
         if list(request.metadata_field) not in ([], ["signature_def"]):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "only metadata_field 'signature_def' is supported")
         signatures = get_model_metadata_pb2.SignatureDefMap()
-        signatures.signature_def[SIGNATURE].CopyFrom(model.signature_def)
+        for name, definition in model.signature_defs.items():
+            signatures.signature_def[name].CopyFrom(definition)
         packed = any_pb2.Any()
         packed.Pack(signatures)
         response = get_model_metadata_pb2.GetModelMetadataResponse()
@@ -329,22 +355,23 @@ MAX_REQUEST_RESIDUES = 131_072
 
 class DevServer:
     """The server, started on `port` (0: any free port; see `.port`) of `host` (loopback unless opened), polling
-    every `poll_s` seconds; with `tls` (certificate chain and private key, PEM bytes), over TLS only."""
+    every `poll_s` seconds; with `tls` (certificate chain and private key, PEM bytes), over TLS only. It serves every
+    signature of a version that takes `sequences` (``serving_default``, ``serving_float16``, ``predict``)."""
 
     def __init__(self, model_base_path: str, model_name: str, port: int = 8500, host: str = "127.0.0.1",
                  poll_s: float = 1.0, max_batch_size: int = 32, batch_timeout_s: float = 0.002,
                  labels: dict[str, int] | None = None, workers: int = 16,
-                 max_request_residues: int | None = MAX_REQUEST_RESIDUES, tls: tuple[bytes, bytes] | None = None):
+                 max_request_residues: int | None = MAX_REQUEST_RESIDUES, tls: tuple[bytes, bytes] | None = None,
+                 max_message_bytes: int = MAX_MESSAGE_BYTES):
         if not os.path.isdir(model_base_path):
             raise FileNotFoundError(f"model base path {model_base_path} does not exist")
         self.models = ModelVersions(model_name, model_base_path, labels)
         self.poll_s = poll_s
         self._stop = threading.Event()
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
-                                   options=[("grpc.max_send_message_length", 512 << 20),
-                                            ("grpc.max_receive_message_length", 512 << 20)])
+                                   options=grpc_message_options(max_message_bytes))
         self.batcher = Batcher(max_batch_size, batch_timeout_s)
-        service = _Service(self.models, self.batcher, max_request_residues)
+        service = _Service(self.models, self.batcher, max_request_residues, max_message_bytes)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(service, self._server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(service, self._server)
         if tls is None:
@@ -392,8 +419,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-batch-size", type=int, default=32,
                         help="sequences per batched model call; larger requests run in parts of this size")
     parser.add_argument("--max-request-residues", type=int, default=MAX_REQUEST_RESIDUES,
-                        help="residues one request may hold (a single sequence is always taken up to the model's "
-                        "limit); larger requests get RESOURCE_EXHAUSTED")
+                        help="residues one request may hold (a single sequence is always taken); larger requests get "
+                        "RESOURCE_EXHAUSTED")
+    parser.add_argument("--max-message-mib", type=int, default=MAX_MESSAGE_BYTES >> 20,
+                        help="largest gRPC message received or sent; a larger response gets RESOURCE_EXHAUSTED")
     parser.add_argument("--batch-timeout-ms", type=float, default=2.0)
     parser.add_argument("--label", action="append", default=[], metavar="LABEL=VERSION",
                         help="a version label (repeatable), e.g. --label stable=3")
@@ -413,7 +442,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 tls = (certificate.read(), key.read())
         server = DevServer(args.model_base_path, args.model_name, args.port, args.host, args.poll_seconds,
                            args.max_batch_size, args.batch_timeout_ms / 1000, labels,
-                           max_request_residues=args.max_request_residues, tls=tls).start()
+                           max_request_residues=args.max_request_residues, tls=tls,
+                           max_message_bytes=args.max_message_mib << 20).start()
     except (OSError, ValueError) as error:
         print(f"prottrans-serve: error: {error}", file=sys.stderr)
         return 2

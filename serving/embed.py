@@ -161,7 +161,8 @@ def make_embedder(args):
         return load_embedder(args.saved_model)
     from serving.client import EmbeddingClient
 
-    return EmbeddingClient(args.server, args.model, max_residues=args.max_residues, timeout_s=args.timeout)
+    return EmbeddingClient(args.server, args.model, max_residues=args.max_residues, timeout_s=args.timeout,
+                           per_residue=args.per_residue, residue_dtype="float16" if args.float16 else "float32")
 
 
 def embed_file(fasta: str, output: Output, embedder, progress) -> dict[str, int]:

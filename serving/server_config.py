@@ -8,6 +8,22 @@ import os
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+# The largest gRPC message the client, the development server and the stock server (its
+# `--grpc_channel_arguments` in serving/deploy/) accept. A 1,000-residue protein at width 1024 in float32 is 4 MiB,
+# gRPC's default limit; the client cuts its requests so each response stays well under this (see client.py).
+MAX_MESSAGE_BYTES = 256 << 20
+
+
+def grpc_message_options(limit: int = MAX_MESSAGE_BYTES) -> list[tuple[str, int]]:
+    """gRPC channel/server options that let messages up to `limit` bytes through, both ways."""
+    return [("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)]
+
+
+def grpc_channel_arguments(limit: int = MAX_MESSAGE_BYTES) -> str:
+    """The same limits as `tensorflow_model_server --grpc_channel_arguments` takes them."""
+    return ",".join(f"{name}={value}" for name, value in grpc_message_options(limit))
+
+
 MODELS_CONFIG = "models.config"
 BATCHING_CONFIG = "batching.config"
 MONITORING_CONFIG = "monitoring.config"

@@ -97,12 +97,37 @@ def test_embed_returns_input_order_whatever_the_batching(backbone):
         np.testing.assert_allclose(a.protein, b.protein, atol=1e-5)
 
 
-def test_embed_rejects_what_the_model_cannot_take(backbone):
+def test_a_protein_past_the_position_table_is_embedded_in_windows_stitched_in_the_graph(backbone):
     limit = embedding.max_residues(backbone)
-    with pytest.raises(ValueError, match=f"sequence 1 has {limit + 1} residues; this model takes at most {limit}"):
-        embedding.embed(backbone, ["MKT", "A" * (limit + 1)])
+    [long, short] = embedding.embed(backbone, ["MKTAYIAKQR" * 300, "MKT"])
+    assert long.residues.shape == (3000, backbone.hidden_dim) and limit < 3000
+    np.testing.assert_allclose(long.protein, long.residues.mean(axis=0), atol=1e-5)
+    alone = backbone(vocabulary.encode(tf.constant(["MKT"]))[0])[0, 1:4]  # within the limit: the plain path
+    np.testing.assert_allclose(short.residues, alone, atol=1e-5)
     with pytest.raises(TypeError, match="sequence 0 is bytes"):
         embedding.embed(backbone, [b"MKT"])
+
+
+@pytest.mark.parametrize("stitch", embedding.STITCHES)
+def test_windows_overlap_and_each_residue_comes_from_the_window_the_stitch_names(stitch):
+    keras.utils.set_random_seed(0)
+    backbone = build_backbone("protbert", "tiny", max_sequence_length=12)  # 10 residues at most
+    sequence = "MKTAYIAKQRQISFVKSHFSRQLEERLG"  # 28 residues: windows of 10 at 0, 8, 16 and (the last) 18
+    window = embedding.Window(10, 2, stitch)
+    got = embedding.embed_strings(backbone, tf.constant([sequence, "MKT"]), window)
+    starts = [0, 8, 16, 18]
+    windows = [embedding.embed(backbone, [sequence[start : start + 10]])[0].residues for start in starts]
+    expected = np.zeros((28, backbone.hidden_dim), np.float32)
+    for position in range(28):
+        holding = [k for k, start in enumerate(starts) if start <= position < start + 10]
+        if stitch == "mean":
+            expected[position] = np.mean([windows[k][position - starts[k]] for k in holding], axis=0)
+        else:  # nearest the window's centre (4.5 for a window of 10), the earlier window on a tie
+            k = min(holding, key=lambda k: (abs(position - starts[k] - 4.5), k))
+            expected[position] = windows[k][position - starts[k]]
+    np.testing.assert_allclose(got["residue_embeddings"][0].numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(got["protein_embeddings"][0].numpy(), expected.mean(axis=0), atol=1e-5)
+    assert list(got["lengths"].numpy()) == [28, 3] and not got["residue_embeddings"][1, 3:].numpy().any()
 
 
 def test_length_batches_respect_the_token_budget():

@@ -180,15 +180,14 @@ def test_the_cache_embeds_each_sequence_once_and_reads_back_lazily(data_dir, tmp
     assert first["test"]["q3"] == second["test"]["q3"]  # same seed, same embeddings, same probe
 
 
-def test_long_sequences_are_embedded_in_pieces_when_asked():
+def test_a_model_that_does_not_window_gets_long_sequences_in_pieces():
     from models.export import embedding
     from models.registry import build_backbone
 
     backbone = build_backbone("protbert", "tiny", max_sequence_length=12)  # 10 residues at most
+    run = lambda batch: embedding.embed_strings(backbone, batch)  # noqa: E731 — as a SavedModel signature
     long = "MKTAYIAKQRQISFVKSHFSRQ"  # 22 residues: 3 pieces of 8, 8, 6
-    with pytest.raises(ValueError, match="takes at most 10"):
-        embedding.embed(backbone, [long])
-    [whole] = embedding.embed(backbone, [long], chunk_long=True)
+    [whole] = embedding.embed_with_limit(run, [long], 10, max_tokens_per_batch=1000)
     pieces = embedding.embed(backbone, ["MKTAYIAK", "QRQISFVK", "SHFSRQ"])
     np.testing.assert_allclose(whole.residues, np.concatenate([p.residues for p in pieces]), atol=1e-5)
     np.testing.assert_allclose(whole.protein, whole.residues.mean(axis=0), atol=1e-6)

@@ -4,6 +4,7 @@ gRPC server speaking TF Serving's protocol, the typed client and the `prottrans-
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -139,7 +140,9 @@ def test_the_saved_model_needs_no_custom_ops_and_carries_warmup_requests(model_f
                          capture_output=True, text=True, timeout=120)
     assert "signature_def['serving_default']" in cli.stdout and "sequences" in cli.stdout
     assert (version / "assets.extra" / "tf_serving_warmup_requests").stat().st_size > 0
-    assert json.loads((version / "assets.extra" / "prottrans_model.json").read_text())["max_residues"] == MAX_RESIDUES
+    info = json.loads((version / "assets.extra" / "prottrans_model.json").read_text())
+    assert info["max_residues"] is None  # any length: windows of the position table's size, stitched in the graph
+    assert info["window"] == {"residues": MAX_RESIDUES, "overlap": MAX_RESIDUES // 4, "stitch": "central"}
 
 
 def test_server_configs_name_every_model_and_label(tmp_path):
@@ -181,18 +184,19 @@ def test_metadata_and_status_describe_the_loaded_version(server):
 @pytest.mark.parametrize("bad, message", [
     (request([1.0, 2.0], dtype=tf.float32), "must be DT_STRING"),
     (request([], dtype=tf.string), "empty batch"),
-    (request(["MKT1AY"]), "sequence 0: illegal characters '1'"),
-    (request(["MKT", "A" * (MAX_RESIDUES + 1)]), f"sequence 1 has {MAX_RESIDUES + 1} residues; this model takes at most"),
+    (request(["MKT1AY"]), "not residues (allowed: the 20 amino acids, X, U, Z, O, B; upper or lower case): "
+                          "sequence 0 has 1"),
+    (request(["MKT", "MKJ"]), "sequence 1 has J"),
     (request([["MKT"]]), "must be a vector"),
     (request(["MKT"], input_name="seqs"), "expected exactly one input 'sequences'"),
     (_declaring(request(["MKT", "MKV"]), 5), "declares shape [5] but holds 2 strings"),
-    (request(["MKÉTα"]), "illegal characters 'Éα'"),
+    (request(["MKÉTα"]), "sequence 0 has Éα"),
 ])
 def test_bad_requests_get_invalid_argument_naming_the_problem_and_the_server_keeps_serving(server, bad, message):
     with pytest.raises(grpc.RpcError) as error:
         stub(server).Predict(bad, timeout=30)
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    if server.kind == "dev":  # the stock server words its own messages (ours, from the graph, for the rest)
+    if server.kind == "dev":  # the stock server frames the graph's messages its own way
         assert message in error.value.details()
     assert stub(server).Predict(request(["MKT"]), timeout=30).outputs["lengths"].int_val == [3]
 
@@ -203,18 +207,53 @@ def test_an_unknown_model_is_not_found(server):
     assert error.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-def test_the_client_chunks_long_sequences_and_batches_by_residue_budget(server, model_folder):
+def test_the_served_model_embeds_long_sequences_in_its_windows_and_the_client_batches_by_residues(server,
+                                                                                                 model_folder):
     from serving.client import EmbeddingClient
 
     _, backbone = model_folder
-    sequences = PROTEINS + ["MKTAYIAKQR" * 15]  # 150 residues: three pieces of 50
-    with EmbeddingClient(f"127.0.0.1:{server.port}", "protbert", residues_per_request=100,
-                         max_residues=MAX_RESIDUES) as client:
+    sequences = PROTEINS + ["MKTAYIAKQR" * 15]  # 150 residues: over the 62-residue limit, so in windows
+    with EmbeddingClient(f"127.0.0.1:{server.port}", "protbert", residues_per_request=100) as client:
         served = client.embed(sequences)
-    local = embedding.embed(backbone, sequences, chunk_long=True)
+    local = embedding.embed(backbone, sequences)
+    assert served[-1].residues.shape == (150, 32)
     for got, want in zip(served, local):
         np.testing.assert_allclose(got.residues, want.residues, atol=1e-5)
         np.testing.assert_allclose(got.protein, want.protein, atol=1e-5)
+
+
+def test_the_client_cuts_requests_so_64_proteins_of_1000_residues_come_back_per_residue(server, model_folder):
+    from serving.client import EmbeddingClient
+
+    _, backbone = model_folder
+    rng = np.random.default_rng(0)
+    sequences = ["".join(rng.choice(list("ACDEFGHIKLMNPQRSTVWY"), 1000)) for _ in range(64)]
+    limit = 4 << 20  # gRPC's default message limit: the 64 × 1,000 × 32 float32 residue embeddings are 8 MiB
+    with pytest.raises(grpc.RpcError) as error:  # sent at once, the response cannot come back
+        EmbeddingClient(f"127.0.0.1:{server.port}", "protbert", max_message_bytes=limit).predict(sequences)
+    assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    with EmbeddingClient(f"127.0.0.1:{server.port}", "protbert", residues_per_request=1 << 20,
+                         max_message_bytes=limit) as client:
+        served = client.embed(sequences)
+        assert client.requests_sent >= 3  # the width probe and at least two parts
+    with EmbeddingClient(f"127.0.0.1:{server.port}", "protbert", residue_dtype="float16") as client:
+        half = client.embed(sequences[:4])
+    local = embedding.embed(backbone, sequences)
+    assert len(served) == 64 and all(item.residues.shape == (1000, 32) for item in served)
+    for got, want in zip(served, local):
+        np.testing.assert_allclose(got.residues, want.residues, atol=1e-5)
+    assert half[0].residues.dtype == np.float16 and half[0].protein.dtype == np.float32
+    np.testing.assert_allclose(half[0].residues, local[0].residues, atol=2e-2, rtol=1e-2)
+
+
+def test_protein_vectors_alone_leave_the_residue_embeddings_on_the_server(server, model_folder):
+    from serving.client import EmbeddingClient
+
+    _, backbone = model_folder
+    with EmbeddingClient(f"127.0.0.1:{server.port}", "protbert", per_residue=False) as client:
+        [served] = client.embed([PROTEINS[0]])
+    assert served.residues.shape == (len(PROTEINS[0]), 0)
+    np.testing.assert_allclose(served.protein, embedding.embed(backbone, [PROTEINS[0]])[0].protein, atol=1e-5)
 
 
 @pytest.mark.slow
@@ -391,19 +430,20 @@ def test_embed_cli_explains_a_server_refusal(server, tmp_path, capsys):
     from serving import embed
 
     fasta = tmp_path / "in.fasta"
-    _write_fasta(fasta, [("LONG", "A" * (MAX_RESIDUES + 10))])
-    code = embed.main(["--server", f"127.0.0.1:{server.port}", "--model", "protbert", str(fasta),
-                       str(tmp_path / "o.h5")])
-    assert code == 1
-    assert "INVALID_ARGUMENT" in capsys.readouterr().err
-    assert embed.main(["--server", f"127.0.0.1:{server.port}", "--model", "protbert", "--max-residues",
-                       str(MAX_RESIDUES), str(fasta), str(tmp_path / "o.h5")]) == 0
+    _write_fasta(fasta, [("LONG", "A" * (MAX_RESIDUES * 3))])
+    code = embed.main(["--server", f"127.0.0.1:{server.port}", "--model", "esm", str(fasta), str(tmp_path / "o.h5")])
+    assert code == 2
+    assert "the server answered NOT_FOUND: no model named 'esm'" in capsys.readouterr().err
+    assert embed.main(["--server", f"127.0.0.1:{server.port}", "--model", "protbert", "--per-residue", str(fasta),
+                       str(tmp_path / "o.h5")]) == 0
+    with h5py.File(tmp_path / "o.h5") as handle:
+        assert handle["LONG"].shape == (MAX_RESIDUES * 3, 32)  # beyond the limit: in the model's windows
 
 
 @pytest.mark.parametrize("sequences, message", [
     ([], "empty batch"),
     (["MKT1AY"], "characters that are not residues"),
-    (["A" * (MAX_RESIDUES + 1)], "longer than the model limit"),
+    (["MKT", "MKJ"], re.escape("sequence] [1] [has] [J]")),
 ])
 def test_the_saved_model_itself_refuses_bad_sequences_so_any_server_does(model_folder, sequences, message):
     folder, _ = model_folder

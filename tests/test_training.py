@@ -85,10 +85,9 @@ def test_the_position_table_stops_at_the_longest_trained_length(dataset_dir, tmp
     trainer.train()
     backbone, _ = load_trained_backbone(trainer.job.model_dir)
     assert backbone.max_sequence_length == 96  # not the tiny preset's 1026: positions past 96 were never trained
-    with pytest.raises(ValueError, match="at most 94"):
-        embedding.embed(backbone, ["A" * 200])
-    (chunked,) = embedding.embed(backbone, ["A" * 200], chunk_long=True)
-    assert chunked.residues.shape == (200, 32)
+    assert embedding.default_window(backbone).residues == 94
+    (windowed,) = embedding.embed(backbone, ["A" * 200])
+    assert windowed.residues.shape == (200, 32)
 
 
 def test_adamw_and_a_dropout_override_train(dataset_dir, tmp_path):

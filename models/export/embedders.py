@@ -56,7 +56,7 @@ class BackboneEmbedder:
         self.max_tokens_per_batch = max_tokens_per_batch
 
     def embed(self, sequences: Sequence[str]) -> list[ProteinEmbedding]:
-        return embedding.embed(self.backbone, sequences, self.max_tokens_per_batch, chunk_long=True)
+        return embedding.embed(self.backbone, sequences, self.max_tokens_per_batch)
 
 
 class SavedModelEmbedder:
@@ -79,7 +79,7 @@ class SavedModelEmbedder:
 
     def embed(self, sequences: Sequence[str]) -> list[ProteinEmbedding]:
         return embedding.embed_with_limit(lambda batch: self._signature(sequences=batch), sequences,
-                                          self.max_residues, self.max_tokens_per_batch, chunk_long=True)
+                                          self.max_residues, self.max_tokens_per_batch)
 
 
 def _latest_version(model_folder: str) -> str | None:

@@ -43,25 +43,98 @@ def pool(hidden: tf.Tensor, lengths: tf.Tensor, layout: str = "cls_sep") -> dict
     }
 
 
-def embed_strings(backbone: Backbone, sequences: tf.Tensor) -> dict[str, tf.Tensor]:
-    """Raw sequence strings ``[batch]`` → the signature outputs, tokenised in the graph."""
+def embed_strings(backbone: Backbone, sequences: tf.Tensor, window: "Window | None" = None) -> dict[str, tf.Tensor]:
+    """Raw sequence strings ``[batch]`` → the signature outputs, tokenised in the graph.
+
+    A backbone with a residue limit embeds longer sequences in overlapping windows (`window`, by default
+    :func:`default_window`) stitched here in the graph, so every caller — TF Serving included — gets one embedding
+    per residue at any length; a batch within the limit takes the plain path, untouched by windows.
+    """
     layout = vocabulary.layout_of(backbone)
-    token_ids, lengths = vocabulary.encode(sequences, layout=layout)
-    limit = max_residues(backbone)
-    # A clear InvalidArgumentError (gRPC INVALID_ARGUMENT in TF Serving) instead of a shape error deep inside.
+    residues = vocabulary.tokenize(sequences)
+    # A clear InvalidArgumentError (gRPC INVALID_ARGUMENT in TF Serving) instead of a shape error deep inside,
+    # naming the first sequence refused and its characters as typed.
+    unknown = tf.equal(residues, vocabulary.UNK_ID)
+    refused = tf.reduce_any(unknown, axis=1)
+    first = tf.argmax(tf.cast(refused, tf.int32), output_type=tf.int32)
+    typed = tf.ragged.boolean_mask(tf.strings.unicode_decode(sequences, "UTF-8", errors="replace"), unknown)
     checks = [
         tf.debugging.assert_positive(tf.size(sequences), message="empty batch: send at least one sequence"),
-        tf.debugging.Assert(tf.reduce_all(tf.not_equal(token_ids, vocabulary.UNK_ID)), [
-            "a sequence holds characters that are not residues (allowed: the 20 amino acids, X, U, Z, O, B; "
-            "upper or lower case)"]),
+        tf.debugging.Assert(tf.logical_not(tf.reduce_any(refused)), [
+            "a sequence holds characters that are not residues (allowed: the 20 amino acids, X, U, Z, O, B; upper "
+            "or lower case): sequence", first, "has", tf.strings.unicode_encode(typed, "UTF-8")[first]]),
     ]
-    if limit is not None:
-        checks.append(tf.debugging.assert_less_equal(
-            tf.reduce_max(tf.concat([lengths, [0]], 0)), tf.cast(limit, lengths.dtype),
-            message=f"a sequence is longer than the model limit of {limit} residues; split it"))
     with tf.control_dependencies(checks):
-        token_ids = tf.identity(token_ids)
-    return pool(backbone(token_ids, training=False), lengths, layout)
+        residues = residues.with_flat_values(tf.identity(residues.flat_values))
+    lengths = tf.cast(residues.row_lengths(), tf.int32)
+
+    def whole() -> dict[str, tf.Tensor]:
+        token_ids = vocabulary.add_special_tokens(residues, layout).to_tensor(default_value=vocabulary.PAD_ID)
+        return pool(backbone(token_ids, training=False), lengths, layout)
+
+    window = window or default_window(backbone)
+    if window is None:
+        return whole()
+    longest = tf.reduce_max(tf.concat([lengths, [0]], 0))
+    return tf.cond(longest <= window.residues, whole, lambda: _in_windows(backbone, residues, layout, window))
+
+
+class Window(NamedTuple):
+    """How a backbone with a residue limit embeds longer sequences: windows of `residues`, neighbours sharing
+    `overlap` residues, the last window ending at the sequence's end; a residue in several windows is taken from
+    the one where it is most central (``central``) or averaged over them (``mean``)."""
+
+    residues: int
+    overlap: int
+    stitch: str = "central"
+
+
+STITCHES = ("central", "mean")
+
+
+def default_window(backbone: Backbone) -> Window | None:
+    """Windows as long as the backbone takes, overlapping by a quarter; None for a backbone without a limit."""
+    limit = max_residues(backbone)
+    return None if limit is None else Window(limit, limit // 4)
+
+
+def _in_windows(backbone: Backbone, residues: tf.RaggedTensor, layout: str, window: Window) -> dict[str, tf.Tensor]:
+    """The signature outputs of ragged residue ids ``[batch, (length)]``, each sequence embedded in windows."""
+    if window.stitch not in STITCHES or not 0 <= window.overlap < window.residues:
+        raise ValueError(f"{window}: stitch must be one of {STITCHES}, and 0 <= overlap < residues")
+    size, stride = window.residues, window.residues - window.overlap
+    lengths = tf.cast(residues.row_lengths(), tf.int32)
+    counts = tf.where(lengths <= size, 1, (lengths - size + stride - 1) // stride + 1)  # windows per sequence
+    owner = tf.repeat(tf.range(tf.size(lengths)), counts)  # the sequence of each window
+    place = tf.ragged.range(counts).flat_values  # the window's place in its sequence
+    owner_length = tf.gather(lengths, owner)
+    start = tf.minimum(place * stride, tf.maximum(owner_length - size, 0))
+    width = tf.minimum(owner_length, size)
+    offsets = tf.ragged.range(width)  # [windows, (width)]: each window's positions
+    window_of = offsets.value_rowids()
+    # Every window residue's index among the batch's residues (flat, sequence after sequence).
+    first = tf.gather(tf.cast(residues.row_starts(), tf.int32), owner) + start  # each window's first residue
+    targets = offsets.flat_values + tf.gather(first, window_of)
+    window_ids = tf.RaggedTensor.from_value_rowids(tf.gather(residues.flat_values, targets), window_of,
+                                                   nrows=tf.size(width, out_type=tf.int64))
+    token_ids = vocabulary.add_special_tokens(window_ids, layout).to_tensor(default_value=vocabulary.PAD_ID)
+    hidden = pool(backbone(token_ids, training=False), width, layout)["residue_embeddings"]
+    values = tf.gather_nd(hidden, tf.stack([tf.cast(window_of, tf.int32), offsets.flat_values], axis=1))
+    total = tf.size(residues.flat_values)
+    if window.stitch == "mean":
+        stitched = tf.math.unsorted_segment_mean(values, targets, total)
+    else:  # the window where the residue is nearest the centre (ties: the earlier window)
+        distance = tf.abs(2 * offsets.flat_values - tf.gather(width - 1, window_of))
+        key = tf.cast(distance, tf.int64) * (1 << 32) + tf.cast(tf.gather(place, window_of), tf.int64)
+        chosen = tf.equal(key, tf.gather(tf.math.unsorted_segment_min(key, targets, total), targets))
+        stitched = tf.math.unsorted_segment_sum(tf.boolean_mask(values, chosen), tf.boolean_mask(targets, chosen),
+                                                total)
+    per_sequence = tf.RaggedTensor.from_row_lengths(stitched, tf.cast(lengths, tf.int64))
+    return {
+        "residue_embeddings": per_sequence.to_tensor(0.0),
+        "protein_embeddings": tf.reduce_sum(per_sequence, axis=1) / tf.cast(tf.maximum(lengths, 1), tf.float32)[:, None],
+        "lengths": lengths,
+    }
 
 
 def max_residues(backbone: Backbone) -> int | None:
@@ -90,9 +163,11 @@ def length_batches(lengths: Sequence[int], max_tokens_per_batch: int) -> list[li
 
 def unpad(outputs: dict) -> list[ProteinEmbedding]:
     """One embedding per row of the signature's outputs, cut to the row's `lengths` (the model's own count of
-    residues: a model this project did not write need not count characters as we do)."""
-    residues, proteins = np.asarray(outputs["residue_embeddings"]), np.asarray(outputs["protein_embeddings"])
-    lengths = np.asarray(outputs["lengths"])
+    residues: a model this project did not write need not count characters as we do). Without
+    ``residue_embeddings`` (not asked for) each row's residues are a ``[length, 0]`` array."""
+    proteins, lengths = np.asarray(outputs["protein_embeddings"]), np.asarray(outputs["lengths"])
+    residues = np.asarray(outputs["residue_embeddings"]) if "residue_embeddings" in outputs else \
+        np.zeros((len(lengths), int(lengths.max(initial=0)), 0), proteins.dtype)
     return [ProteinEmbedding(residues[row, : int(lengths[row])], proteins[row]) for row in range(len(lengths))]
 
 
@@ -114,15 +189,9 @@ def _chunks(sequence: str, limit: int) -> list[str]:
     return [sequence[start : start + size] for start in range(0, len(sequence), size)]
 
 
-def embed(backbone: Backbone, sequences: Sequence[str], max_tokens_per_batch: int = 16384,
-          chunk_long: bool = False) -> list[ProteinEmbedding]:
-    """Embeddings of each sequence, in input order.
-
-    A sequence longer than the model takes raises ValueError, or with `chunk_long` is embedded in even
-    consecutive pieces whose residue embeddings are concatenated (the protein vector is their mean).
-    """
-    return embed_with_limit(_embed_function(backbone), sequences, max_residues(backbone), max_tokens_per_batch,
-                            chunk_long)
+def embed(backbone: Backbone, sequences: Sequence[str], max_tokens_per_batch: int = 16384) -> list[ProteinEmbedding]:
+    """Embeddings of each sequence (any length: see :func:`embed_strings`), in input order."""
+    return embed_with_limit(_embed_function(backbone), sequences, None, max_tokens_per_batch)
 
 
 _EMBED_FUNCTIONS: "weakref.WeakKeyDictionary[Backbone, Callable]" = weakref.WeakKeyDictionary()
@@ -136,23 +205,22 @@ def _embed_function(backbone: Backbone) -> Callable[[tf.Tensor], dict[str, tf.Te
 
 
 def embed_with_limit(run: Callable[[tf.Tensor], dict[str, tf.Tensor]], sequences: Sequence[str], limit: int | None,
-                     max_tokens_per_batch: int, chunk_long: bool) -> list[ProteinEmbedding]:
-    """:func:`embed_in_batches` for a model that takes at most `limit` residues (None: no limit known)."""
-    pieces, pieces_of = split_long(sequences, limit, chunk_long)
+                     max_tokens_per_batch: int) -> list[ProteinEmbedding]:
+    """:func:`embed_in_batches` for a model that takes at most `limit` residues (None: any length), longer
+    sequences embedded in pieces (see :func:`split_long`)."""
+    pieces, pieces_of = split_long(sequences, limit)
     return join_pieces(embed_in_batches(run, pieces, max_tokens_per_batch), pieces_of)
 
 
-def split_long(sequences: Sequence[str], limit: int | None, chunk_long: bool = True) -> tuple[list[str], list[list[int]]]:
-    """Sequences longer than `limit` cut into even consecutive pieces (or ValueError without `chunk_long`):
-    the pieces, and for each sequence the indices of its pieces."""
+def split_long(sequences: Sequence[str], limit: int | None) -> tuple[list[str], list[list[int]]]:
+    """Sequences longer than `limit` cut into even consecutive pieces (for a model that does not window them
+    itself): the pieces, and for each sequence the indices of its pieces."""
     pieces: list[str] = []
     pieces_of: list[list[int]] = []
     for index, sequence in enumerate(sequences):
         if not isinstance(sequence, str):
             raise TypeError(f"sequence {index} is {type(sequence).__name__}, not str")
         too_long = limit is not None and len(sequence) > limit
-        if too_long and not chunk_long:
-            raise ValueError(f"sequence {index} has {len(sequence)} residues; this model takes at most {limit}")
         own = _chunks(sequence, limit) if too_long else [sequence]
         pieces_of.append(list(range(len(pieces), len(pieces) + len(own))))
         pieces.extend(own)

@@ -2,8 +2,9 @@
 
 ``serving_default``: input ``sequences`` (tf.string ``[batch]``) → ``residue_embeddings`` (float32
 ``[batch, max_len, hidden]``, zero past each length), ``protein_embeddings`` (float32 ``[batch, hidden]``),
-``lengths`` (int32 ``[batch]``). Tokenisation is in the graph (core ops only), so the model takes raw
-strings. A version is written to ``<model_folder>/<version>/`` as TF Serving's model base path expects.
+``lengths`` (int32 ``[batch]``); ``serving_float16`` returns the same with float16 residue embeddings. Tokenisation
+is in the graph (core ops only), so the model takes raw strings; a backbone with a residue limit embeds longer
+sequences in windows stitched in the graph (recorded in the model info). A version is written to ``<model_folder>/<version>/`` as TF Serving's model base path expects.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from models.export import embedding
 from models.networks.backbone import Backbone
 
 SIGNATURE = "serving_default"
+# The same outputs with residue embeddings in float16: half the bytes on the wire for per-residue requests.
+SIGNATURE_FLOAT16 = "serving_float16"
 INPUT = "sequences"
 OUTPUTS = ("residue_embeddings", "protein_embeddings", "lengths")
 # Beside TF Serving's warm-up file in assets.extra (which the server copies and otherwise ignores).
@@ -40,13 +43,14 @@ PRECISIONS = ("float32", "float16", "bfloat16")
 
 def export_saved_model(backbone: Backbone, model_folder: str, version: int | None = None,
                        extra_assets: dict[str, dict] | None = None, dtype: str = "float32",
-                       output_dtype: str = "float32") -> str:
+                       output_dtype: str = "float32", window: embedding.Window | None = None) -> str:
     """Write `backbone` as a new version of the TF Serving model in `model_folder`; returns its path. With `dtype`
     float16 or bfloat16 the SavedModel holds and computes in that precision (where a family keeps layer norms or
-    softmax in float32, they stay there); `output_dtype` float16 halves the embeddings it returns."""
+    softmax in float32, they stay there); `output_dtype` float16 halves the embeddings it returns. `window`: how
+    sequences longer than the backbone's limit are embedded (default: :func:`embedding.default_window`)."""
     version = version or next_version(model_folder)
     final_path = os.path.join(model_folder, str(version))
-    write_saved_model(in_precision(backbone, dtype), final_path, extra_assets, output_dtype)
+    write_saved_model(in_precision(backbone, dtype), final_path, extra_assets, output_dtype, window)
     return final_path
 
 
@@ -69,7 +73,7 @@ def in_precision(backbone: Backbone, dtype: str) -> Backbone:
 
 
 def write_saved_model(backbone: Backbone, path: str, extra_assets: dict[str, dict] | None = None,
-                      output_dtype: str = "float32") -> None:
+                      output_dtype: str = "float32", window: embedding.Window | None = None) -> None:
     """Write `backbone` as a SavedModel with the serving signature at `path` (absent, or an empty folder).
 
     It is written under a temporary name beside `path` and renamed into place, so a server polling the folder
@@ -87,17 +91,20 @@ def write_saved_model(backbone: Backbone, path: str, extra_assets: dict[str, dic
 
     if not backbone.built:
         backbone(vocabulary.encode(tf.constant(["M"]), layout=vocabulary.layout_of(backbone))[0])
+    window = window or embedding.default_window(backbone)
     archive = keras.export.ExportArchive()
     archive.track(backbone)
-    archive.add_endpoint(
-        SIGNATURE,
-        lambda sequences: _outputs_in(embedding.embed_strings(backbone, sequences), output_dtype),
-        input_signature=[tf.TensorSpec([None], tf.string, name=INPUT)],
-    )
+    for name, residue_dtype in ((SIGNATURE, output_dtype), (SIGNATURE_FLOAT16, "float16")):
+        archive.add_endpoint(
+            name,
+            lambda sequences, residue_dtype=residue_dtype: _outputs_in(
+                embedding.embed_strings(backbone, sequences, window), output_dtype, residue_dtype),
+            input_signature=[tf.TensorSpec([None], tf.string, name=INPUT)],
+        )
     archive.write_out(staging_path, verbose=False)
     tf.io.gfile.makedirs(os.path.join(staging_path, "assets.extra"))
     with tf.io.gfile.GFile(os.path.join(staging_path, "assets.extra", MODEL_INFO), "w") as handle:
-        json.dump(model_info(backbone), handle, indent=2)
+        json.dump(model_info(backbone, window), handle, indent=2)
     for name, content in (extra_assets or {}).items():
         with tf.io.gfile.GFile(os.path.join(staging_path, "assets.extra", name), "w") as handle:
             json.dump(content, handle, indent=2)
@@ -131,14 +138,16 @@ def write_warmup_requests(path: str, max_residues: int | None) -> None:
             writer.write(log.SerializeToString())
 
 
-def _outputs_in(outputs: dict[str, tf.Tensor], dtype: str) -> dict[str, tf.Tensor]:
-    return {name: tf.cast(value, dtype) if value.dtype.is_floating else value for name, value in outputs.items()}
+def _outputs_in(outputs: dict[str, tf.Tensor], dtype: str, residue_dtype: str) -> dict[str, tf.Tensor]:
+    return {name: tf.cast(value, residue_dtype if name == "residue_embeddings" else dtype)
+            if value.dtype.is_floating else value for name, value in outputs.items()}
 
 
-def model_info(backbone: Backbone) -> dict:
-    """What clients need beside the signature: the residue limit (to chunk longer sequences; None: any length),
-    the width and the precision it computes in."""
-    return {"max_residues": embedding.max_residues(backbone), "hidden_dim": backbone.hidden_dim,
+def model_info(backbone: Backbone, window: embedding.Window | None = None) -> dict:
+    """What clients need beside the signature: the residue limit of the signature (None: any length — the
+    backbone has none, or `window` embeds longer sequences), the windows, the width and the precision."""
+    return {"max_residues": None if window else embedding.max_residues(backbone),
+            "window": window._asdict() if window else None, "hidden_dim": backbone.hidden_dim,
             "backbone_config": backbone.get_config(), "weights_digest": weights_digest(backbone),
             "dtype": backbone.dtype_policy.name}
 
