@@ -1,7 +1,11 @@
-"""`prottrans-embed`: embeddings for a FASTA file of any size, into HDF5.
+"""`prottrans-embed`: embeddings for a FASTA file of any size, into HDF5 — in this process, or as a Beam job.
 
     prottrans-embed (--server HOST:PORT --model NAME | --saved-model DIR) IN.fasta[.gz] OUT.h5
         [--per-residue] [--per-protein] [--float16]
+    prottrans-embed --beam --saved-model DIR 'IN*.fasta.gz' OUT_DIR [--num-shards N] [--overwrite] [Beam options]
+
+With ``--beam`` the job runs on any Beam runner (``serving/beam_embed.py``: RunInference, sharded HDF5 files of
+the format below, rejects, a manifest); what follows describes the single-process file.
 
 The FASTA is streamed in chunks, so memory does not grow with the file. The HDF5 file holds one dataset per
 protein, keyed by its id (the header's first word, made a safe HDF5 name: ``%`` → ``%25``, ``/`` → ``%2F``, a
@@ -54,6 +58,31 @@ def dataset_key(record_id: str) -> str:
     return "%2E" + key[1:] if key.startswith(".") else key
 
 
+def layout_of(per_residue: bool, per_protein: bool) -> list[str]:
+    """The groups a file holds, as its header records them."""
+    return [kind for kind, wanted in (("per_residue", per_residue), ("per_protein", per_protein)) if wanted]
+
+
+def layout_groups(handle: h5py.File, per_residue: bool, per_protein: bool) -> dict[str, h5py.Group]:
+    """Where each kind of embedding goes: the file itself for one kind, groups ``per_residue``/``per_protein``
+    for both (keyed ``residues`` and ``protein``, the :class:`ProteinEmbedding` fields)."""
+    both = per_residue and per_protein
+    groups = {}
+    if per_residue:
+        groups["residues"] = handle.require_group("per_residue") if both else handle
+    if per_protein:
+        groups["protein"] = handle.require_group("per_protein") if both else handle
+    return groups
+
+
+def store(groups: dict[str, h5py.Group], key: str, record_id: str, embedding, dtype: str) -> None:
+    """One protein's datasets, in `dtype`, with a Fletcher-32 checksum and its id as an attribute."""
+    for kind, group in groups.items():
+        data = np.asarray(getattr(embedding, kind)).astype(dtype)
+        dataset = group.create_dataset(key, data=data, fletcher32=True, chunks=data.shape or None)
+        dataset.attrs["id"] = record_id
+
+
 class Output:
     """OUT.h5 of one run, written as OUT.h5.partial, with its rejects file (rewritten by each run).
 
@@ -65,19 +94,14 @@ class Output:
         self.path = path
         self.partial = path + PARTIAL_SUFFIX
         self.dtype = dtype
-        layout = [kind for kind, wanted in (("per_residue", per_residue), ("per_protein", per_protein)) if wanted]
-        self.header = {"format_version": FORMAT_VERSION, "model": identity, "layout": layout, "dtype": dtype}
+        self.header = {"format_version": FORMAT_VERSION, "model": identity, "layout": layout_of(per_residue, per_protein),
+                       "dtype": dtype}
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.restarted = self._take_over_earlier()
         self.file = h5py.File(self.partial, "a")
         if HEADER not in self.file.attrs:
             self.file.attrs[HEADER] = json.dumps(self.header)
-        both = per_residue and per_protein
-        self.groups = {}
-        if per_residue:
-            self.groups["residues"] = self.file.require_group("per_residue") if both else self.file
-        if per_protein:
-            self.groups["protein"] = self.file.require_group("per_protein") if both else self.file
+        self.groups = layout_groups(self.file, per_residue, per_protein)
         self.rejects = open(path + ".rejects.jsonl", "w")
         self.rejected = 0
         self.repaired = 0
@@ -132,10 +156,7 @@ class Output:
         return False
 
     def write(self, key: str, record_id: str, embedding) -> None:
-        for kind, group in self.groups.items():
-            data = getattr(embedding, kind).astype(self.dtype)
-            dataset = group.create_dataset(key, data=data, fletcher32=True, chunks=data.shape or None)
-            dataset.attrs["id"] = record_id
+        store(self.groups, key, record_id, embedding, self.dtype)
 
     def reject(self, line: int, record_id: str, reason: str) -> None:
         self.rejects.write(json.dumps({"line": line, "id": record_id, "reason": reason}) + "\n")
@@ -220,10 +241,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--per-residue", action="store_true")
     parser.add_argument("--per-protein", action="store_true")
     parser.add_argument("--float16", action="store_true", help="store half-precision embeddings (half the size)")
-    args = parser.parse_args(argv)
+    beam_group = parser.add_argument_group("Beam job (--beam): unknown flags are Beam pipeline options "
+                                           "(--runner, --direct_num_workers, --project, --temp_location, ...)")
+    beam_group.add_argument("--beam", action="store_true",
+                            help="run as a Beam job: IN is a file pattern, OUT a folder of sharded HDF5 files")
+    beam_group.add_argument("--num-shards", type=int, default=4, help="HDF5 files written (default 4)")
+    beam_group.add_argument("--overwrite", action="store_true", help="replace the embeddings already in OUT")
+    args, beam_args = parser.parse_known_args(argv)
+    if beam_args and not args.beam:
+        parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
     if args.server and not args.model:
         parser.error("--server needs --model NAME")
     per_protein = args.per_protein or not args.per_residue
+    if args.beam:
+        if not args.saved_model:
+            parser.error("--beam runs a SavedModel on the workers: pass --saved-model DIR")
+        if args.num_shards < 1:
+            parser.error("--num-shards must be at least 1")
+        return _run_beam(args, beam_args, per_protein)
     from tqdm import tqdm
 
     try:
@@ -259,6 +294,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"embedded {counts['embedded']:,}; already in {args.output}: {counts['skipped_done']:,}{repaired}; "
           f"rejected {counts['rejected']:,} (see {args.output}.rejects.jsonl)")
     return 0
+
+def _run_beam(args, beam_args: list[str], per_protein: bool) -> int:
+    from serving import beam_embed
+
+    try:
+        manifest = beam_embed.run([args.input], args.output, args.saved_model, beam_args, args.num_shards,
+                                  "float16" if args.float16 else "float32", args.per_residue, per_protein,
+                                  args.overwrite)
+    except (ValueError, OSError) as error:
+        print(f"prottrans-embed: error: {error}", file=sys.stderr)
+        return 2
+    counts = manifest["counts"]
+    reasons = ", ".join(f"{reason} {n:,}" for reason, n in counts["rejected_by_reason"].items()) or "none"
+    print(f"read {counts['read']:,}; embedded {counts['embedded']:,} into "
+          f"{len(manifest['shards'][beam_embed.SHARD_PREFIX])} shards; rejected {counts['rejected']:,} ({reasons}); "
+          f"manifest: {os.path.join(args.output, beam_embed.MANIFEST_FILE)}")
+    return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())
