@@ -252,11 +252,12 @@ def validate_sequences(tensor, max_request_residues: int | None = None) -> list[
 def model_error(error: tf.errors.InvalidArgumentError) -> str:
     """The message of an assertion in the model's graph, without TensorFlow's framing: ``assertion failed: [a]
     [b]`` → ``a b``."""
-    message = error.message.split("\n")[0]
-    if "assertion failed: " in message:
-        message = message.split("assertion failed: ", 1)[1].strip()
-        message = message.removeprefix("[").removesuffix("]").replace("] [", " ")
-    return message
+    lines = [line.strip() for line in error.message.splitlines() if line.strip()]
+    for line in lines:  # a nested function's failure comes after a "Graph execution error:" line
+        if "assertion failed: " in line:
+            message = line.split("assertion failed: ", 1)[1].strip()
+            return message.removeprefix("[").removesuffix("]").replace("] [", " ")
+    return lines[0] if lines else "the model refused the request"
 
 
 class _Service(prediction_service_pb2_grpc.PredictionServiceServicer, model_service_pb2_grpc.ModelServiceServicer):

@@ -1,5 +1,5 @@
 """The TFX pipeline end to end on LocalDagRunner (tiny model, small probe sets): it pushes a blessed model that
-serves embeddings, serves reruns from the ML Metadata cache, refuses to push when the gate fails (a model that learned nothing, a missed floor), compares a
+serves embeddings and its probes' predictions, serves reruns from the ML Metadata cache, refuses to push when the gate fails (a model that learned nothing, a missed floor), compares a
 retrained model with the last blessed one, resumes a killed run, and compiles for Vertex AI."""
 
 from __future__ import annotations
@@ -63,6 +63,8 @@ def test_a_run_trains_probes_blesses_and_pushes_a_model_that_serves_embeddings(f
     outputs = served.signatures["serving_default"](sequences=tf.constant(["MKTAYIAKQRQISFVKSHFSRQ", "MSTNPKPQ"]))
     assert outputs["residue_embeddings"].shape == (2, 22, 32)
     np.testing.assert_array_equal(outputs["lengths"].numpy(), [22, 8])
+    predicted = served.signatures["predict"](sequences=tf.constant(["MKTAYIAKQRQISFVKSHFSRQ", "MSTNPKPQ"]))
+    assert predicted["ss3"].shape == (2, 22) and predicted["location_probabilities"].shape == (2, 10)
 
 
 @pytest.mark.slow

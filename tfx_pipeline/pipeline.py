@@ -1,5 +1,6 @@
-"""The DAG: FastaExampleGen → Trainer (run_fn of `models`) → ProbeEvaluator (against the last blessed model) →
-Pusher (which skips a model it already serves). Builds the pipeline only; runners live in `tfx_pipeline.runners`."""
+"""The DAG: FastaExampleGen → Trainer (run_fn of `models`) → ProbeEvaluator (against the last blessed model; it
+adds the trained probes to a blessed model as its `predict` signature) → Pusher (which skips a model it already
+serves). Builds the pipeline only; runners live in `tfx_pipeline.runners`."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def create_pipeline(config: PipelineConfig, runner: str = "local", vertex_job: d
         onehot_baseline=config.onehot_baseline, profile_db=config.profile_db,
     )
     push = tfx.components.Pusher(
-        model=trainer.outputs["model"],
+        model=evaluator.outputs["model"],  # the Trainer's model with its probes as the `predict` signature
         model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_model_dir(runner))),

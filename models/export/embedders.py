@@ -87,6 +87,17 @@ def _latest_version(model_folder: str) -> str | None:
     return os.path.join(model_folder, max(versions, key=int)) if versions else None
 
 
+def saved_model_path(spec: str) -> str:
+    """`spec` itself when it holds a SavedModel, else the latest version of the TF Serving model folder it is;
+    ValueError naming it otherwise."""
+    if os.path.exists(os.path.join(spec, "saved_model.pb")):
+        return spec
+    version = _latest_version(spec) if os.path.isdir(spec) else None
+    if version and os.path.exists(os.path.join(version, "saved_model.pb")):
+        return version
+    raise ValueError(f"{spec}: neither a SavedModel nor a model folder of numbered SavedModel versions")
+
+
 def load_embedder(spec: str, max_residues: int | None = None) -> Embedder:
     """``onehot``; a SavedModel directory; a TF Serving model folder (its latest version); or a
     ``prottrans-train --model-dir``. `max_residues`: a SavedModel's limit where it does not carry one."""

@@ -139,9 +139,10 @@ def _protein_embeddings(embedder: Embedder, records, cache: EmbeddingCache | Non
 
 def structure_probe(embedder: Embedder, train: Sequence[StructureRecord], valid: Sequence[StructureRecord],
                     tests: dict[str, Sequence[StructureRecord]], settings: ProbeSettings = DEFAULT_SETTINGS,
-                    cache: EmbeddingCache | None = None) -> dict:
+                    cache: EmbeddingCache | None = None, heads: dict | None = None) -> dict:
     """Train the residue CNN on `train` (early stopping on `valid`), report Q3/Q8 on each test set. With a
-    `cache`, embeddings are computed once and read back one protein at a time."""
+    `cache`, embeddings are computed once and read back one protein at a time; the trained CNN goes into `heads`
+    (under ``ss``) when given."""
     keras.utils.set_random_seed(settings.seed)
     embed = lambda records, label: _residue_embeddings(embedder, records, cache, f"ss {label}")  # noqa: E731
     train_x, valid_x = embed(train, "train"), embed(valid, "valid")
@@ -149,6 +150,8 @@ def structure_probe(embedder: Embedder, train: Sequence[StructureRecord], valid:
     _compile(model, settings)
     _fit(model, _residue_dataset(train_x, train, settings, True), _residue_dataset(valid_x, valid, settings, False),
          settings)
+    if heads is not None:
+        heads["ss"] = model
     results = {}
     for name, records in {**tests, GATE_SET: valid}.items():
         test_x = valid_x if name == GATE_SET else embed(records, name)
@@ -184,8 +187,9 @@ def _protein_arrays(x: np.ndarray, records: Sequence[LocalizationRecord]):
 
 def localization_probe(embedder: Embedder, train: Sequence[LocalizationRecord], valid: Sequence[LocalizationRecord],
                        tests: dict[str, Sequence[LocalizationRecord]], settings: ProbeSettings = DEFAULT_SETTINGS,
-                       cache: EmbeddingCache | None = None) -> dict:
-    """Train the protein FNN on `train` (early stopping on `valid`), report Q10/Q2 on each test set."""
+                       cache: EmbeddingCache | None = None, heads: dict | None = None) -> dict:
+    """Train the protein FNN on `train` (early stopping on `valid`), report Q10/Q2 on each test set; the trained
+    FNN goes into `heads` (under ``localization``) when given."""
     keras.utils.set_random_seed(settings.seed)
     embed = lambda records, label: _protein_embeddings(embedder, records, cache, f"localization {label}")  # noqa: E731
     train_x, train_y, train_w = _protein_arrays(embed(train, "train"), train)
@@ -195,6 +199,8 @@ def localization_probe(embedder: Embedder, train: Sequence[LocalizationRecord], 
     model.fit(train_x, train_y, sample_weight=train_w, validation_data=valid_data, epochs=settings.epochs,
               batch_size=settings.batch_size, verbose=0, callbacks=[
                   keras.callbacks.EarlyStopping(patience=settings.patience, restore_best_weights=True)])
+    if heads is not None:
+        heads["localization"] = model
     results = {}
     for name, records in {**tests, GATE_SET: valid}.items():
         x, y, w = valid_data if name == GATE_SET else _protein_arrays(embed(records, name), records)
@@ -222,17 +228,19 @@ def load_shared_layout(data_dir: str, task: str, limit: int | None = None):
 
 
 def run_probes(embedder, data_dir: str, task: str, settings: ProbeSettings, limit: int | None, cache,
-               maps_dir: str | None = None, maps_prefix: str = "") -> tuple[dict, dict, list[str]]:
+               maps_dir: str | None = None, maps_prefix: str = "", heads: dict | None = None
+               ) -> tuple[dict, dict, list[str]]:
     """The probes of `task` on the sets in `data_dir`: metrics, the test and valid locations (for the plots), and,
-    with `maps_dir`, the embedding maps of the valid sets written there (their scores go into the metrics)."""
+    with `maps_dir`, the embedding maps of the valid sets written there (their scores go into the metrics); the
+    trained probe models go into `heads` (by task) when given."""
     metrics = {"embedder": embedder.name}
     locations, structures, proteins = {}, [], []
     if task in ("ss", "all"):
         train, structures, tests = load_shared_layout(data_dir, "ss", limit)
-        metrics["ss"] = structure_probe(embedder, train, structures, tests, settings, cache)
+        metrics["ss"] = structure_probe(embedder, train, structures, tests, settings, cache, heads)
     if task in ("localization", "all"):
         train, proteins, tests = load_shared_layout(data_dir, "localization", limit)
-        metrics["localization"] = localization_probe(embedder, train, proteins, tests, settings, cache)
+        metrics["localization"] = localization_probe(embedder, train, proteins, tests, settings, cache, heads)
         locations = {name: [r.location for r in records] for name, records in {**tests, GATE_SET: proteins}.items()}
     written = []
     if maps_dir is not None:
@@ -245,15 +253,18 @@ def run_probes(embedder, data_dir: str, task: str, settings: ProbeSettings, limi
 
 def probe_model(embedder, data_dir: str, task: str, output_dir: str, settings: ProbeSettings,
                 limit: int | None = None, baseline: bool = True, cache_path: str | None = None,
-                maps: bool = True, references: Sequence[Embedder] = ()) -> tuple[dict, list[str]]:
+                maps: bool = True, references: Sequence[Embedder] = (), heads: dict | None = None
+                ) -> tuple[dict, list[str]]:
     """Probe `embedder` (and, with `baseline`, the one-hot embedder the same way, and any `references` such as the
     profile embedder) on the sets in `data_dir`; writes ``metrics.json``, the plots and (with `maps`) the embedding
-    maps into `output_dir`; returns the metrics and the files written."""
+    maps into `output_dir`; returns the metrics and the files written. `heads`, when given, receives the
+    embedder's trained probe models by task (what :func:`models.export.predict.write_predictor` serves)."""
     os.makedirs(output_dir, exist_ok=True)
     cache = EmbeddingCache(cache_path or os.path.join(output_dir, "embeddings.h5"))
     maps_dir = output_dir if maps else None
     try:
-        metrics, locations, map_files = run_probes(embedder, data_dir, task, settings, limit, cache, maps_dir)
+        metrics, locations, map_files = run_probes(embedder, data_dir, task, settings, limit, cache, maps_dir,
+                                                   heads=heads)
         if embedder.name != ONEHOT and baseline:
             metrics["baseline"], _, baseline_maps = run_probes(OneHotEmbedder(), data_dir, task, settings, limit,
                                                                cache, maps_dir, f"{ONEHOT}_")

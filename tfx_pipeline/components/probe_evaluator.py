@@ -3,6 +3,9 @@
 gate holds (`tfx_pipeline.blessing`: valid context gain above 0, not worse than one-hot, no regression against the
 last blessed model, all on the valid split).
 
+A blessed candidate is written again as the evaluator's `model` output with its trained probes as the
+``predict`` signature (`models.export.predict`); that is what the Pusher serves.
+
 The blessing follows TFX's Evaluator conventions (custom properties ``blessed`` and ``current_model_id``, a
 ``BLESSED``/``NOT_BLESSED`` file), so the Pusher and `LatestBlessedModelStrategy` read it as theirs. It also
 records where its metrics are and a fingerprint of the probe sets: the next run compares against those metrics
@@ -31,6 +34,7 @@ from tfx_pipeline import blessing
 
 METRICS_URI = "metrics_uri"
 PROBE_DATA_FINGERPRINT = "probe_data_fingerprint"
+PREDICTOR_URI = "predictor_uri"
 CHECKS_FILE = "blessing.json"
 
 
@@ -52,6 +56,8 @@ class ProbeEvaluatorSpec(ComponentSpec):
     OUTPUTS = {
         "evaluation": ChannelParameter(type=standard_artifacts.ModelEvaluation),
         "blessing": ChannelParameter(type=standard_artifacts.ModelBlessing),
+        # A blessed candidate with its trained probes as the `predict` signature: what the Pusher serves.
+        "model": ChannelParameter(type=standard_artifacts.Model),
     }
 
 
@@ -67,12 +73,19 @@ def probe_data_fingerprint(data_dir: str, task: str, limit: int, seed: int) -> s
     return digest.hexdigest()
 
 
-def _copy_folder(source: str, destination: str, skip: tuple[str, ...] = ()) -> None:
-    """Files of `source` into `destination` (local paths or gs://: artifact URIs on Vertex are buckets)."""
+def _copy_folder(source: str, destination: str, skip: tuple[str, ...] = (), recursive: bool = False) -> None:
+    """Files of `source` into `destination` (local paths or gs://: artifact URIs on Vertex are buckets); with
+    `recursive`, its folders too."""
     tf.io.gfile.makedirs(destination)
     for name in tf.io.gfile.listdir(source):
+        name = name.rstrip("/")
         path = os.path.join(source, name)
-        if name not in skip and not tf.io.gfile.isdir(path):
+        if name in skip:
+            continue
+        if tf.io.gfile.isdir(path):
+            if recursive:
+                _copy_folder(path, os.path.join(destination, name), recursive=True)
+        else:
             tf.io.gfile.copy(path, os.path.join(destination, name), overwrite=True)
 
 
@@ -82,7 +95,11 @@ def _read_json(path: str) -> dict:
 
 
 def _serving_dir(model: types.Artifact) -> str:
-    return os.path.join(model.uri, "Format-Serving")
+    return _serving_dir_of_uri(model.uri)
+
+
+def _serving_dir_of_uri(uri: str) -> str:
+    return os.path.join(uri, "Format-Serving")
 
 
 class Executor(base_executor.BaseExecutor):
@@ -95,6 +112,7 @@ class Executor(base_executor.BaseExecutor):
         from models.probes.profile import ProfileEmbedder
 
         model = artifact_utils.get_single_instance(input_dict["model"])
+        served = artifact_utils.get_single_instance(output_dict["model"])
         evaluation = artifact_utils.get_single_instance(output_dict["evaluation"])
         verdict = artifact_utils.get_single_instance(output_dict["blessing"])
         data_dir, task = exec_properties["probe_data_dir"] or SAMPLE_DATA_DIR, exec_properties["task"]
@@ -105,22 +123,24 @@ class Executor(base_executor.BaseExecutor):
 
         references = [ProfileEmbedder(exec_properties["profile_db"])] if exec_properties.get("profile_db") else []
 
-        def probe(saved_model: str, output_dir: str, baseline: bool) -> dict:
+        def probe(saved_model: str, output_dir: str, baseline: bool, heads: dict | None = None) -> dict:
             # The report is written locally, then copied to the artifact (which may be in a bucket); the
             # embeddings are not kept with it.
             with tempfile.TemporaryDirectory() as scratch:
                 report_dir = os.path.join(scratch, "report")
                 probe_model(SavedModelEmbedder(saved_model), data_dir, task, report_dir, settings, limit or None,
-                            baseline, os.path.join(scratch, "embeddings.h5"), references=references if baseline else ())
+                            baseline, os.path.join(scratch, "embeddings.h5"), references=references if baseline else (),
+                            heads=heads)
                 _copy_folder(report_dir, output_dir)
             return _read_json(os.path.join(output_dir, "metrics.json"))
 
+        heads: dict = {}
         earlier = self._earlier_report(input_dict, model, fingerprint)
         if earlier:  # the last blessed model is this one (a rerun with a cached Trainer): no need to re-probe
             _copy_folder(earlier, evaluation.uri, skip=(CHECKS_FILE,))
             candidate = _read_json(os.path.join(earlier, "metrics.json"))
         else:
-            candidate = probe(_serving_dir(model), evaluation.uri, bool(exec_properties["onehot_baseline"]))
+            candidate = probe(_serving_dir(model), evaluation.uri, bool(exec_properties["onehot_baseline"]), heads)
         summary = read_model_info(_serving_dir(model), SUMMARY_FILE)
         baseline, baseline_model = self._baseline(input_dict, fingerprint, probe, evaluation.uri)
         checks = blessing.judge(candidate, summary, baseline, rules)
@@ -138,6 +158,9 @@ class Executor(base_executor.BaseExecutor):
                   "baseline": blessing.headline_metrics(baseline) if baseline else None}
         with tf.io.gfile.GFile(os.path.join(evaluation.uri, CHECKS_FILE), "w") as handle:
             handle.write(json.dumps(report, indent=2))
+        if blessed:
+            self._write_served_model(input_dict, model, heads, _serving_dir(served))
+            verdict.set_string_custom_property(PREDICTOR_URI, served.uri)
         tf.io.gfile.makedirs(verdict.uri)
         with tf.io.gfile.GFile(os.path.join(verdict.uri, "BLESSED" if blessed else "NOT_BLESSED"), "w"):
             pass
@@ -151,6 +174,19 @@ class Executor(base_executor.BaseExecutor):
         for line in report["checks"]:
             print(f"ProbeEvaluator: {line}", flush=True)
         print(f"ProbeEvaluator: {'BLESSED' if blessed else 'NOT BLESSED'}; report: {evaluation.uri}", flush=True)
+
+    @staticmethod
+    def _write_served_model(input_dict, model: types.Artifact, heads: dict, destination: str) -> None:
+        """The candidate with its probes as the ``predict`` signature, at `destination`. When the probes were not
+        trained again (the candidate is the last blessed model), the earlier evaluation's files are copied, so the
+        Pusher sees the model it already serves."""
+        from models.export.predict import write_predictor
+
+        if heads:
+            write_predictor(_serving_dir(model), heads, destination)
+            return
+        earlier = input_dict["baseline_blessing"][0].get_string_custom_property(PREDICTOR_URI)
+        _copy_folder(_serving_dir_of_uri(earlier), destination, recursive=True)
 
     @staticmethod
     def _earlier_report(input_dict, model: types.Artifact, fingerprint: str) -> str | None:
@@ -197,4 +233,5 @@ class ProbeEvaluator(base_component.BaseComponent):
             onehot_baseline=int(onehot_baseline), profile_db=profile_db,
             evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
             blessing=types.Channel(type=standard_artifacts.ModelBlessing),
+            model=types.Channel(type=standard_artifacts.Model),
         ))

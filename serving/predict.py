@@ -1,0 +1,194 @@
+"""`prottrans-predict`: secondary structure, location and membrane predictions for a FASTA file.
+
+    prottrans-predict (--server HOST:PORT --model NAME | --saved-model DIR) IN.fasta[.gz] OUT.tsv|OUT.jsonl
+        [--residue-probabilities]
+
+The model is a SavedModel with the ``predict`` signature (what the pipeline pushes for a blessed model: its
+probes served with it), run in this process or behind a server. Output, by the file's extension: JSON lines (one
+object per protein: ``id``, ``length``, ``ss3`` and ``ss8`` as strings of DSSP letters, ``location`` and
+``membrane`` with their probabilities by label; ``--residue-probabilities`` adds the per-residue probabilities),
+or TSV (one row per protein: the labels, the probability of each predicted label, the DSSP strings). Records that
+cannot be predicted (no id, an empty or illegal sequence, an id seen twice) are listed in ``OUT.rejects.jsonl``.
+"""
+
+from __future__ import annotations
+
+from beam_jobs.console import VERBOSE_FLAG, VERBOSE_HELP, quiet_start
+
+quiet_start()  # before TensorFlow is imported
+
+import argparse
+import json
+import os
+import sys
+from typing import Callable, Iterator, Sequence
+
+import grpc
+import numpy as np
+
+from beam_jobs.fasta import read_fasta
+from beam_jobs.sequences import Reject, normalise
+
+CHUNK_RESIDUES = 50_000  # residues predicted (and written) per round
+RESIDUES_PER_CALL = 16_384  # tokens per model call
+
+
+def load_predict(args) -> Callable[[list[str]], dict[str, np.ndarray]]:
+    """``sequences → outputs of the predict signature`` of the server or of a local SavedModel."""
+    from models.export.predict import PREDICT_SIGNATURE
+
+    if args.saved_model:
+        import tensorflow as tf
+
+        from models.export.embedders import saved_model_path
+
+        signatures = tf.saved_model.load(saved_model_path(args.saved_model)).signatures
+        if PREDICT_SIGNATURE not in signatures:
+            raise ValueError(f"{args.saved_model} has no {PREDICT_SIGNATURE!r} signature (signatures: "
+                             f"{sorted(signatures)}); the pipeline adds it to the models it blesses")
+        signature = signatures[PREDICT_SIGNATURE]
+        return lambda batch: {name: value.numpy() for name, value in signature(sequences=tf.constant(batch)).items()}
+    from serving.client import EmbeddingClient
+
+    client = EmbeddingClient(args.server, args.model, timeout_s=args.timeout)
+    client.pin_version()
+    return lambda batch: client.predict(batch, PREDICT_SIGNATURE)
+
+
+def predictions(run: Callable[[list[str]], dict[str, np.ndarray]], sequences: Sequence[str],
+                residue_probabilities: bool) -> list[dict]:
+    """One record per sequence, in input order: labels, and probabilities by label."""
+    from models.export.embedding import length_batches
+    from models.export.predict import LABELS
+
+    results: list[dict | None] = [None] * len(sequences)
+    for batch in length_batches([len(s) for s in sequences], RESIDUES_PER_CALL):
+        outputs = run([sequences[i] for i in batch])
+        for row, index in enumerate(batch):
+            length = int(outputs["lengths"][row])
+            record: dict = {"length": length}
+            for name in ("ss3", "ss8"):
+                if name in outputs:
+                    record[name] = b"".join(outputs[name][row, :length]).decode("ascii")
+                    if residue_probabilities:
+                        record[f"{name}_probabilities"] = np.round(
+                            outputs[f"{name}_probabilities"][row, :length], 4).tolist()
+            for name in ("location", "membrane"):
+                if name in outputs:
+                    record[name] = outputs[name][row].decode("utf-8")
+                    record[f"{name}_probabilities"] = {label: round(float(p), 4) for label, p in
+                                                       zip(LABELS[name], outputs[f"{name}_probabilities"][row])}
+            results[index] = record
+    return results
+
+
+class Writer:
+    """OUT as JSON lines or TSV (by extension), and OUT.rejects.jsonl."""
+
+    def __init__(self, path: str):
+        self.tsv = path.endswith(".tsv")
+        if not (self.tsv or path.endswith((".jsonl", ".json"))):
+            raise ValueError(f"{path}: the output's extension picks its format: .tsv or .jsonl")
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self.out = open(path, "w")
+        self.rejects = open(path + ".rejects.jsonl", "w")
+        self.columns: list[str] | None = None
+        self.written = self.rejected = 0
+
+    def write(self, record_id: str, record: dict) -> None:
+        self.written += 1
+        if not self.tsv:
+            self.out.write(json.dumps({"id": record_id, **record}) + "\n")
+            return
+        row = {"id": record_id, "length": record["length"]}
+        for name in ("location", "membrane"):
+            if name in record:
+                row[name], row[f"{name}_probability"] = record[name], record[f"{name}_probabilities"][record[name]]
+        row.update({name: record[name] for name in ("ss3", "ss8") if name in record})
+        if self.columns is None:
+            self.columns = list(row)
+            self.out.write("\t".join(self.columns) + "\n")
+        self.out.write("\t".join(str(row[column]) for column in self.columns) + "\n")
+
+    def reject(self, line: int, record_id: str, reason: str) -> None:
+        self.rejects.write(json.dumps({"line": line, "id": record_id, "reason": reason}) + "\n")
+        self.rejected += 1
+
+    def close(self) -> None:
+        self.out.close()
+        self.rejects.close()
+
+
+def _chunks(fasta: str, writer: Writer) -> Iterator[list[tuple[str, str]]]:
+    """Valid ``(id, sequence)`` records in chunks of about CHUNK_RESIDUES residues; rejects go to `writer`."""
+    seen: set[str] = set()
+    chunk: list[tuple[str, str]] = []
+    for record in read_fasta(fasta):
+        if not record.id:
+            writer.reject(record.line, "", "missing id")
+            continue
+        if record.id in seen:
+            writer.reject(record.line, record.id, "duplicate id (the first record with it was predicted)")
+            continue
+        seen.add(record.id)
+        normalised = normalise(record.sequence.encode("utf-8", errors="replace"))
+        if isinstance(normalised, Reject):
+            writer.reject(record.line, record.id, normalised.detail or normalised.reason)
+            continue
+        chunk.append((record.id, normalised.sequence.decode("ascii")))
+        if sum(len(sequence) for _, sequence in chunk) >= CHUNK_RESIDUES:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="prottrans-predict", description=__doc__.split("\n\n")[0])
+    parser.add_argument(VERBOSE_FLAG, action="store_true", help=VERBOSE_HELP)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--server", metavar="HOST:PORT", help="TF Serving (or prottrans-serve) gRPC address")
+    source.add_argument("--saved-model", metavar="DIR", help="a SavedModel (or model folder) run in this process")
+    parser.add_argument("--model", help="model name on the server (with --server)")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request (deadline)")
+    parser.add_argument("--residue-probabilities", action="store_true",
+                        help="JSON lines only: add the per-residue 3- and 8-state probabilities")
+    parser.add_argument("input", metavar="IN.fasta")
+    parser.add_argument("output", metavar="OUT.tsv|OUT.jsonl")
+    args = parser.parse_args(argv)
+    if args.server and not args.model:
+        parser.error("--server needs --model NAME")
+    from tqdm import tqdm
+
+    try:
+        run = load_predict(args)
+        writer = Writer(args.output)
+    except (ValueError, OSError) as error:
+        print(f"prottrans-predict: error: {error}", file=sys.stderr)
+        return 2
+    except grpc.RpcError as error:
+        print(f"prottrans-predict: error: the server answered {error.code().name}: {error.details()}",
+              file=sys.stderr)
+        return 2
+    try:
+        with tqdm(unit=" proteins", file=sys.stderr, disable=None) as progress:
+            for chunk in _chunks(args.input, writer):
+                for (record_id, _), record in zip(chunk, predictions(run, [s for _, s in chunk],
+                                                                     args.residue_probabilities)):
+                    writer.write(record_id, record)
+                progress.update(len(chunk))
+    except (ValueError, OSError) as error:  # the reader's errors name the file and line
+        print(f"prottrans-predict: error: {error}", file=sys.stderr)
+        return 1
+    except grpc.RpcError as error:
+        print(f"prottrans-predict: error: the server answered {error.code().name}: {error.details()}",
+              file=sys.stderr)
+        return 1
+    finally:
+        writer.close()
+    print(f"predicted {writer.written:,}; rejected {writer.rejected:,} (see {args.output}.rejects.jsonl)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
