@@ -106,7 +106,12 @@ def test_cli_on_a_saved_model_reports_it_beside_the_baseline(data_dir, tmp_path)
 
     export_saved_model(build_backbone("protbert", "tiny"), str(tmp_path / "serving" / "protbert"))
     assert cli.main(["--model", str(tmp_path / "serving" / "protbert"), "--data-dir", str(data_dir),
-                     "--output", str(tmp_path / "out"), "--limit", "40"]) == 0
+                     "--output", str(tmp_path / "out"), "--limit", "40",
+                     "--predictor-dir", str(tmp_path / "serving" / "protbert_predict")]) == 0
+    import tensorflow as tf
+
+    predictor = tf.saved_model.load(str(tmp_path / "serving" / "protbert_predict" / "1"))
+    assert set(predictor.signatures) == {"serving_default", "serving_float16", "predict"}
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["embedder"].endswith("protbert/1")
     assert metrics["baseline"]["embedder"] == "onehot"

@@ -7,11 +7,14 @@ from beam_jobs.console import VERBOSE_FLAG, VERBOSE_HELP, quiet_start
 quiet_start()  # before TensorFlow is imported
 
 import argparse
+import os
 import sys
 import time
 from typing import Sequence
 
-from models.export.embedders import ONEHOT, load_embedder
+from models.export.embedders import ONEHOT, SavedModelEmbedder, load_embedder
+from models.export.predict import write_predictor
+from models.export.signatures import next_version
 from models.probes import probe
 from models.probes.datasets import DatasetError
 from models.probes.profile import PROFILE, ProfileEmbedder
@@ -38,6 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="skip the t-SNE maps of amino acids, residues and proteins (and their silhouettes)")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N rows of each split")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--predictor-dir", default=None, metavar="MODEL_FOLDER",
+                        help="with a SavedModel --model: write it, with the probes just trained as its 'predict' "
+                        "signature, as a new version of this TF Serving model folder (for prottrans-predict)")
     parser.add_argument("--cache", default=None, metavar="FILE.h5",
                         help="embedding cache (default: OUTPUT/embeddings.h5); reruns read embeddings from it")
     args = parser.parse_args(argv)
@@ -51,9 +57,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             embedder = load_embedder(args.model, args.max_residues)
             references = [ProfileEmbedder(args.profile_db)] if args.profile_db else []
+        if args.predictor_dir and not isinstance(embedder, SavedModelEmbedder):
+            raise ValueError("--predictor-dir needs a SavedModel (or model folder) as --model")
+        heads: dict = {}
+        predictor = None
         metrics, files = probe.probe_model(embedder, args.data_dir, args.task, args.output,
                                            probe.ProbeSettings(seed=args.seed), args.limit, not args.no_baseline,
-                                           args.cache, maps=not args.no_maps, references=references)
+                                           args.cache, maps=not args.no_maps, references=references, heads=heads)
+        if args.predictor_dir:
+            predictor = write_predictor(embedder.name, heads, os.path.join(args.predictor_dir,
+                                                                           str(next_version(args.predictor_dir))))
     except (DatasetError, ValueError, FileNotFoundError) as error:
         print(f"prottrans-probe: error: {error}", file=sys.stderr)
         return 2
@@ -69,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                          f"{'  (better)' if low > 0 else '  (worse)' if high < 0 else ''}")
         print(line)
     print(f"metrics: {files[0]}; plots: {', '.join(files[1:])} ({time.perf_counter() - started:.0f} s)")
+    if predictor:
+        print(f"predictor (the model with its probes as the 'predict' signature): {predictor}")
     return 0
 
 
