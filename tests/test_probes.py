@@ -13,6 +13,7 @@ import pytest
 from models.probes import probe
 from models.probes.datasets import LOCATIONS, LocalizationRecord, StructureRecord
 from models.export.embedders import OneHotEmbedder, load_embedder
+from tests.foreign_models import CompositionModel
 
 # Residue → structure state: a labelling a one-hot CNN can learn exactly.
 STATE_OF = {"A": "H", "L": "H", "M": "G", "V": "E", "I": "E", "Y": "B", "G": "C", "P": "T", "N": "S", "D": "C"}
@@ -196,28 +197,6 @@ def test_a_model_that_does_not_window_gets_long_sequences_in_pieces():
     pieces = embedding.embed(backbone, ["MKTAYIAK", "QRQISFVK", "SHFSRQ"])
     np.testing.assert_allclose(whole.residues, np.concatenate([p.residues for p in pieces]), atol=1e-5)
     np.testing.assert_allclose(whole.protein, whole.residues.mean(axis=0), atol=1e-6)
-
-
-class CompositionModel:
-    """A plain SavedModel this project did not write: per residue the one-hot of its letter (A–Z), per protein the
-    mean; it counts only letters, so a trailing '*' is not a residue for it. No prottrans_model.json."""
-
-    @staticmethod
-    def export(path) -> None:
-        import tensorflow as tf
-
-        class Module(tf.Module):
-            @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="sequences")])
-            def serve(self, sequences):
-                codes = tf.strings.unicode_decode(tf.strings.upper(sequences), "UTF-8") - ord("A")
-                letters = tf.ragged.boolean_mask(codes, (codes >= 0) & (codes < 26))
-                residues = tf.one_hot(letters.to_tensor(default_value=-1), 26)
-                lengths = tf.cast(letters.row_lengths(), tf.int32)
-                protein = tf.reduce_sum(residues, 1) / tf.maximum(tf.cast(lengths, tf.float32), 1.0)[:, None]
-                return {"residue_embeddings": residues, "protein_embeddings": protein, "lengths": lengths}
-
-        module = Module()
-        tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
 
 
 def test_a_plain_saved_model_is_an_embedder_cut_by_its_own_lengths_and_limit(tmp_path):

@@ -593,3 +593,18 @@ def test_the_beam_job_writes_what_the_single_process_command_writes(model_folder
                 np.testing.assert_allclose(found[record_id][kind], value, atol=2e-3)
     assert embed.main([*flags, "--beam", str(fasta), str(sharded)]) == 2  # a second run does not overwrite
     assert "already holds embeddings" in capsys.readouterr().err
+
+
+def test_the_server_passes_sequences_through_so_the_model_owns_its_alphabet(tmp_path):
+    from serving.client import EmbeddingClient
+    from serving.dev_server import DevServer
+    from tests.foreign_models import CompositionModel
+
+    CompositionModel.export(tmp_path / "letters" / "1")  # one-hot of every letter A-Z, as typed: U is not X for it
+    server = DevServer(str(tmp_path / "letters"), "letters", port=0).start()
+    try:
+        with EmbeddingClient(f"127.0.0.1:{server.port}", "letters") as client:
+            [served] = client.embed(["mkUZJ"])
+    finally:
+        server.stop()
+    assert "".join(chr(ord("A") + int(np.argmax(row))) for row in served.residues) == "MKUZJ"

@@ -46,7 +46,7 @@ def create_pipeline(config: PipelineConfig, runner: str = "local", vertex_job: d
         onehot_baseline=config.onehot_baseline, profile_db=config.profile_db,
     )
     push = tfx.components.Pusher(
-        model=evaluator.outputs["model"],  # the Trainer's model with its probes as the `predict` signature
+        model=evaluator.outputs["served_model"],  # the Trainer's model with its probes as `predict`
         model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_model_dir(runner))),

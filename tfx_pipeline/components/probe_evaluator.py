@@ -3,7 +3,7 @@
 gate holds (`tfx_pipeline.blessing`: valid context gain above 0, not worse than one-hot, no regression against the
 last blessed model, all on the valid split).
 
-A blessed candidate is written again as the evaluator's `model` output with its trained probes as the
+A blessed candidate is written again as the evaluator's `served_model` output with its trained probes as the
 ``predict`` signature (`models.export.predict`); that is what the Pusher serves.
 
 The blessing follows TFX's Evaluator conventions (custom properties ``blessed`` and ``current_model_id``, a
@@ -57,7 +57,7 @@ class ProbeEvaluatorSpec(ComponentSpec):
         "evaluation": ChannelParameter(type=standard_artifacts.ModelEvaluation),
         "blessing": ChannelParameter(type=standard_artifacts.ModelBlessing),
         # A blessed candidate with its trained probes as the `predict` signature: what the Pusher serves.
-        "model": ChannelParameter(type=standard_artifacts.Model),
+        "served_model": ChannelParameter(type=standard_artifacts.Model),
     }
 
 
@@ -112,7 +112,7 @@ class Executor(base_executor.BaseExecutor):
         from models.probes.profile import ProfileEmbedder
 
         model = artifact_utils.get_single_instance(input_dict["model"])
-        served = artifact_utils.get_single_instance(output_dict["model"])
+        served = artifact_utils.get_single_instance(output_dict["served_model"])
         evaluation = artifact_utils.get_single_instance(output_dict["evaluation"])
         verdict = artifact_utils.get_single_instance(output_dict["blessing"])
         data_dir, task = exec_properties["probe_data_dir"] or SAMPLE_DATA_DIR, exec_properties["task"]
@@ -233,5 +233,5 @@ class ProbeEvaluator(base_component.BaseComponent):
             onehot_baseline=int(onehot_baseline), profile_db=profile_db,
             evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
             blessing=types.Channel(type=standard_artifacts.ModelBlessing),
-            model=types.Channel(type=standard_artifacts.Model),
+            served_model=types.Channel(type=standard_artifacts.Model),
         ))
