@@ -117,19 +117,24 @@ def test_checkpoints_restore_into_a_model_without_its_optimizer(dataset_dir, tmp
         np.testing.assert_array_equal(restored.numpy(), trained.numpy())
 
 
-@pytest.mark.parametrize("precision", ["bfloat16", "float16"])
-def test_mixed_precision_trains_with_float32_weights(dataset_dir, tmp_path, precision):
+@pytest.mark.parametrize("precision, family", [("bfloat16", "protbert"), ("float16", "protbert"),
+                                               ("bfloat16", "prottxl")])
+def test_mixed_precision_trains_with_float32_weights_and_embeds_in_float32(dataset_dir, tmp_path, precision, family):
     import keras
 
     try:
         trainer = Trainer(config(dataset_dir, tmp_path, phases=(Phase(64, 4, 8),), mixed_precision=precision,
-                                 log_every=2), log=quiet)
+                                 log_every=2, family=family), log=quiet)
         metrics = trainer.train()
         assert np.isfinite(metrics["loss"])
         assert trainer.model.backbone.compute_dtype == precision
         assert all(w.dtype == "float32" for w in trainer.model.trainable_weights)
     finally:
         keras.config.set_dtype_policy("float32")
+    backbone, _ = load_trained_backbone(trainer.job.model_dir)  # a later process: the global policy is float32
+    assert backbone.compute_dtype == "float32"
+    (embedded,) = embedding.embed(backbone, ["MKTAYIAKQR"])
+    assert embedded.residues.shape == (10, backbone.hidden_dim) and np.isfinite(embedded.residues).all()
 
 
 def test_one_device_strategy_trains_and_writes_tensorboard_scalars(dataset_dir, tmp_path):
