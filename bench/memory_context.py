@@ -29,6 +29,7 @@ from models.export.embedders import BackboneEmbedder, OneHotEmbedder  # noqa: E4
 from models.export.embedding import ProteinEmbedding  # noqa: E402
 from models.probes import probe  # noqa: E402
 from models.training.checkpoints import load_trained_backbone  # noqa: E402
+from bench.windows import print_paired  # noqa: E402
 
 
 class AfterAnotherProtein:
@@ -74,12 +75,8 @@ def main(argv=None) -> int:
         line = "; ".join(f"{set_name} {key.upper()} {result[key]:.4f}"
                          for _, _, set_name, key, result in probe.headline_results(reports[name]))
         print(f"{name:32} {line}")
-    for first, second in (("zero memory (served)", "memory of the previous protein"),
-                          ("zero memory (served)", "one-hot"), ("memory of the previous protein", "one-hot")):
-        differences = probe.paired_differences(reports[first], reports[second])
-        print(f"{first} - {second}: " + "; ".join(
-            f"{key} {d['difference']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]"
-            for key, d in differences.items()))
+    print_paired(reports, (("zero memory (served)", "memory of the previous protein"),
+                           ("zero memory (served)", "one-hot"), ("memory of the previous protein", "one-hot")))
     return 0
 
 

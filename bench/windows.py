@@ -65,12 +65,17 @@ def main(argv=None) -> int:
         print(f"{name:8} overlap {window.overlap:3}: " + "; ".join(
             f"{split} Q3 {metrics[split]['q3']:.4f} Q8 {metrics[split]['q8']:.4f}" for split in ("valid", "test"))
             + f"  ({time.perf_counter() - started:.0f} s)")
-    for first, second in (("central", "mean"), ("central", "none"), ("mean", "none")):
-        differences = probe.paired_differences(results[first], results[second])
+    print_paired(results, (("central", "mean"), ("central", "none"), ("mean", "none")))
+    return 0
+
+
+def print_paired(reports: dict[str, dict], pairs) -> None:
+    """Each pair's paired differences (first minus second) with their 95% intervals, one line per pair."""
+    for first, second in pairs:
+        differences = probe.paired_differences(reports[first], reports[second])
         print(f"{first} - {second}: " + "; ".join(
             f"{key} {d['difference']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]"
             for key, d in differences.items()))
-    return 0
 
 
 if __name__ == "__main__":

@@ -226,16 +226,25 @@ def embed_file(fasta: str, output: Output, embedder, progress) -> dict[str, int]
     return counts
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="prottrans-embed", description=__doc__.split("\n\n")[0])
+def add_model_source(parser: argparse.ArgumentParser) -> None:
+    """``--server HOST:PORT --model NAME`` or ``--saved-model DIR``, and ``--timeout``: where a command's model runs."""
     parser.add_argument(VERBOSE_FLAG, action="store_true", help=VERBOSE_HELP)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--server", metavar="HOST:PORT", help="TF Serving (or prottrans-serve) gRPC address")
     source.add_argument("--saved-model", metavar="DIR", help="a SavedModel (or model folder) run in this process")
     parser.add_argument("--model", help="model name on the server (with --server)")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request (deadline)")
+
+
+def server_refusal(error: grpc.RpcError) -> str:
+    return f"the server answered {error.code().name}: {error.details()}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="prottrans-embed", description=__doc__.split("\n\n")[0])
+    add_model_source(parser)
     parser.add_argument("--max-residues", type=int, default=None,
                         help="with --server: the model's limit; longer sequences are embedded in pieces")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request (deadline)")
     parser.add_argument("input", metavar="IN.fasta")
     parser.add_argument("output", metavar="OUT.h5")
     parser.add_argument("--per-residue", action="store_true")
@@ -271,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"prottrans-embed: error: {error}", file=sys.stderr)
         return 2
     except grpc.RpcError as error:
-        print(f"prottrans-embed: error: the server answered {error.code().name}: {error.details()}", file=sys.stderr)
+        print(f"prottrans-embed: error: {server_refusal(error)}", file=sys.stderr)
         return 2
     if output.restarted:
         print(f"prottrans-embed: {output.partial} was left unreadable by an interrupted run; starting it again",
@@ -285,8 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"prottrans-embed: error: {error} (rerun to resume)", file=sys.stderr)
         return 1
     except grpc.RpcError as error:
-        print(f"prottrans-embed: error: the server answered {error.code().name}: {error.details()} "
-              "(rerun to resume; for over-long sequences pass --max-residues)", file=sys.stderr)
+        print(f"prottrans-embed: error: {server_refusal(error)} (rerun to resume)", file=sys.stderr)
         return 1
     finally:
         output.close(complete)

@@ -13,7 +13,7 @@ cannot be predicted (no id, an empty or illegal sequence, an id seen twice) are 
 
 from __future__ import annotations
 
-from beam_jobs.console import VERBOSE_FLAG, VERBOSE_HELP, quiet_start
+from beam_jobs.console import quiet_start
 
 quiet_start()  # before TensorFlow is imported
 
@@ -28,6 +28,7 @@ import numpy as np
 
 from beam_jobs.fasta import read_fasta
 from beam_jobs.sequences import Reject, normalise
+from serving.embed import add_model_source, server_refusal
 
 CHUNK_RESIDUES = 50_000  # residues predicted (and written) per round
 RESIDUES_PER_CALL = 16_384  # tokens per model call
@@ -143,14 +144,13 @@ def _chunks(fasta: str, writer: Writer) -> Iterator[list[tuple[str, str]]]:
         yield chunk
 
 
+def _described(error: Exception) -> str:
+    return server_refusal(error) if isinstance(error, grpc.RpcError) else str(error)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="prottrans-predict", description=__doc__.split("\n\n")[0])
-    parser.add_argument(VERBOSE_FLAG, action="store_true", help=VERBOSE_HELP)
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--server", metavar="HOST:PORT", help="TF Serving (or prottrans-serve) gRPC address")
-    source.add_argument("--saved-model", metavar="DIR", help="a SavedModel (or model folder) run in this process")
-    parser.add_argument("--model", help="model name on the server (with --server)")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request (deadline)")
+    add_model_source(parser)
     parser.add_argument("--residue-probabilities", action="store_true",
                         help="JSON lines only: add the per-residue 3- and 8-state probabilities")
     parser.add_argument("input", metavar="IN.fasta")
@@ -163,12 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run = load_predict(args)
         writer = Writer(args.output)
-    except (ValueError, OSError) as error:
-        print(f"prottrans-predict: error: {error}", file=sys.stderr)
-        return 2
-    except grpc.RpcError as error:
-        print(f"prottrans-predict: error: the server answered {error.code().name}: {error.details()}",
-              file=sys.stderr)
+    except (ValueError, OSError, grpc.RpcError) as error:
+        print(f"prottrans-predict: error: {_described(error)}", file=sys.stderr)
         return 2
     try:
         with tqdm(unit=" proteins", file=sys.stderr, disable=None) as progress:
@@ -177,12 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                                      args.residue_probabilities)):
                     writer.write(record_id, record)
                 progress.update(len(chunk))
-    except (ValueError, OSError) as error:  # the reader's errors name the file and line
-        print(f"prottrans-predict: error: {error}", file=sys.stderr)
-        return 1
-    except grpc.RpcError as error:
-        print(f"prottrans-predict: error: the server answered {error.code().name}: {error.details()}",
-              file=sys.stderr)
+    except (ValueError, OSError, grpc.RpcError) as error:  # the reader's errors name the file and line
+        print(f"prottrans-predict: error: {_described(error)}", file=sys.stderr)
         return 1
     finally:
         writer.close()
