@@ -608,3 +608,15 @@ def test_the_server_passes_sequences_through_so_the_model_owns_its_alphabet(tmp_
     finally:
         server.stop()
     assert "".join(chr(ord("A") + int(np.argmax(row))) for row in served.residues) == "MKUZJ"
+
+
+def test_the_saved_model_embeds_3000_residues_in_windows_and_a_short_protein_as_without_them(model_folder):
+    folder, backbone = model_folder
+    signature = tf.saved_model.load(str(folder / "1")).signatures["serving_default"]
+    outputs = signature(sequences=tf.constant(["MKTAYIAKQR" * 300, "MKT"]))
+    assert outputs["residue_embeddings"].shape == (2, 3000, 32) and list(outputs["lengths"].numpy()) == [3000, 3]
+    assert np.isfinite(outputs["residue_embeddings"].numpy()).all()
+    from models import vocabulary
+
+    alone = backbone(vocabulary.encode(tf.constant(["MKT"]))[0])  # [CLS] M K T [SEP] through the plain backbone
+    np.testing.assert_allclose(outputs["residue_embeddings"][1, :3].numpy(), alone[0, 1:4].numpy(), atol=1e-5)
