@@ -12,7 +12,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 COMMANDS = ("prottrans-preprocess", "prottrans-train", "prottrans-import", "prottrans-probe", "prottrans-pipeline",
-            "prottrans-serve", "prottrans-embed")
+            "prottrans-serve", "prottrans-embed", "prottrans-predict")
 
 
 def test_every_design_command_is_a_console_script():
