@@ -190,11 +190,14 @@ class Executor(base_executor.BaseExecutor):
 
     @staticmethod
     def _earlier_report(input_dict, model: types.Artifact, fingerprint: str) -> str | None:
-        """The report folder of the last blessing, if it judged this very model on the same probe sets."""
+        """The report folder of the last blessing, if it judged this very model on the same probe sets (and kept
+        the model it served: a blessing by an evaluator that wrote none is probed again, to train the heads)."""
         models, blessings = input_dict.get("baseline_model") or [], input_dict.get("baseline_blessing") or []
         if not models or not blessings or models[0].id != model.id:
             return None
         if blessings[0].get_string_custom_property(PROBE_DATA_FINGERPRINT) != fingerprint:
+            return None
+        if not blessings[0].get_string_custom_property(PREDICTOR_URI):
             return None
         return blessings[0].get_string_custom_property(METRICS_URI)
 
