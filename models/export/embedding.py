@@ -51,15 +51,18 @@ def embed_strings(backbone: Backbone, sequences: tf.Tensor, window: "Window | No
     per residue at any length; a batch within the limit takes the plain path, untouched by windows.
     """
     layout = vocabulary.layout_of(backbone)
+    # Clear InvalidArgumentErrors (gRPC INVALID_ARGUMENT in TF Serving) instead of a shape error deep inside. The
+    # emptiness check gates everything after it: the ops naming a refused sequence cannot run on an empty batch.
+    with tf.control_dependencies([tf.debugging.assert_positive(
+            tf.size(sequences), message="empty batch: send at least one sequence")]):
+        sequences = tf.identity(sequences)
     residues = vocabulary.tokenize(sequences)
-    # A clear InvalidArgumentError (gRPC INVALID_ARGUMENT in TF Serving) instead of a shape error deep inside,
-    # naming the first sequence refused and its characters as typed.
+    # Names the first sequence refused and its characters as typed.
     unknown = tf.equal(residues, vocabulary.UNK_ID)
     refused = tf.reduce_any(unknown, axis=1)
     first = tf.argmax(tf.cast(refused, tf.int32), output_type=tf.int32)
     typed = tf.ragged.boolean_mask(tf.strings.unicode_decode(sequences, "UTF-8", errors="replace"), unknown)
     checks = [
-        tf.debugging.assert_positive(tf.size(sequences), message="empty batch: send at least one sequence"),
         tf.debugging.Assert(tf.logical_not(tf.reduce_any(refused)), [
             "a sequence holds characters that are not residues (allowed: the 20 amino acids, X, U, Z, O, B; upper "
             "or lower case): sequence", first, "has", tf.strings.unicode_encode(typed, "UTF-8")[first]]),
