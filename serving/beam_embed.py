@@ -221,7 +221,8 @@ def run(inputs: Sequence[str], output_dir: str, saved_model: str, beam_args: Seq
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from beam_jobs.fasta_to_tfrecords import make_runner
-    from models.export.embedders import load_embedder
+    from models.export.embedders import saved_model_path
+    from models.export.signatures import check_serving_signature, saved_model_digest
 
     for pattern in inputs:
         if not FileSystems.match([pattern])[0].metadata_list:
@@ -230,7 +231,9 @@ def run(inputs: Sequence[str], output_dir: str, saved_model: str, beam_args: Seq
     if FileSystems.exists(manifest_path) and not overwrite:
         raise OutputError(f"{output_dir} already holds embeddings (its {MANIFEST_FILE}); pass --overwrite to "
                           "replace them")
-    identity = load_embedder(saved_model).identity  # also refuses a folder without the serving signature
+    saved_model = saved_model_path(saved_model)
+    check_serving_signature(saved_model)
+    identity = f"savedmodel:{saved_model_digest(saved_model)}"  # as the single-process command's
     header = {"format_version": FORMAT_VERSION, "model": identity, "layout": layout_of(per_residue, per_protein),
               "dtype": dtype}
     staging = FileSystems.join(output_dir, f".staging-{uuid.uuid4().hex[:12]}")

@@ -32,7 +32,7 @@ import grpc
 import numpy as np
 import tensorflow as tf
 from google.protobuf import any_pb2
-from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -42,7 +42,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from models.export.signatures import INPUT, SIGNATURE, WARMUP_FILE
+from models.export.signatures import INPUT, SIGNATURE, WARMUP_FILE, signature_defs
 from serving.server_config import MAX_MESSAGE_BYTES, grpc_message_options
 
 
@@ -63,9 +63,7 @@ class LoadedVersion:
 
 def _load_version(path: str, version: int) -> LoadedVersion:
     functions = tf.saved_model.load(path).signatures
-    with open(os.path.join(path, "saved_model.pb"), "rb") as handle:
-        saved = saved_model_pb2.SavedModel.FromString(handle.read())
-    definitions = {name: definition for name, definition in saved.meta_graphs[0].signature_def.items()
+    definitions = {name: definition for name, definition in signature_defs(path).items()
                    if set(definition.inputs) == {INPUT} and name in functions}
     if SIGNATURE not in definitions:
         raise ValueError(f"{path}: no {SIGNATURE!r} signature taking {INPUT!r} strings")
@@ -224,7 +222,7 @@ class TooLarge(ValueError):
     """A request the server refuses with RESOURCE_EXHAUSTED."""
 
 
-def validate_sequences(tensor, max_request_residues: int | None = None) -> list[bytes]:
+def transported_sequences(tensor, max_request_residues: int | None = None) -> list[bytes]:
     """The request's `sequences` input as the strings sent, after the transport-level checks (type, shape, sizes):
     BadRequest naming the problem, TooLarge when more than one sequence holds more than `max_request_residues`
     characters. What is a residue is the model's to decide: its graph normalises and refuses."""
@@ -298,7 +296,7 @@ class _Service(prediction_service_pb2_grpc.PredictionServiceServicer, model_serv
                           f"unknown outputs {sorted(set(wanted) - set(outputs_of_signature))}; outputs of "
                           f"{signature!r}: {sorted(outputs_of_signature)}")
         try:
-            sequences = validate_sequences(request.inputs[INPUT], self.max_request_residues)
+            sequences = transported_sequences(request.inputs[INPUT], self.max_request_residues)
             outputs = self.batcher.run(model, signature, sequences)
         except BadRequest as error:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))

@@ -32,7 +32,7 @@ quiet_start()  # before TensorFlow is imported
 import argparse
 import json
 import sys
-from typing import Sequence
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 import grpc
 import h5py
@@ -42,6 +42,7 @@ from beam_jobs.fasta import read_fasta
 from beam_jobs.sequences import Reject, normalise
 
 CHUNK_RESIDUES = 200_000  # residues embedded (and written) per round
+T = TypeVar("T")
 HEADER = "prottrans_embed"
 FORMAT_VERSION = 1
 PARTIAL_SUFFIX = ".partial"
@@ -186,42 +187,56 @@ def make_embedder(args):
                            per_residue=args.per_residue, residue_dtype="float16" if args.float16 else "float32")
 
 
-def embed_file(fasta: str, output: Output, embedder, progress) -> dict[str, int]:
-    counts = {"embedded": 0, "skipped_done": 0, "rejected": 0, "repaired": 0}
+def screened_records(fasta: str, reject: Callable[[int, str, str], None],
+                     key: Callable[[str], str] = lambda record_id: record_id) -> Iterator[tuple[str, str]]:
+    """A FASTA file's records as ``(id, normalised sequence)``: the first record of each `key` whose sequence
+    normalises; every other record goes to ``reject(line, id, reason)``, so none is dropped unseen."""
     seen: set[str] = set()
-    chunk: list[tuple[str, str, str]] = []
+    for record in read_fasta(fasta):
+        if not record.id:
+            reject(record.line, "", "missing id")
+            continue
+        if key(record.id) in seen:
+            reject(record.line, record.id, "duplicate id (the first record with it was kept)")
+            continue
+        seen.add(key(record.id))
+        normalised = normalise(record.sequence.encode("utf-8", errors="replace"))
+        if isinstance(normalised, Reject):
+            reject(record.line, record.id, normalised.detail or normalised.reason)
+            continue
+        yield record.id, normalised.sequence.decode("ascii")
 
-    def flush_chunk():
-        if not chunk:
-            return
+
+def chunks_of(records: Iterable[T], residues: int, length: Callable[[T], int]) -> Iterator[list[T]]:
+    """`records` in consecutive lists of about `residues` residues each (a list ends once it reaches them)."""
+    chunk: list[T] = []
+    for record in records:
+        chunk.append(record)
+        if sum(map(length, chunk)) >= residues:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def embed_file(fasta: str, output: Output, embedder, progress) -> dict[str, int]:
+    counts = {"embedded": 0, "skipped_done": 0}
+
+    def to_embed() -> Iterator[tuple[str, str, str]]:
+        for record_id, sequence in screened_records(fasta, output.reject, key=dataset_key):
+            key = dataset_key(record_id)
+            if output.done(key):
+                counts["skipped_done"] += 1
+                progress.update(1)
+            else:
+                yield key, record_id, sequence
+
+    for chunk in chunks_of(to_embed(), CHUNK_RESIDUES, lambda item: len(item[2])):
         for (key, record_id, _), embedding in zip(chunk, embedder.embed([sequence for *_, sequence in chunk])):
             output.write(key, record_id, embedding)
         output.flush()
         counts["embedded"] += len(chunk)
         progress.update(len(chunk))
-        chunk.clear()
-
-    for record in read_fasta(fasta):
-        if not record.id:
-            output.reject(record.line, "", "missing id")
-            continue
-        key = dataset_key(record.id)
-        if key in seen:
-            output.reject(record.line, record.id, "duplicate id (the first record with it was embedded)")
-            continue
-        seen.add(key)
-        if output.done(key):
-            counts["skipped_done"] += 1
-            progress.update(1)
-            continue
-        normalised = normalise(record.sequence.encode("ascii", errors="replace"))
-        if isinstance(normalised, Reject):
-            output.reject(record.line, record.id, normalised.detail or normalised.reason)
-            continue
-        chunk.append((key, record.id, normalised.sequence.decode("ascii")))
-        if sum(len(s) for *_, s in chunk) >= CHUNK_RESIDUES:
-            flush_chunk()
-    flush_chunk()
     counts["rejected"], counts["repaired"] = output.rejected, output.repaired
     return counts
 

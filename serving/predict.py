@@ -21,14 +21,12 @@ import argparse
 import json
 import os
 import sys
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import grpc
 import numpy as np
 
-from beam_jobs.fasta import read_fasta
-from beam_jobs.sequences import Reject, normalise
-from serving.embed import add_model_source, server_refusal
+from serving.embed import add_model_source, chunks_of, screened_records, server_refusal
 
 CHUNK_RESIDUES = 50_000  # residues predicted (and written) per round
 RESIDUES_PER_CALL = 16_384  # tokens per model call
@@ -120,30 +118,6 @@ class Writer:
         self.rejects.close()
 
 
-def _chunks(fasta: str, writer: Writer) -> Iterator[list[tuple[str, str]]]:
-    """Valid ``(id, sequence)`` records in chunks of about CHUNK_RESIDUES residues; rejects go to `writer`."""
-    seen: set[str] = set()
-    chunk: list[tuple[str, str]] = []
-    for record in read_fasta(fasta):
-        if not record.id:
-            writer.reject(record.line, "", "missing id")
-            continue
-        if record.id in seen:
-            writer.reject(record.line, record.id, "duplicate id (the first record with it was predicted)")
-            continue
-        seen.add(record.id)
-        normalised = normalise(record.sequence.encode("utf-8", errors="replace"))
-        if isinstance(normalised, Reject):
-            writer.reject(record.line, record.id, normalised.detail or normalised.reason)
-            continue
-        chunk.append((record.id, normalised.sequence.decode("ascii")))
-        if sum(len(sequence) for _, sequence in chunk) >= CHUNK_RESIDUES:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
 def _described(error: Exception) -> str:
     return server_refusal(error) if isinstance(error, grpc.RpcError) else str(error)
 
@@ -168,7 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         with tqdm(unit=" proteins", file=sys.stderr, disable=None) as progress:
-            for chunk in _chunks(args.input, writer):
+            records = screened_records(args.input, writer.reject)
+            for chunk in chunks_of(records, CHUNK_RESIDUES, lambda record: len(record[1])):
                 for (record_id, _), record in zip(chunk, predictions(run, [s for _, s in chunk],
                                                                      args.residue_probabilities)):
                     writer.write(record_id, record)

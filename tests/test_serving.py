@@ -595,6 +595,19 @@ def test_the_beam_job_writes_what_the_single_process_command_writes(model_folder
     assert "already holds embeddings" in capsys.readouterr().err
 
 
+def test_the_beam_job_refuses_a_saved_model_without_the_serving_signature_before_it_runs(tmp_path, capsys):
+    from serving import embed
+
+    module = tf.Module()
+    module.f = tf.function(lambda x: x, input_signature=[tf.TensorSpec([None], tf.float32)])
+    tf.saved_model.save(module, str(tmp_path / "other"), signatures={"serving_default": module.f})
+    _write_fasta(tmp_path / "in.fasta", [("P1", PROTEINS[0])])
+    out = tmp_path / "out"
+    assert embed.main(["--saved-model", str(tmp_path / "other"), "--beam", str(tmp_path / "in.fasta"), str(out)]) == 2
+    assert "no 'serving_default' signature taking 'sequences'" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())
+
+
 def test_the_server_passes_sequences_through_so_the_model_owns_its_alphabet(tmp_path):
     from serving.client import EmbeddingClient
     from serving.dev_server import DevServer

@@ -14,7 +14,7 @@ import tensorflow as tf
 from beam_jobs.sequences import RESIDUES
 from models.export import embedding
 from models.export.embedding import ProteinEmbedding
-from models.export.signatures import INPUT, OUTPUTS, SIGNATURE, read_model_info, saved_model_digest
+from models.export.signatures import SIGNATURE, check_serving_signature, read_model_info, saved_model_digest
 from models.training.checkpoints import load_trained_backbone
 
 ONEHOT = "onehot"
@@ -65,13 +65,8 @@ class SavedModelEmbedder:
     def __init__(self, path: str, max_tokens_per_batch: int = 16384, max_residues: int | None = None):
         self.name = path
         self.identity = f"savedmodel:{saved_model_digest(path)}"
-        signatures = tf.saved_model.load(path).signatures
-        if SIGNATURE not in signatures or INPUT not in signatures[SIGNATURE].structured_input_signature[1]:
-            raise ValueError(f"{path}: no {SIGNATURE!r} signature taking {INPUT!r} strings (see docs/contracts.md)")
-        missing = set(OUTPUTS) - set(signatures[SIGNATURE].structured_outputs)
-        if missing:
-            raise ValueError(f"{path}: its {SIGNATURE!r} signature lacks the outputs {sorted(missing)}")
-        self._signature = signatures[SIGNATURE]
+        check_serving_signature(path)
+        self._signature = tf.saved_model.load(path).signatures[SIGNATURE]
         self.max_tokens_per_batch = max_tokens_per_batch
         # A model this project did not write may carry no model info: its limit is then the caller's, or none.
         info = read_model_info(path)

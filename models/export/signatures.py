@@ -15,6 +15,7 @@ import os
 
 import keras
 import tensorflow as tf
+from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
 from models import vocabulary
 from models.export import embedding
@@ -187,6 +188,23 @@ def saved_model_digest(path: str) -> str | None:
         with tf.io.gfile.GFile(file, "rb") as handle:
             digest.update(handle.read())
     return digest.hexdigest()
+
+
+def signature_defs(path: str) -> dict[str, meta_graph_pb2.SignatureDef]:
+    """The signatures of the SavedModel at `path` as declared in its ``saved_model.pb``, without loading it."""
+    with tf.io.gfile.GFile(os.path.join(path, "saved_model.pb"), "rb") as handle:
+        return dict(saved_model_pb2.SavedModel.FromString(handle.read()).meta_graphs[0].signature_def)
+
+
+def check_serving_signature(path: str) -> None:
+    """ValueError naming `path` unless its ``serving_default`` takes ``sequences`` strings and returns the
+    embedding outputs; read from ``saved_model.pb`` alone, so a caller may check before (or instead of) loading."""
+    definition = signature_defs(path).get(SIGNATURE)
+    if definition is None or INPUT not in definition.inputs or definition.inputs[INPUT].dtype != tf.string:
+        raise ValueError(f"{path}: no {SIGNATURE!r} signature taking {INPUT!r} strings (see docs/contracts.md)")
+    missing = set(OUTPUTS) - set(definition.outputs)
+    if missing:
+        raise ValueError(f"{path}: its {SIGNATURE!r} signature lacks the outputs {sorted(missing)}")
 
 
 def read_model_info(saved_model_dir: str, name: str = MODEL_INFO) -> dict | None:
