@@ -118,17 +118,51 @@ def test_a_model_worse_than_one_hot_on_valid_is_refused_whatever_its_test_scores
     assert failed(blessing.judge(candidate, LEARNED, None, RULES)) == [
         f"{metric} − one-hot" for metric in ("localization/valid/q10", "localization/valid/q2", "ss/valid/q3",
                                              "ss/valid/q8")]
-    lenient = blessing.GateRules(onehot_tolerance=0.15)
-    assert not failed(blessing.judge(candidate, LEARNED, None, lenient))
+    lenient = blessing.GateRules(onehot_margin=0.15)
+    checks = blessing.judge(candidate, LEARNED, None, lenient)
+    assert not failed(checks)
+    assert {c.outcome for c in checks if c.kind == "onehot"} == {blessing.WITHIN_MARGIN}
 
 
-def test_a_regression_beyond_the_tolerance_against_the_last_blessed_model_fails():
+def test_a_tie_with_one_hot_is_blessed_even_with_a_point_estimate_below_it():
+    # One protein's residue less right than one-hot in all: -0.0125 with a paired interval that holds 0.
+    candidate = probe_report([6, 6, 7, 7, 5, 7, 6, 7], baseline=ONEHOT)
+    checks = [c for c in blessing.judge(candidate, LEARNED, None, RULES) if c.kind == "onehot"]
+    assert all(c.value < 0 and c.interval[0] < 0 < c.interval[1] for c in checks)
+    assert {c.outcome for c in checks} == {blessing.TIE} and all(c.passed for c in checks)
+    assert checks[0].describe().startswith("localization/valid/q10 − one-hot -0.0125 [") and ": tie (" in \
+        checks[0].describe()
+
+
+def test_a_model_confidently_above_one_hot_is_called_better():
+    candidate = probe_report([8, 8, 7, 9, 8, 8, 7, 9], baseline=ONEHOT)
+    checks = [c for c in blessing.judge(candidate, LEARNED, None, RULES) if c.kind == "onehot"]
+    assert {c.outcome for c in checks} == {blessing.BETTER}
+
+
+@pytest.mark.parametrize(("interval", "margin", "outcome"), [
+    ((0.001, 0.02), 0.0, "better"), ((-0.02, 0.0), 0.0, "tie"), ((-0.03, -0.001), 0.01, "below, within the margin"),
+    ((-0.03, -0.011), 0.01, "worse"), ((-0.03, -0.001), 0.0, "worse")])
+def test_a_paired_interval_is_judged_against_zero_and_the_margin(interval, margin, outcome):
+    assert blessing.paired_outcome(interval, margin) == outcome
+
+
+def test_a_regression_beyond_the_margin_against_the_last_blessed_model_fails():
     candidate = probe_report([8, 8, 7, 9, 8, 8, 7, 9], baseline=ONEHOT)
     blessed = probe_report([9, 9, 8, 9, 9, 9, 8, 9])
-    beyond = blessing.judge(candidate, LEARNED, blessed, blessing.GateRules(regression_tolerance=0.02))
+    beyond = blessing.judge(candidate, LEARNED, blessed, blessing.GateRules(regression_margin=0.02))
     assert failed(beyond) == [f"{m} − last blessed" for m in ("localization/valid/q10", "localization/valid/q2",
                                                               "ss/valid/q3", "ss/valid/q8")]
-    assert not failed(blessing.judge(candidate, LEARNED, blessed, blessing.GateRules(regression_tolerance=0.1)))
+    assert "worse (candidate minus last blessed, paired; fails only if the whole interval is below -0.0200)" in \
+        [c for c in beyond if not c.passed][0].describe()
+    assert not failed(blessing.judge(candidate, LEARNED, blessed, blessing.GateRules(regression_margin=0.1)))
+
+
+@pytest.mark.parametrize("override", ["gate.onehot_margin=-0.1", "gate.regression_margin=.nan",
+                                      "gate.onehot_margin=2"])
+def test_a_margin_outside_zero_to_one_is_refused(override):
+    with pytest.raises(ValueError, match="margin must be a number in"):
+        load_config(None, [override])
 
 
 def test_absolute_floors_stay_available_and_name_measured_metrics():
@@ -206,3 +240,23 @@ def test_the_printed_verdict_shows_the_evidence_side_by_side_and_each_failed_con
     assert "ss/valid/q3" in text and "one-hot" in text
     assert "the model beats one-hot (paired 95% interval above 0) on: nothing" in text
     assert "NOT BLESSED" in text and "valid context gain (nats) -0.0100 < +0.0000" in text
+
+
+def test_the_next_steps_a_run_prints_are_the_readmes_with_the_folder_it_wrote(monkeypatch):
+    import sys
+    from pathlib import Path
+
+    from tests.test_tfx_pipeline import REPO, readme_followups
+    from tfx_pipeline.summary import next_commands
+
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(sys, "executable", str(REPO / ".venv" / "bin" / "python"))
+    config = load_config(None, [])
+    readme = [command.rstrip(" &") for command in readme_followups()]
+    blessed = next_commands(config, config.serving_model_dir("local"), pushed=True)
+    assert blessed[0] == "next: use the pushed model in prottrans-pipeline/serving/protbert:"
+    assert all(line.strip() in readme for line in blessed[1:]) and len(blessed) == 4
+    refused = next_commands(config, config.candidate_model_dir("local"), pushed=False)
+    assert "refused" in refused[0] and "prottrans-pipeline/candidates/protbert" in refused[0]
+    assert [line.replace("candidates", "serving") for line in refused[1:]] == blessed[1:]
+    assert Path(config.candidate_model_dir("local")).parent != Path(config.serving_model_dir("local")).parent

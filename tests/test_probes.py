@@ -62,7 +62,7 @@ def data_dir(tmp_path_factory):
 
 
 def test_probes_learn_learnable_labels_from_one_hot_residues(data_dir):
-    settings = probe.ProbeSettings(epochs=60, patience=8, learning_rate=1e-2)
+    settings = probe.ProbeSettings(epochs=60, patience=8, learning_rate=1e-2, seeds=2)
     train, valid, tests = probe.load_shared_layout(str(data_dir), "ss")
     ss = probe.structure_probe(OneHotEmbedder(), train, valid, tests, settings)["test"]
     assert ss["q3"] > 0.95 and ss["q8"] > 0.9
@@ -94,7 +94,8 @@ def check_metrics_file(output: Path, embedder: str) -> dict:
 def test_cli_on_the_one_hot_baseline(data_dir, tmp_path, capsys):
     from models.cli import probe as cli
 
-    assert cli.main(["--model", "onehot", "--data-dir", str(data_dir), "--output", str(tmp_path / "out")]) == 0
+    assert cli.main(["--model", "onehot", "--data-dir", str(data_dir), "--output", str(tmp_path / "out"),
+                     "--seeds", "2"]) == 0
     metrics = check_metrics_file(tmp_path / "out", "onehot")
     assert "baseline" not in metrics
     assert "ss test Q3" in capsys.readouterr().out
@@ -107,7 +108,7 @@ def test_cli_on_a_saved_model_reports_it_beside_the_baseline(data_dir, tmp_path)
 
     export_saved_model(build_backbone("protbert", "tiny"), str(tmp_path / "serving" / "protbert"))
     assert cli.main(["--model", str(tmp_path / "serving" / "protbert"), "--data-dir", str(data_dir),
-                     "--output", str(tmp_path / "out"), "--limit", "40",
+                     "--output", str(tmp_path / "out"), "--limit", "40", "--seeds", "2",
                      "--predictor-dir", str(tmp_path / "serving" / "protbert_predict")]) == 0
     import tensorflow as tf
 
@@ -173,7 +174,7 @@ class CountingEmbedder(OneHotEmbedder):
 def test_the_cache_embeds_each_sequence_once_and_reads_back_lazily(data_dir, tmp_path):
     from models.probes.cache import EmbeddingCache
 
-    settings = probe.ProbeSettings(epochs=2)
+    settings = probe.ProbeSettings(epochs=2, seeds=1)
     train, valid, tests = probe.load_shared_layout(str(data_dir), "ss", limit=20)
     embedder = CountingEmbedder()
     cache = EmbeddingCache(str(tmp_path / "cache.h5"))
@@ -230,7 +231,7 @@ def test_the_cache_keeps_only_what_each_probe_reads(tmp_path):
     path = tmp_path / "cache.h5"
     cache = EmbeddingCache(str(path))
     probe.localization_probe(OneHotEmbedder(), localization_records(60, rng), localization_records(20, rng),
-                             {"test": localization_records(20, rng)}, probe.ProbeSettings(epochs=2), cache)
+                             {"test": localization_records(20, rng)}, probe.ProbeSettings(epochs=2, seeds=1), cache)
     cache.close()
     with h5py.File(path) as stored:
         assert len(stored) > 0 and all(set(stored[key]) == {"protein"} for key in stored)
@@ -282,3 +283,27 @@ def test_a_map_scores_the_property_its_embeddings_encode(tmp_path):
     contextual = scores["amino_acids_contextual"]
     assert contextual["charge"] > 0.3 and contextual["charge"] > contextual["size"] + 0.2
     assert [Path(f).name for f in files] == ["map_amino_acids.png", "map_residues.png"]
+
+
+@pytest.mark.slow
+def test_the_probes_repeat_every_number_across_processes_and_round_off_moves_them_little(tmp_path):
+    """On real probe sets (the bundled ones, 40 rows of each split): the same embedding cache, seed and settings give
+    the same metrics.json in two processes, and what differs between CPUs (one intra-op thread instead of two, oneDNN
+    off, the embeddings' last bits) moves no headline metric by more than a quarter of its 95% interval's width."""
+    from bench.probe_spread import VARIANTS, fill_cache, probe_in_subprocess, spread
+    from models.probes.datasets import SAMPLE_DATA_DIR
+
+    cache = str(tmp_path / "embeddings.h5")
+    fill_cache(OneHotEmbedder(), SAMPLE_DATA_DIR, "all", 40, cache)
+
+    def run(threads, onednn, jitter, jitter_seed):
+        metrics = probe_in_subprocess(cache, "onehot", SAMPLE_DATA_DIR, "all", 2, 40, threads, onednn, jitter,
+                                      jitter_seed)
+        metrics.pop("seconds")
+        return metrics
+
+    first, again = run(*VARIANTS[0]), run(*VARIANTS[0])
+    assert first == again and first["ss"]["valid"]["per_protein"]
+    runs = [first, *(run(*VARIANTS[index]) for index in (1, 2, 4))]  # one thread, oneDNN off, jitter
+    for metric, row in spread(runs).items():
+        assert row["spread"] <= row["interval_width"] / 4, (metric, row)

@@ -4,8 +4,12 @@ retrained model with the last blessed one, resumes a killed run, and compiles fo
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
+import re
+import shlex
+import socket
 import subprocess
 import sys
 import time
@@ -21,9 +25,9 @@ from tfx_pipeline.summary import last_run
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["training.preset=tiny", "training.steps=6", "training.global_batch=8", "training.sequence_length=64",
         "training.warmup_steps=2", "training.checkpoint_every=3",
-        "probe_limit=30"]
+        "probe_limit=30", "probe_seeds=2"]
 # A tiny model trained for 6 steps learns nothing: these runs test the plumbing under a gate that lets it through.
-PERMISSIVE_GATE = ["gate.min_context_gain=null", "gate.onehot_tolerance=1.0", "gate.regression_tolerance=1.0"]
+PERMISSIVE_GATE = ["gate.min_context_gain=null", "gate.onehot_margin=1.0", "gate.regression_margin=1.0"]
 
 
 def run_pipeline(output_dir: Path, *overrides: str):
@@ -68,6 +72,75 @@ def test_a_run_trains_probes_blesses_and_pushes_a_model_that_serves_embeddings(f
 
 
 @pytest.mark.slow
+def test_after_a_blessed_run_the_readme_next_steps_work_with_the_folder_it_prints(first_run):
+    from tfx_pipeline.summary import describe_last_run
+
+    output_dir, config, _ = first_run
+    outcome = describe_last_run(config)
+    assert outcome.blessed and outcome.model_dir == config.serving_model_dir("local")
+    assert f"next: use the pushed model in {outcome.model_dir}:" in outcome.text
+    run_readme_followups(Path(outcome.model_dir), output_dir / "blessed_followups")
+
+
+def readme_followups() -> list[str]:
+    """The shell commands of the README's "Then" section, continuation lines joined, comments dropped."""
+    section = (REPO / "README.md").read_text().split("\n## Then", 1)[1].split("\n## ", 1)[0]
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", section, re.S):
+        commands += [" ".join(line.split()) for line in block.replace("\\\n", " ").splitlines()
+                     if line.strip() and not line.lstrip().startswith("#")]
+    return commands
+
+
+def run_readme_followups(model_dir: Path, work: Path) -> None:
+    """Run the README's next steps on `model_dir` (the folder a run printed) and a few proteins of the sample."""
+    work.mkdir()
+    with gzip.open(REPO / "beam_jobs" / "sample_data" / "uniprot_sample.fasta.gz", "rt") as handle:
+        entries = handle.read().split(">")[1:13]
+    (work / "sample.fasta").write_text("".join(">" + entry for entry in entries))
+    with socket.socket() as probe_port:
+        probe_port.bind(("localhost", 0))
+        port = probe_port.getsockname()[1]
+    substitutions = {".venv/bin/": os.path.dirname(sys.executable) + "/",
+                     "prottrans-pipeline/serving/protbert": str(model_dir),
+                     "beam_jobs/sample_data/uniprot_sample.fasta.gz": str(work / "sample.fasta"),
+                     "'beam_jobs/sample_data/*.fasta.gz'": str(work / "sample.fasta"), " out/": f" {work}/out/",
+                     "8500": str(port)}
+    commands = readme_followups()
+    assert len(commands) == 5 and all("prottrans-pipeline/serving/protbert" in c or "--server" in c for c in commands)
+    server = None
+    try:
+        for command in commands:
+            for old, new in substitutions.items():
+                command = command.replace(old, new)
+            if command.endswith("&"):
+                server = subprocess.Popen(shlex.split(command[:-1]), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                          text=True)
+                wait_for_port(port, server)
+                continue
+            done = subprocess.run(shlex.split(command), capture_output=True, text=True, timeout=300, cwd=REPO)
+            assert done.returncode == 0, f"{command}\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+    finally:
+        if server is not None:
+            server.terminate()
+            server.communicate(timeout=30)
+    assert (work / "out" / "sample_embeddings.h5").exists() and (work / "out" / "sample_embeddings_served.h5").exists()
+    predictions = (work / "out" / "sample_predictions.tsv").read_text().splitlines()
+    assert len(predictions) > 12 and any(p.endswith(".h5") for p in os.listdir(work / "out" / "sample_embeddings_beam"))
+
+
+def wait_for_port(port: int, process: subprocess.Popen, seconds: float = 120) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        assert process.poll() is None, process.communicate()[0][-3000:]
+        with socket.socket() as client:
+            if client.connect_ex(("localhost", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise AssertionError(f"nothing listens on port {port} after {seconds} s")
+
+
+@pytest.mark.slow
 def test_a_rerun_with_unchanged_inputs_is_served_from_the_cache(first_run):
     output_dir, config, _ = first_run
     _, nodes = run_pipeline(output_dir)
@@ -96,16 +169,21 @@ def test_by_default_a_model_that_learned_nothing_is_refused_and_the_summary_says
     from tfx_pipeline.summary import describe_last_run
 
     output_dir, config, _ = first_run
-    config, nodes = run_pipeline(output_dir, "gate.min_context_gain=0.0", "gate.onehot_tolerance=0.0",
-                                 "gate.regression_tolerance=0.02")
+    config, nodes = run_pipeline(output_dir, "gate.min_context_gain=0.0", "gate.onehot_margin=0.0",
+                                 "gate.regression_margin=0.01")
     assert nodes["Trainer"].state == "CACHED"
     report = json.loads(Path(nodes["ProbeEvaluator"].outputs["evaluation"][0].uri, "blessing.json").read_text())
     assert report["blessed"] is False
     assert any(line.startswith("valid context gain") for line in report["failed"])
     assert report["training_summary"]["valid"]["context_gain"] < 0.1
     assert nodes["Pusher"].outputs["pushed_model"][0].custom_properties["pushed"].int_value == 0
-    text = describe_last_run(config)
-    assert "NOT BLESSED" in text and "valid context gain" in text and "one-hot" in text
+    outcome = describe_last_run(config)
+    assert "NOT BLESSED" in outcome.text and "valid context gain" in outcome.text and "one-hot" in outcome.text
+    # The refused model is kept, with its heads, outside the serving root, and the README's next steps work on it.
+    assert outcome.blessed is False and outcome.model_dir == config.candidate_model_dir("local")
+    assert not outcome.model_dir.startswith(os.path.dirname(config.serving_model_dir("local")))
+    assert "the gate refused this run's model" in outcome.text and outcome.model_dir in outcome.text
+    run_readme_followups(Path(outcome.model_dir), output_dir / "refused_followups")
 
 
 @pytest.mark.slow

@@ -19,6 +19,8 @@ from typing import Sequence
 
 from tfx_pipeline.config import load_config
 
+NOT_BLESSED_STATUS = 3  # with --fail-if-not-blessed; 2 is a usage or config error
+
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="prottrans-pipeline", description=__doc__)
@@ -30,6 +32,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                      help="override one config key (repeatable), e.g. --set training.steps=1000 --set vertex.project=p")
     run.add_argument("--runner", choices=("local", "vertex"), default="local")
     run.add_argument("--submit", action="store_true", help="with --runner vertex: submit the compiled spec")
+    run.add_argument("--fail-if-not-blessed", action="store_true",
+                     help=f"exit with status {NOT_BLESSED_STATUS} when the gate refuses the model (for CI); by default a "
+                     "refused run exits 0, its model kept in the candidates folder")
     return parser.parse_args(argv)
 
 
@@ -58,8 +63,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         print(f"prottrans-pipeline: error: {error}", file=sys.stderr)
         return 2
-    print(describe_last_run(config))
+    outcome = describe_last_run(config)
+    print(outcome.text)
     print(f"total {time.perf_counter() - started:.0f} s")
+    if args.fail_if_not_blessed and not outcome.blessed:
+        print("prottrans-pipeline: the model was not blessed (--fail-if-not-blessed)", file=sys.stderr)
+        return NOT_BLESSED_STATUS
     return 0
 
 

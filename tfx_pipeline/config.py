@@ -57,6 +57,7 @@ class PipelineConfig:
     probe_data_dir: str = ""  # "": the probe sets bundled with `models` (found where the evaluator runs)
     probe_task: str = "all"
     probe_limit: int = 0  # 0: every row of the probe sets
+    probe_seeds: int = 5  # probes trained from this many seeds, their probabilities averaged
     onehot_baseline: bool = True
     profile_db: str = ""  # a FASTA: also probe the MMseqs2 evolutionary-profile reference (needs mmseqs on PATH)
     gate: GateRules = field(default_factory=GateRules)  # when the ProbeEvaluator blesses (tfx_pipeline.blessing)
@@ -76,6 +77,8 @@ class PipelineConfig:
         for name in ("num_shards", "probe_limit"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, not {getattr(self, name)}")
+        if not 1 <= self.probe_seeds <= 100:
+            raise ValueError(f"probe_seeds must be in [1, 100], not {self.probe_seeds}")
         if self.probe_task not in ("ss", "localization", "all"):
             raise ValueError(f"probe_task must be ss, localization or all, not {self.probe_task!r}")
         if self.vertex.trainer not in ("cpu", "gpu", "tpu"):
@@ -123,6 +126,10 @@ class PipelineConfig:
     def serving_model_dir(self, runner: str) -> str:
         base = self.serving_root or os.path.join(self.root(runner), "serving")
         return os.path.join(base if "://" in base else os.path.abspath(base), self.model_name or self.training.family)
+
+    def candidate_model_dir(self, runner: str) -> str:
+        """Where a refused model goes (with its heads), outside the serving root: <root>/candidates/<model_name>."""
+        return os.path.join(self.root(runner), "candidates", self.model_name or self.training.family)
 
 
 def _apply(target: Any, settings: dict[str, Any], prefix: str = "") -> Any:

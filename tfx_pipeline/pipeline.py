@@ -1,6 +1,6 @@
 """The DAG: FastaExampleGen → Trainer (run_fn of `models`) → ProbeEvaluator (against the last blessed model; it
-adds the trained probes to a blessed model as its `predict` signature) → Pusher (which skips a model it already
-serves). Builds the pipeline only; runners live in `tfx_pipeline.runners`."""
+adds the trained probes to the model as its `predict` signature) → Pusher (which skips a model it already
+serves, and writes a refused one to the candidates folder). Builds the pipeline only; runners live in `tfx_pipeline.runners`."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def create_pipeline(config: PipelineConfig, runner: str = "local", vertex_job: d
         baseline_model=last_blessed.outputs["model"],
         baseline_blessing=last_blessed.outputs["model_blessing"],
         probe_data_dir=config.probe_data_dir, task=config.probe_task, gate=config.gate, limit=config.probe_limit,
-        seed=config.training.seed,
+        seed=config.training.seed, seeds=config.probe_seeds,
         onehot_baseline=config.onehot_baseline, profile_db=config.profile_db,
     )
     push = tfx.components.Pusher(
@@ -51,6 +51,7 @@ def create_pipeline(config: PipelineConfig, runner: str = "local", vertex_job: d
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_model_dir(runner))),
         custom_executor_spec=pusher.EXECUTOR_SPEC,
+        custom_config={pusher.CANDIDATE_ROOT: config.candidate_model_dir(runner)},
     )
     metadata = (tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path())
                 if runner == "local" else None)

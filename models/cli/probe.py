@@ -40,7 +40,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-maps", action="store_true",
                         help="skip the t-SNE maps of amino acids, residues and proteins (and their silhouettes)")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N rows of each split")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the first probe's seed")
+    parser.add_argument("--seeds", type=int, default=probe.ProbeSettings.seeds, metavar="N",
+                        help="train each probe from N seeds (seed, seed+1, …) and average their probabilities, so "
+                        "that round-off differences between machines move the metrics less (1: one probe)")
     parser.add_argument("--predictor-dir", default=None, metavar="MODEL_FOLDER",
                         help="with a SavedModel --model: write it, with the probes just trained as its 'predict' "
                         "signature, as a new version of this TF Serving model folder (for prottrans-predict)")
@@ -62,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         heads: dict = {}
         predictor = None
         metrics, files = probe.probe_model(embedder, args.data_dir, args.task, args.output,
-                                           probe.ProbeSettings(seed=args.seed), args.limit, not args.no_baseline,
+                                           probe.ProbeSettings(seed=args.seed, seeds=args.seeds), args.limit, not args.no_baseline,
                                            args.cache, maps=not args.no_maps, references=references, heads=heads)
         if args.predictor_dir:
             predictor = write_predictor(embedder.name, heads, os.path.join(args.predictor_dir,

@@ -1,4 +1,10 @@
-"""The paper's probes on frozen embeddings, trained with early stopping and fixed seeds.
+"""The paper's probes on frozen embeddings, trained with early stopping from several fixed seeds whose predicted
+probabilities are averaged.
+
+One probe trained once amplifies round-off: a different CPU (thread count, oneDNN) changes the embeddings and the
+training arithmetic in the last bits, training drifts to other weights, and a few proteins flip class (a point
+of Q10 on 150 proteins). Averaging the probabilities of `ProbeSettings.seeds` probes damps that
+(bench/probes.md measures the spread with one seed and with five).
 
 Per residue: Conv1D(32, kernel 7) + ReLU + dropout 0.25, then a kernel-7 Conv1D to the 3- and 8-state
 outputs. Per protein: standardised inputs, Dense(32) + dropout 0.25 + ReLU, with heads for the 10 locations and
@@ -7,6 +13,7 @@ membrane-bound vs soluble (proteins without a membrane label do not count for th
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -36,12 +43,21 @@ class ProbeSettings:
     batch_size: int = 32
     learning_rate: float = 1e-3
     seed: int = 0
+    seeds: int = 5  # probes initialised from seeds seed, seed+1, …; their probabilities averaged
+
+    def __post_init__(self):
+        if not 1 <= self.seeds <= 100:
+            raise ValueError(f"seeds must be in [1, 100], not {self.seeds}")
+
+    def members(self) -> list[ProbeSettings]:
+        """The settings of each averaged probe: the same, with seeds seed, seed+1, …"""
+        return [dataclasses.replace(self, seed=self.seed + k, seeds=1) for k in range(self.seeds)]
 
 
 DEFAULT_SETTINGS = ProbeSettings()
 
 
-def residue_cnn(input_dim: int) -> keras.Model:
+def residue_cnn(input_dim: int, name: str = "residue_cnn") -> keras.Model:
     inputs = keras.Input((None, input_dim), name="residues")
     hidden = keras.layers.Conv1D(32, 7, padding="same")(inputs)
     hidden = keras.layers.Dropout(0.25)(keras.layers.ReLU()(hidden))
@@ -49,10 +65,10 @@ def residue_cnn(input_dim: int) -> keras.Model:
         "ss3": keras.layers.Conv1D(len(SS3), 7, padding="same", name="ss3")(hidden),
         "ss8": keras.layers.Conv1D(len(SS8), 7, padding="same", name="ss8")(hidden),
     }
-    return keras.Model(inputs, outputs, name="residue_cnn")
+    return keras.Model(inputs, outputs, name=name)
 
 
-def protein_fnn(train_x: np.ndarray) -> keras.Model:
+def protein_fnn(train_x: np.ndarray, name: str = "protein_fnn") -> keras.Model:
     """The FNN, standardising its inputs with the training set's statistics (embedding scales differ a lot:
     an amino-acid composition is ~0.05 per feature)."""
     inputs = keras.Input((train_x.shape[1],), name="protein")
@@ -64,7 +80,47 @@ def protein_fnn(train_x: np.ndarray) -> keras.Model:
         "location": keras.layers.Dense(len(LOCATIONS), name="location")(hidden),
         "membrane": keras.layers.Dense(len(MEMBRANE_LABELS), name="membrane")(hidden),
     }
-    return keras.Model(inputs, outputs, name="protein_fnn")
+    return keras.Model(inputs, outputs, name=name)
+
+
+def average_probabilities(members: Sequence[keras.Model], name: str) -> keras.Model:
+    """One model whose outputs are the log of the members' mean softmax probabilities (logits whose softmax is that
+    mean); a single member is returned as it is."""
+    if len(members) == 1:
+        return members[0]
+    inputs = keras.Input(members[0].inputs[0].shape[1:], name=members[0].layers[0].name)
+    outputs = [member(inputs) for member in members]
+    log_members = keras.ops.log(float(len(members)))
+    averaged = {key: keras.layers.Identity(name=key)(keras.ops.logsumexp(
+        keras.ops.stack([keras.ops.log_softmax(out[key], axis=-1) for out in outputs]), axis=0) - log_members)
+        for key in outputs[0]}
+    return keras.Model(inputs, averaged, name=name)
+
+
+def side_by_side(members: Sequence[keras.Model], name: str) -> keras.Model:
+    """The members in one model, output ``<key>`` of member k renamed ``<key>_<k>``: one fit() trains them all on
+    the same batches, reading the data once per epoch instead of once per member (the probes' cost is mostly that
+    reading: five members side by side took 2.9 times as long as one alone, not 5)."""
+    inputs = keras.Input(members[0].inputs[0].shape[1:], name=members[0].layers[0].name)
+    outputs = {}
+    for k, member in enumerate(members):
+        for key, value in member(inputs).items():
+            outputs[f"{key}_{k}"] = keras.layers.Identity(name=f"{key}_{k}")(value)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _for_each_member(values: dict, count: int) -> dict:
+    """``{key: v}`` as ``{key_0: v, …, key_<count-1>: v}``: the targets (or weights) of every member."""
+    return {f"{key}_{k}": value for k in range(count) for key, value in values.items()}
+
+
+def _members(build, settings: ProbeSettings) -> list[keras.Model]:
+    """`build(name)` once per seed, each initialised from its own seed."""
+    members = []
+    for member in settings.members():
+        keras.utils.set_random_seed(member.seed)
+        members.append(build(f"seed{member.seed}"))
+    return members
 
 
 def _compile(model: keras.Model, settings: ProbeSettings) -> None:
@@ -118,6 +174,7 @@ def _residue_dataset(embeddings, records, settings: ProbeSettings, shuffle: bool
 
 
 def _fit(model: keras.Model, train, valid, settings: ProbeSettings) -> None:
+    """Train side-by-side members (early stopping on their summed valid loss, best weights restored)."""
     model.fit(train, validation_data=valid, epochs=settings.epochs, verbose=0, shuffle=False, callbacks=[
         keras.callbacks.EarlyStopping(patience=settings.patience, restore_best_weights=True)])
 
@@ -143,13 +200,15 @@ def structure_probe(embedder: Embedder, train: Sequence[StructureRecord], valid:
     """Train the residue CNN on `train` (early stopping on `valid`), report Q3/Q8 on each test set. With a
     `cache`, embeddings are computed once and read back one protein at a time; the trained CNN goes into `heads`
     (under ``ss``) when given."""
-    keras.utils.set_random_seed(settings.seed)
     embed = lambda records, label: _residue_embeddings(embedder, records, cache, f"ss {label}")  # noqa: E731
     train_x, valid_x = embed(train, "train"), embed(valid, "valid")
-    model = residue_cnn(train_x[0].shape[1])
-    _compile(model, settings)
-    _fit(model, _residue_dataset(train_x, train, settings, True), _residue_dataset(valid_x, valid, settings, False),
-         settings)
+    members = _members(lambda suffix: residue_cnn(train_x[0].shape[1], f"residue_cnn_{suffix}"), settings)
+    joint = side_by_side(members, "residue_cnns")
+    _compile(joint, settings)
+    per_member = lambda x, y, w: (x, _for_each_member(y, len(members)), _for_each_member(w, len(members)))  # noqa: E731
+    _fit(joint, _residue_dataset(train_x, train, settings, True).map(per_member),
+         _residue_dataset(valid_x, valid, settings, False).map(per_member), settings)
+    model = average_probabilities(members, "residue_cnn")
     if heads is not None:
         heads["ss"] = model
     results = {}
@@ -190,15 +249,18 @@ def localization_probe(embedder: Embedder, train: Sequence[LocalizationRecord], 
                        cache: EmbeddingCache | None = None, heads: dict | None = None) -> dict:
     """Train the protein FNN on `train` (early stopping on `valid`), report Q10/Q2 on each test set; the trained
     FNN goes into `heads` (under ``localization``) when given."""
-    keras.utils.set_random_seed(settings.seed)
     embed = lambda records, label: _protein_embeddings(embedder, records, cache, f"localization {label}")  # noqa: E731
     train_x, train_y, train_w = _protein_arrays(embed(train, "train"), train)
     valid_data = _protein_arrays(embed(valid, "valid"), valid)
-    model = protein_fnn(train_x)
-    _compile(model, settings)
-    model.fit(train_x, train_y, sample_weight=train_w, validation_data=valid_data, epochs=settings.epochs,
+    members = _members(lambda suffix: protein_fnn(train_x, f"protein_fnn_{suffix}"), settings)
+    joint = side_by_side(members, "protein_fnns")
+    _compile(joint, settings)
+    each = lambda values: _for_each_member(values, len(members))  # noqa: E731
+    joint.fit(train_x, each(train_y), sample_weight=each(train_w),
+              validation_data=(valid_data[0], each(valid_data[1]), each(valid_data[2])), epochs=settings.epochs,
               batch_size=settings.batch_size, verbose=0, callbacks=[
                   keras.callbacks.EarlyStopping(patience=settings.patience, restore_best_weights=True)])
+    model = average_probabilities(members, "protein_fnn")
     if heads is not None:
         heads["localization"] = model
     results = {}

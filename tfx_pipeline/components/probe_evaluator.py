@@ -3,8 +3,9 @@
 gate holds (`tfx_pipeline.blessing`: valid context gain above 0, not worse than one-hot, no regression against the
 last blessed model, all on the valid split).
 
-A blessed candidate is written again as the evaluator's `served_model` output with its trained probes as the
-``predict`` signature (`models.export.predict`); that is what the Pusher serves.
+The candidate is written again as the evaluator's `served_model` output with its trained probes as the
+``predict`` signature (`models.export.predict`), blessed or not: the Pusher serves a blessed one and keeps a
+refused one as the run's candidate, outside the serving root.
 
 The blessing follows TFX's Evaluator conventions (custom properties ``blessed`` and ``current_model_id``, a
 ``BLESSED``/``NOT_BLESSED`` file), so the Pusher and `LatestBlessedModelStrategy` read it as theirs. It also
@@ -45,6 +46,7 @@ class ProbeEvaluatorSpec(ComponentSpec):
         "gate": ExecutionParameter(type=str),  # JSON of blessing.GateRules
         "limit": ExecutionParameter(type=int),  # 0: every row
         "seed": ExecutionParameter(type=int),
+        "seeds": ExecutionParameter(type=int),  # probe members averaged
         "onehot_baseline": ExecutionParameter(type=int),  # 0/1: also probe the one-hot embedder
         "profile_db": ExecutionParameter(type=str),  # "": no evolutionary-profile reference
     }
@@ -56,14 +58,14 @@ class ProbeEvaluatorSpec(ComponentSpec):
     OUTPUTS = {
         "evaluation": ChannelParameter(type=standard_artifacts.ModelEvaluation),
         "blessing": ChannelParameter(type=standard_artifacts.ModelBlessing),
-        # A blessed candidate with its trained probes as the `predict` signature: what the Pusher serves.
+        # The candidate with its trained probes as the `predict` signature: what the Pusher serves (if blessed).
         "served_model": ChannelParameter(type=standard_artifacts.Model),
     }
 
 
-def probe_data_fingerprint(data_dir: str, task: str, limit: int, seed: int) -> str:
+def probe_data_fingerprint(data_dir: str, task: str, limit: int, seed: int, seeds: int) -> str:
     """Changes when the probe sets' files or the probe settings do."""
-    digest = hashlib.sha256(json.dumps([task, limit, seed]).encode())
+    digest = hashlib.sha256(json.dumps([task, limit, seed, seeds]).encode())
     for folder, _, files in sorted(tf.io.gfile.walk(data_dir)):
         for name in sorted(files):
             path = os.path.join(folder, name)
@@ -116,10 +118,10 @@ class Executor(base_executor.BaseExecutor):
         evaluation = artifact_utils.get_single_instance(output_dict["evaluation"])
         verdict = artifact_utils.get_single_instance(output_dict["blessing"])
         data_dir, task = exec_properties["probe_data_dir"] or SAMPLE_DATA_DIR, exec_properties["task"]
-        limit, seed = int(exec_properties["limit"]), int(exec_properties["seed"])
+        limit, seed, seeds = int(exec_properties["limit"]), int(exec_properties["seed"]), int(exec_properties["seeds"])
         rules = blessing.GateRules(**json.loads(exec_properties["gate"]))
-        settings = ProbeSettings(seed=seed)
-        fingerprint = probe_data_fingerprint(data_dir, task, limit, seed)
+        settings = ProbeSettings(seed=seed, seeds=seeds)
+        fingerprint = probe_data_fingerprint(data_dir, task, limit, seed, seeds)
 
         references = [ProfileEmbedder(exec_properties["profile_db"])] if exec_properties.get("profile_db") else []
 
@@ -146,7 +148,7 @@ class Executor(base_executor.BaseExecutor):
         checks = blessing.judge(candidate, summary, baseline, rules)
         blessed = all(check.passed for check in checks)
 
-        report = {"blessed": blessed, "checks": [check.describe() for check in checks],
+        report = {"blessed": blessed, "gate": dataclasses.asdict(rules), "checks": [check.describe() for check in checks],
                   "failed": [check.describe() for check in checks if not check.passed],
                   "training_summary": summary, "candidate": blessing.headline_metrics(candidate),
                   "paired": {**candidate.get("paired", {}),
@@ -158,9 +160,9 @@ class Executor(base_executor.BaseExecutor):
                   "baseline": blessing.headline_metrics(baseline) if baseline else None}
         with tf.io.gfile.GFile(os.path.join(evaluation.uri, CHECKS_FILE), "w") as handle:
             handle.write(json.dumps(report, indent=2))
-        if blessed:
-            self._write_served_model(input_dict, model, heads, _serving_dir(served))
-            verdict.set_string_custom_property(PREDICTOR_URI, served.uri)
+        # Blessed or not, the model with its heads: the Pusher serves it, or keeps it as the run's candidate.
+        self._write_served_model(input_dict, model, heads, _serving_dir(served))
+        verdict.set_string_custom_property(PREDICTOR_URI, served.uri)
         tf.io.gfile.makedirs(verdict.uri)
         with tf.io.gfile.GFile(os.path.join(verdict.uri, "BLESSED" if blessed else "NOT_BLESSED"), "w"):
             pass
@@ -225,14 +227,14 @@ class ProbeEvaluator(base_component.BaseComponent):
     def __init__(self, model: types.BaseChannel, probe_data_dir: str = "", task: str = "all",
                  gate: blessing.GateRules = blessing.GateRules(),
                  baseline_model: types.BaseChannel | None = None,
-                 baseline_blessing: types.BaseChannel | None = None, limit: int = 0, seed: int = 0,
+                 baseline_blessing: types.BaseChannel | None = None, limit: int = 0, seed: int = 0, seeds: int = 5,
                  onehot_baseline: bool = True, profile_db: str = ""):
         if task not in ("ss", "localization", "all"):
             raise ValueError(f"task must be ss, localization or all, not {task!r}")
         super().__init__(spec=ProbeEvaluatorSpec(
             model=model, baseline_model=baseline_model, baseline_blessing=baseline_blessing,
             probe_data_dir=probe_data_dir, task=task, gate=json.dumps(dataclasses.asdict(gate), sort_keys=True),
-            limit=int(limit), seed=int(seed),
+            limit=int(limit), seed=int(seed), seeds=int(seeds),
             onehot_baseline=int(onehot_baseline), profile_db=profile_db,
             evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
             blessing=types.Channel(type=standard_artifacts.ModelBlessing),
