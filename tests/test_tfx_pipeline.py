@@ -80,6 +80,15 @@ def test_after_a_blessed_run_the_readme_next_steps_work_with_the_folder_it_print
     assert outcome.blessed and outcome.model_dir == config.serving_model_dir("local")
     assert f"next: use the pushed model in {outcome.model_dir}:" in outcome.text
     run_readme_followups(Path(outcome.model_dir), output_dir / "blessed_followups")
+    from tfx_pipeline import cli
+
+    assert cli.main(["run", "--fail-if-not-blessed", *cli_sets(output_dir)]) == 0
+
+
+def cli_sets(output_dir: Path, *overrides: str) -> list[str]:
+    """`--set` flags for the tests' tiny, permissive run in `output_dir`, then `overrides`."""
+    return [arg for override in [f"output_dir={output_dir}", *TINY, *PERMISSIVE_GATE, *overrides]
+            for arg in ("--set", override)]
 
 
 def readme_followups() -> list[str]:
@@ -184,6 +193,11 @@ def test_by_default_a_model_that_learned_nothing_is_refused_and_the_summary_says
     assert not outcome.model_dir.startswith(os.path.dirname(config.serving_model_dir("local")))
     assert "the gate refused this run's model" in outcome.text and outcome.model_dir in outcome.text
     run_readme_followups(Path(outcome.model_dir), output_dir / "refused_followups")
+    # For CI, the opt-in flag turns the refusal into a non-zero exit.
+    from tfx_pipeline import cli
+
+    refusing = ["gate.min_context_gain=0.0", "gate.onehot_margin=0.0", "gate.regression_margin=0.01"]
+    assert cli.main(["run", "--fail-if-not-blessed", *cli_sets(output_dir, *refusing)]) == cli.NOT_BLESSED_STATUS
 
 
 @pytest.mark.slow
@@ -199,9 +213,7 @@ def test_a_new_config_retrains_and_is_compared_with_the_last_blessed_model(first
 
 
 def _pipeline_command(output_dir: Path, *overrides: str) -> list[str]:
-    sets = [arg for override in [f"output_dir={output_dir}", *TINY, *PERMISSIVE_GATE, *overrides]
-            for arg in ("--set", override)]
-    return [sys.executable, "-m", "tfx_pipeline.cli", "run", *sets]
+    return [sys.executable, "-m", "tfx_pipeline.cli", "run", *cli_sets(output_dir, *overrides)]
 
 
 @pytest.mark.slow
