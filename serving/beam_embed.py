@@ -36,7 +36,7 @@ from beam_jobs.pipeline import write_manifest
 from beam_jobs.schema import MANIFEST_FILE, REJECT_EXCERPT_CHARS, REJECTS_DIR, SHARD_TEMPLATE
 from beam_jobs.sequences import Reject, normalise
 from models.export.embedding import SPECIAL_TOKENS_PER_SEQUENCE, ProteinEmbedding
-from serving.embed import FORMAT_VERSION, HEADER, OutputError, dataset_key, layout_groups, layout_of, store
+from serving.embedding_file import FORMAT_VERSION, HEADER, OutputError, dataset_key, layout_groups, layout_of, store
 
 SHARD_PREFIX = "embeddings"
 RESIDUES_PER_BATCH = 65_536  # RunInference batch: the model call groups it by length within its own token budget

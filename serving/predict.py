@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 import grpc
 import numpy as np
 
-from serving.embed import add_model_source, chunks_of, screened_records, server_refusal
+from serving.model_input import add_model_source, chunks_of, screened_records, server_refusal
 
 CHUNK_RESIDUES = 50_000  # residues predicted (and written) per round
 RESIDUES_PER_CALL = 16_384  # tokens per model call

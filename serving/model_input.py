@@ -1,0 +1,74 @@
+"""What the commands that run a model over a FASTA file share: where the model runs (``--server`` or
+``--saved-model``), the screening of the FASTA's records (every record embedded or rejected with a reason, none
+dropped unseen), and chunks of about a number of residues."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Callable, Iterable, Iterator, TypeVar
+
+import grpc
+
+from beam_jobs.console import VERBOSE_FLAG, VERBOSE_HELP
+from beam_jobs.fasta import read_fasta
+from beam_jobs.sequences import Reject, normalise
+
+T = TypeVar("T")
+
+
+def make_embedder(args):
+    """`.embed(list[str])` of the server or of a local SavedModel."""
+    if args.saved_model:
+        from models.export.embedders import load_embedder
+
+        return load_embedder(args.saved_model)
+    from serving.client import EmbeddingClient
+
+    return EmbeddingClient(args.server, args.model, max_residues=args.max_residues, timeout_s=args.timeout,
+                           per_residue=args.per_residue, residue_dtype="float16" if args.float16 else "float32")
+
+
+def screened_records(fasta: str, reject: Callable[[int, str, str], None],
+                     key: Callable[[str], str] = lambda record_id: record_id) -> Iterator[tuple[str, str]]:
+    """A FASTA file's records as ``(id, normalised sequence)``: the first record of each `key` whose sequence
+    normalises; every other record goes to ``reject(line, id, reason)``, so none is dropped unseen."""
+    seen: set[str] = set()
+    for record in read_fasta(fasta):
+        if not record.id:
+            reject(record.line, "", "missing id")
+            continue
+        if key(record.id) in seen:
+            reject(record.line, record.id, "duplicate id (the first record with it was kept)")
+            continue
+        seen.add(key(record.id))
+        normalised = normalise(record.sequence.encode("utf-8", errors="replace"))
+        if isinstance(normalised, Reject):
+            reject(record.line, record.id, normalised.detail or normalised.reason)
+            continue
+        yield record.id, normalised.sequence.decode("ascii")
+
+
+def chunks_of(records: Iterable[T], residues: int, length: Callable[[T], int]) -> Iterator[list[T]]:
+    """`records` in consecutive lists of about `residues` residues each (a list ends once it reaches them)."""
+    chunk: list[T] = []
+    for record in records:
+        chunk.append(record)
+        if sum(map(length, chunk)) >= residues:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def add_model_source(parser: argparse.ArgumentParser) -> None:
+    """``--server HOST:PORT --model NAME`` or ``--saved-model DIR``, and ``--timeout``: where a command's model runs."""
+    parser.add_argument(VERBOSE_FLAG, action="store_true", help=VERBOSE_HELP)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--server", metavar="HOST:PORT", help="TF Serving (or prottrans-serve) gRPC address")
+    source.add_argument("--saved-model", metavar="DIR", help="a SavedModel (or model folder) run in this process")
+    parser.add_argument("--model", help="model name on the server (with --server)")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request (deadline)")
+
+
+def server_refusal(error: grpc.RpcError) -> str:
+    return f"the server answered {error.code().name}: {error.details()}"
