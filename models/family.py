@@ -9,8 +9,7 @@ import keras
 import tensorflow as tf
 
 from models.networks.backbone import Backbone
-
-OBJECTIVES = ("masked_lm", "permutation_lm", "causal_lm", "denoising")
+from models.objectives.objective import Objective
 
 
 @dataclass(frozen=True)
@@ -26,7 +25,7 @@ class Family:
 
     name: str
     description: str
-    objective: str
+    objective: Objective
     backbone: type
     task_model: Callable[[Backbone, int], keras.Model]
     dataset: Callable[..., tf.data.Dataset]
@@ -36,8 +35,9 @@ class Family:
     checkpoint_files: Sequence[str] = field(default_factory=tuple)  # what `prottrans-import` needs, for its help
 
     def __post_init__(self):
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"{self.name}: objective must be one of {OBJECTIVES}, not {self.objective!r}")
+        if not isinstance(self.objective, Objective):
+            raise ValueError(f"{self.name}: objective must be an Objective record (models.objectives), not "
+                             f"{self.objective!r}")
         missing = {"tiny", "small", "paper"} - set(self.presets)
         if missing:
             raise ValueError(f"{self.name}: presets {sorted(missing)} are missing")

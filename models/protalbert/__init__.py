@@ -1,6 +1,7 @@
 """ProtAlbert: ALBERT (factorised embedding, one Transformer layer shared by all layers) with masked LM."""
 
 from models.family import Family
+from models.objectives.masked_lm import MASKED_LM
 from models.networks.encoder_backbone import EncoderBackbone
 from models.networks.masked_lm import CHECKPOINT_FILES, masked_lm_dataset, masked_lm_task
 from models.protalbert.convert import load_checkpoint
@@ -8,7 +9,7 @@ from models.protalbert.presets import PRESETS
 
 FAMILY = Family(
     name="protalbert", description="ALBERT, masked LM, one shared layer, factorised embedding",
-    objective="masked_lm", backbone=EncoderBackbone,
+    objective=MASKED_LM, backbone=EncoderBackbone,
     task_model=masked_lm_task, dataset=masked_lm_dataset, presets=PRESETS, import_checkpoint=load_checkpoint,
     position_table=True, checkpoint_files=CHECKPOINT_FILES,
 )

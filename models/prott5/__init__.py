@@ -1,6 +1,7 @@
 """ProtT5: T5's encoder-decoder pretrained by single-residue denoising; the encoder is the embedding model."""
 
 from models.family import Family
+from models.objectives.denoising import DENOISING
 from models.prott5.backbone import T5EncoderBackbone
 from models.prott5.convert import load_checkpoint
 from models.prott5.denoising import denoising_dataset, denoising_task
@@ -9,7 +10,7 @@ from models.prott5.presets import PRESETS
 FAMILY = Family(
     name="prott5",
     description="T5 encoder-decoder, single-residue denoising, relative position buckets, no length limit",
-    objective="denoising",
+    objective=DENOISING,
     backbone=T5EncoderBackbone,
     task_model=denoising_task,
     dataset=denoising_dataset,

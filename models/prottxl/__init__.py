@@ -2,6 +2,7 @@
 
 from models import input_pipeline
 from models.family import Family
+from models.objectives.causal_lm import CAUSAL_LM
 from models.prottxl.backbone import TransformerXLBackbone
 from models.prottxl.causal_lm import CausalLM
 from models.prottxl.convert import load_checkpoint
@@ -10,7 +11,7 @@ from models.prottxl.presets import PRESETS
 FAMILY = Family(
     name="prottxl",
     description="Transformer-XL, causal LM on segment streams with memory, relative positions",
-    objective="causal_lm",
+    objective=CAUSAL_LM,
     backbone=TransformerXLBackbone,
     task_model=CausalLM,
     dataset=lambda files, config, input_context, backbone: input_pipeline.causal_lm_dataset(

@@ -1,6 +1,7 @@
 """ProtXLNet: XLNet's permutation language model on protein sequences."""
 
 from models.family import Family
+from models.objectives.permutation_lm import PERMUTATION_LM
 from models.protxlnet.backbone import XLNetBackbone
 from models.protxlnet.convert import load_checkpoint
 from models.protxlnet.inputs import training_dataset
@@ -10,7 +11,7 @@ from models.protxlnet.presets import PRESETS
 FAMILY = Family(
     name="protxlnet",
     description="XLNet, permutation LM (two-stream attention), relative positions, memory",
-    objective="permutation_lm",
+    objective=PERMUTATION_LM,
     backbone=XLNetBackbone,
     task_model=PermutationLM,
     dataset=training_dataset,

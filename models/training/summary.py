@@ -59,7 +59,7 @@ class TrainingSummary:
             if saved.family == family.name:
                 saved.floor = floor
                 return saved
-        return cls(family.name, family.objective, floor)
+        return cls(family.name, family.objective.name, floor)
 
     @property
     def last_valid_step(self) -> int | None:

@@ -122,7 +122,7 @@ class Trainer:
             raise TrainingDataError(f"the training split holds no record ({len(job.train_files)} file(s), e.g. "
                                     f"{sorted(job.train_files)[0]}): nothing to train on")
         self.floor = no_context_floor(self.family.objective, counts, proteins)
-        self.log(f"no-context floor of {self.family.objective}: {self.floor:.4f} nats (from the training "
+        self.log(f"no-context floor of {self.family.objective.name}: {self.floor:.4f} nats (from the training "
                  "split's residue composition)")
         self.summary = TrainingSummary.load_or_new(job.model_dir, self.family, self.floor)
         self.manager = tf.train.CheckpointManager(
