@@ -1,10 +1,11 @@
-"""Masked-LM pretraining with a custom `tf.distribute` loop.
+"""Pretraining of any family on its own objective (masked LM, permutation LM, causal LM with memory, denoising)
+with a custom `tf.distribute` loop; it reports the loss against the objective's no-context floor.
 
 Not `Model.fit`: Keras 3 `fit()` fails under MultiWorkerMirroredStrategy (keras#20585, keras#20329) and
 Keras 3's `BackupAndRestore` no longer saves on preemption. The loop here runs the same on the default
 strategy, mirrored GPUs, multi-worker clusters and TPUs: datasets come from
 ``distribute_datasets_from_function`` with the per-replica share of the global batch; each replica's loss
-is its masked tokens' cross-entropy divided by the *global* count of masked tokens, so the summed gradients
+is its scored targets' cross-entropy divided by the *global* count of scored targets, so the summed gradients
 are the global mean's; ``steps_per_execution`` steps run inside one `tf.function` call.
 """
 
