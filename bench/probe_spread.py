@@ -31,6 +31,7 @@ quiet_start()
 VARIANTS = ((2, True, 0.0, 0), (1, True, 0.0, 0), (2, False, 0.0, 0), (1, False, 0.0, 0), (2, True, 1e-6, 1),
             (2, True, 1e-6, 2))
 INTERVAL_OF = {"q3": "ss3", "q8": "ss8", "q10": "location", "q2": "membrane"}
+SECONDS_FILE = "seconds.txt"  # the worker's probe training time, beside its metrics.json
 
 
 class CachedOnly:
@@ -61,10 +62,9 @@ def fill_cache(embedder, data_dir: str, task: str, limit: int | None, cache_path
 
 def probe_in_subprocess(cache_path: str, identity: str, data_dir: str, task: str, seeds: int, limit: int | None,
                         threads: int, onednn: bool, jitter: float = 0.0, jitter_seed: int = 0) -> dict:
-    """The probes' metrics.json (without arrays) from a fresh process with these threads, oneDNN and jitter, and
-    the seconds the probes took there (under ``seconds``)."""
-    with tempfile.TemporaryDirectory() as scratch:
-        out = os.path.join(scratch, "metrics.json")
+    """The probes' metrics.json from a fresh process with these threads, oneDNN and jitter, and the seconds the
+    probes took there (under ``seconds``)."""
+    with tempfile.TemporaryDirectory() as out:
         command = [sys.executable, os.path.abspath(__file__), "--worker", "--cache", cache_path, "--identity", identity,
                    "--data-dir", data_dir, "--task", task, "--seeds", str(seeds), "--limit", str(limit or 0),
                    "--threads", str(threads), "--jitter", str(jitter), "--jitter-seed", str(jitter_seed), "--out", out]
@@ -72,17 +72,8 @@ def probe_in_subprocess(cache_path: str, identity: str, data_dir: str, task: str
         done = subprocess.run(command, env=env, capture_output=True, text=True)
         if done.returncode:
             raise RuntimeError(f"probe worker failed:\n{done.stderr[-3000:]}")
-        with open(out) as handle:
-            return json.load(handle)
-
-
-def _plain(value):
-    """`value` without numpy arrays and private keys, for JSON and exact comparison."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items() if not k.startswith("_")}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value.item() if hasattr(value, "item") else value
+        with open(os.path.join(out, "metrics.json")) as handle, open(os.path.join(out, SECONDS_FILE)) as seconds:
+            return {**json.load(handle), "seconds": float(seconds.read())}
 
 
 def _worker(args: argparse.Namespace) -> None:
@@ -90,7 +81,7 @@ def _worker(args: argparse.Namespace) -> None:
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    from models.probes import probe
+    from models.probes import probe, report
     from models.probes.cache import EmbeddingCache
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -111,11 +102,12 @@ def _worker(args: argparse.Namespace) -> None:
             started = time.perf_counter()
             metrics, _, _ = probe.run_probes(CachedOnly(args.identity), args.data_dir, args.task, settings,
                                              args.limit or None, cache)
-            metrics = {**_plain(metrics), "seconds": time.perf_counter() - started}
+            seconds = time.perf_counter() - started
         finally:
             cache.close()
-    with open(args.out, "w") as handle:
-        json.dump(metrics, handle)
+    report.write_metrics(metrics, args.out)
+    with open(os.path.join(args.out, SECONDS_FILE), "w") as handle:
+        handle.write(str(seconds))
 
 
 def spread(runs: list[dict]) -> dict[str, dict[str, float]]:

@@ -13,7 +13,6 @@ membrane-bound vs soluble (proteins without a membrane label do not count for th
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -48,10 +47,6 @@ class ProbeSettings:
     def __post_init__(self):
         if not 1 <= self.seeds <= 100:
             raise ValueError(f"seeds must be in [1, 100], not {self.seeds}")
-
-    def members(self) -> list[ProbeSettings]:
-        """The settings of each averaged probe: the same, with seeds seed, seed+1, …"""
-        return [dataclasses.replace(self, seed=self.seed + k, seeds=1) for k in range(self.seeds)]
 
 
 DEFAULT_SETTINGS = ProbeSettings()
@@ -88,7 +83,7 @@ def average_probabilities(members: Sequence[keras.Model], name: str) -> keras.Mo
     mean); a single member is returned as it is."""
     if len(members) == 1:
         return members[0]
-    inputs = keras.Input(members[0].inputs[0].shape[1:], name=members[0].layers[0].name)
+    inputs = _input_like(members[0])
     outputs = [member(inputs) for member in members]
     log_members = keras.ops.log(float(len(members)))
     averaged = {key: keras.layers.Identity(name=key)(keras.ops.logsumexp(
@@ -101,12 +96,17 @@ def side_by_side(members: Sequence[keras.Model], name: str) -> keras.Model:
     """The members in one model, output ``<key>`` of member k renamed ``<key>_<k>``: one fit() trains them all on
     the same batches, reading the data once per epoch instead of once per member (the probes' cost is mostly that
     reading: five members side by side took 2.9 times as long as one alone, not 5)."""
-    inputs = keras.Input(members[0].inputs[0].shape[1:], name=members[0].layers[0].name)
+    inputs = _input_like(members[0])
     outputs = {}
     for k, member in enumerate(members):
         for key, value in member(inputs).items():
             outputs[f"{key}_{k}"] = keras.layers.Identity(name=f"{key}_{k}")(value)
     return keras.Model(inputs, outputs, name=name)
+
+
+def _input_like(model: keras.Model) -> keras.KerasTensor:
+    """A new input of `model`'s shape and name."""
+    return keras.Input(model.inputs[0].shape[1:], name=model.layers[0].name)
 
 
 def _for_each_member(values: dict, count: int) -> dict:
@@ -117,9 +117,9 @@ def _for_each_member(values: dict, count: int) -> dict:
 def _members(build, settings: ProbeSettings) -> list[keras.Model]:
     """`build(name)` once per seed, each initialised from its own seed."""
     members = []
-    for member in settings.members():
-        keras.utils.set_random_seed(member.seed)
-        members.append(build(f"seed{member.seed}"))
+    for seed in range(settings.seed, settings.seed + settings.seeds):
+        keras.utils.set_random_seed(seed)
+        members.append(build(f"seed{seed}"))
     return members
 
 
