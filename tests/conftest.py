@@ -30,6 +30,16 @@ def read_fasta_reference(path: Path) -> list[tuple[str, str]]:
     return [(header, "".join(lines)) for header, lines in records]
 
 
+@pytest.fixture(scope="session")
+def sample_shards(tmp_path_factory) -> tuple[str, ...]:
+    """The training split's shards of the bundled real sample, through the Beam job in 2 shards."""
+    from beam_jobs import fasta_to_tfrecords
+
+    data = tmp_path_factory.mktemp("sample") / "data"
+    fasta_to_tfrecords.run(["--input", str(SAMPLE_FASTA), "--output-dir", str(data), "--num-shards", "2"])
+    return tuple(sorted(str(p) for p in (data / "train").glob("data-*")))
+
+
 @pytest.fixture
 def run_job(tmp_path):
     """Run `prottrans-preprocess` in-process with the given flags; returns (output_dir, manifest)."""
