@@ -52,6 +52,8 @@ class Progress:
     """``label: done/total`` on stderr: redrawn in place on a terminal; elsewhere (a log file, a pipe) a full line
     at most every `every_s` seconds and at the end, so that updates never run together."""
 
+    # Not tqdm: tqdm 4.70 redraws with "\r" into a file or pipe too, so a log holds one run-together line.
+
     def __init__(self, label: str, total: int, every_s: float = 30.0):
         self.label, self.total, self.every_s = label, total, every_s
         self.terminal = sys.stderr.isatty()

@@ -26,9 +26,9 @@ import tensorflow as tf
 
 from beam_jobs import fasta_to_tfrecords
 from bench import reference_models
-from models.input_pipeline import InputConfig, pretraining_dataset
+from models.input_pipeline import InputConfig
 from models.networks.encoder_backbone import EncoderBackbone
-from models.networks.masked_lm import MaskedLM
+from models.objectives.masked_lm import MaskedLM, masked_lm_dataset
 
 RESIDUES = "ACDEFGHIKLMNPQRSTVWY"
 SHAPE = {"num_layers": 4, "hidden_dim": 256, "num_heads": 4, "intermediate_dim": 1024}
@@ -62,8 +62,8 @@ def train(build, batches: list[dict], length: int, learning_rate: float) -> list
     def step(batch):
         with tf.GradientTape() as tape:
             logits = tf.cast(forward(batch), tf.float32)
-            losses = keras.losses.sparse_categorical_crossentropy(batch["mask_ids"], logits, from_logits=True)
-            loss = tf.reduce_sum(losses * batch["mask_weights"]) / tf.reduce_sum(batch["mask_weights"])
+            losses = keras.losses.sparse_categorical_crossentropy(batch["target_ids"], logits, from_logits=True)
+            loss = tf.reduce_sum(losses * batch["target_weights"]) / tf.reduce_sum(batch["target_weights"])
         optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
         return loss
 
@@ -83,7 +83,7 @@ def main() -> None:
         write_copy_proteins(fasta, 4000, args.half)
         fasta_to_tfrecords.run(["--input", fasta, "--output-dir", os.path.join(scratch, "data")])
         files = tf.io.gfile.glob(os.path.join(scratch, "data", "train", "data-*"))
-        dataset = pretraining_dataset(files, InputConfig(sequence_length=length, batch_size=args.batch))
+        dataset = masked_lm_dataset(files, InputConfig(sequence_length=length, batch_size=args.batch))
         batches = [dict(batch) for batch in dataset.take(args.steps)]
     curves = {name: train(build, batches, length, args.learning_rate)
               for name, build in (("ProtBert (ours)", ours), ("keras-hub BertMaskedLM", keras_hub_bert))}

@@ -21,7 +21,6 @@ from beam_jobs.console import quiet_start  # noqa: E402
 
 quiet_start()
 
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from models import vocabulary  # noqa: E402

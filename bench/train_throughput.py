@@ -31,7 +31,7 @@ from bench import reference_models
 from bench.flops import flops_per_token, matmul_peak
 from models import vocabulary
 from models.networks.encoder_backbone import EncoderBackbone
-from models.networks.masked_lm import MaskedLM
+from models.objectives.masked_lm import MaskedLM
 
 SHAPE = {"num_layers": 12, "hidden_dim": 768, "num_heads": 12, "intermediate_dim": 3072}
 
@@ -45,7 +45,7 @@ def inputs(batch: int, length: int, predictions: int, seed: int = 0) -> dict[str
     return {
         "token_ids": tf.constant(token_ids, tf.int32),
         "mask_positions": tf.constant(positions, tf.int32),
-        "mask_ids": tf.constant(np.take_along_axis(token_ids, positions, 1), tf.int32),
+        "target_ids": tf.constant(np.take_along_axis(token_ids, positions, 1), tf.int32),
     }
 
 
@@ -61,7 +61,7 @@ def keras_hub_bert(length: int):
 
 def xlnet(length: int):
     from models.protxlnet.backbone import XLNetBackbone
-    from models.protxlnet.permutation_lm import PermutationLM
+    from models.objectives.permutation_lm import PermutationLM
 
     model = PermutationLM(XLNetBackbone(**SHAPE, memory_length=0, max_sequence_length=length))
     return model, lambda batch: model(batch, training=True)
@@ -69,7 +69,7 @@ def xlnet(length: int):
 
 def transformer_xl(length: int, lanes: int):
     from models.prottxl.backbone import TransformerXLBackbone
-    from models.prottxl.causal_lm import CausalLM
+    from models.objectives.causal_lm import CausalLM
 
     backbone = TransformerXLBackbone(**SHAPE, head_dim=SHAPE["hidden_dim"] // SHAPE["num_heads"],
                                      memory_length=length, max_sequence_length=length)
@@ -78,7 +78,7 @@ def transformer_xl(length: int, lanes: int):
 
 
 def xlnet_inputs(batch: dict) -> dict:
-    from models.protxlnet.inputs import PREDICT_ONE_IN, permutation_batch
+    from models.objectives.permutation_lm import PREDICT_ONE_IN, permutation_batch
 
     length = int(batch["token_ids"].shape[1])
     return permutation_batch(batch["token_ids"], tf.constant([0, 1], tf.int64), -(-(length - 2) // PREDICT_ONE_IN))
@@ -86,7 +86,7 @@ def xlnet_inputs(batch: dict) -> dict:
 
 def causal_inputs(batch: dict) -> dict:
     ids = batch["token_ids"]
-    return {"token_ids": ids, "reset": tf.zeros([ids.shape[0]]), "mask_ids": tf.roll(ids, -1, axis=1)}
+    return {"token_ids": ids, "reset": tf.zeros([ids.shape[0]]), "target_ids": tf.roll(ids, -1, axis=1)}
 
 
 class Candidate:
@@ -103,7 +103,7 @@ class Candidate:
         def train_step(batch):
             with tf.GradientTape() as tape:
                 logits = tf.cast(forward(batch), tf.float32)
-                loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(batch["mask_ids"], logits,
+                loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(batch["target_ids"], logits,
                                                                                    from_logits=True))
                 scaled = optimizer.scale_loss(loss)
             gradients = tape.gradient(scaled, model.trainable_variables)

@@ -1,4 +1,5 @@
-"""The record that describes one model family; :mod:`models.registry` lists the families."""
+"""The record that describes one model family (backbone, presets, checkpoint converter, objective);
+:mod:`models.registry` lists the families."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import keras
-import tensorflow as tf
 
 from models.networks.backbone import Backbone
 from models.objectives.objective import Objective
@@ -16,19 +16,17 @@ from models.objectives.objective import Objective
 class Family:
     """One model family.
 
-    `task_model(backbone, lanes)` builds the training model (`lanes`: the per-replica batch, the memory rows of a
-    model trained on segment streams). `dataset(files, input_config, input_context, backbone)` gives its training
-    batches. `import_checkpoint(folder)` reads a Hugging Face checkpoint folder into the task model (its
-    `.backbone` is what is served); None where no published format is supported. `position_table`: the backbone
-    has learned absolute positions, which training cuts at the longest length it trains.
+    `objective` (:mod:`models.objectives`) builds the training model around the backbone and gives its batches
+    and no-context floor. `import_checkpoint(folder)` reads a Hugging Face checkpoint folder into the objective's
+    task model (its `.backbone` is what is served); None where no published format is supported.
+    `position_table`: the backbone has learned absolute positions, which training cuts at the longest length it
+    trains.
     """
 
     name: str
     description: str
     objective: Objective
     backbone: type
-    task_model: Callable[[Backbone, int], keras.Model]
-    dataset: Callable[..., tf.data.Dataset]
     presets: Mapping[str, Mapping[str, Any]]
     import_checkpoint: Callable[[str], keras.Model] | None = None
     position_table: bool = False
@@ -36,7 +34,7 @@ class Family:
 
     def __post_init__(self):
         if not isinstance(self.objective, Objective):
-            raise ValueError(f"{self.name}: objective must be an Objective record (models.objectives), not "
+            raise ValueError(f"{self.name}: objective must be an Objective (models.objectives), not "
                              f"{self.objective!r}")
         missing = {"tiny", "small", "paper"} - set(self.presets)
         if missing:

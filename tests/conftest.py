@@ -31,13 +31,23 @@ def read_fasta_reference(path: Path) -> list[tuple[str, str]]:
 
 
 @pytest.fixture(scope="session")
-def sample_shards(tmp_path_factory) -> tuple[str, ...]:
-    """The training split's shards of the bundled real sample, through the Beam job in 2 shards."""
+def sample_dataset(tmp_path_factory) -> Path:
+    """The bundled real sample through the Beam job in 2 shards: the folder with ``train/`` and ``valid/``."""
     from beam_jobs import fasta_to_tfrecords
 
     data = tmp_path_factory.mktemp("sample") / "data"
     fasta_to_tfrecords.run(["--input", str(SAMPLE_FASTA), "--output-dir", str(data), "--num-shards", "2"])
-    return tuple(sorted(str(p) for p in (data / "train").glob("data-*")))
+    return data
+
+
+def shards(dataset: Path, split: str) -> tuple[str, ...]:
+    return tuple(sorted(str(p) for p in (dataset / split).glob("data-*")))
+
+
+@pytest.fixture(scope="session")
+def sample_shards(sample_dataset) -> tuple[str, ...]:
+    """The training split's shards of :func:`sample_dataset`."""
+    return shards(sample_dataset, "train")
 
 
 @pytest.fixture
@@ -89,13 +99,27 @@ def assert_reconciles(manifest: dict) -> None:
     assert counts["reconciled"] is True
 
 
-def train_job(train_files, model_dir, *phases, **settings):
-    """A TrainJob over `train_files` with `phases` (default: the settings'); settings default to a tiny ProtBert."""
+def one_family_per_objective(leaving_out: str | None = None) -> list[str]:
+    """The first registered family (by name) of each objective, without `leaving_out`'s objective: where a test
+    is too slow to run for every family, it still runs for every objective."""
+    from models.registry import FAMILIES
+
+    skipped = FAMILIES[leaving_out].objective.name if leaving_out else None
+    first: dict[str, str] = {}
+    for name in sorted(FAMILIES):
+        first.setdefault(FAMILIES[name].objective.name, name)
+    return sorted(name for objective, name in first.items() if objective != skipped)
+
+
+def train_job(train_files, model_dir, *phases, valid_files=(), **settings):
+    """A TrainJob over `train_files` (and `valid_files`) with `phases` (default: the settings'); settings default to
+    a tiny ProtBert."""
     from models.training.settings import TrainingSettings
     from models.training.trainer import TrainJob
 
     return TrainJob(TrainingSettings(**{"family": "protbert", "preset": "tiny", **settings}),
-                    tuple(str(path) for path in train_files), str(model_dir), tuple(phases))
+                    tuple(str(path) for path in train_files), str(model_dir), tuple(phases),
+                    tuple(str(path) for path in valid_files))
 
 
 def train_and_log(job):

@@ -10,7 +10,8 @@ import tensorflow as tf
 
 from beam_jobs import schema
 from models import vocabulary
-from models.input_pipeline import InputConfig, MaskingConfig, pretraining_dataset
+from models.input_pipeline import InputConfig
+from models.objectives.masked_lm import MaskingConfig, masked_lm_dataset
 
 RESIDUES = "ACDEFGHIKLMNPQRSTVWY"
 
@@ -30,16 +31,19 @@ def shards(tmp_path_factory):
     return paths, sequences
 
 
+NO_MASKING = MaskingConfig(selection_rate=0.0)
+
+
 def batches(paths, config, n, **kwargs):
-    return [{k: v.numpy() for k, v in b.items()} for b in pretraining_dataset(paths, config, **kwargs).take(n)]
+    return [{k: v.numpy() for k, v in b.items()} for b in masked_lm_dataset(paths, config, **kwargs).take(n)]
 
 
 def unmasked(batch):
     """The token ids with each masked position restored to its original id."""
     ids = batch["token_ids"].copy()
     for row in range(ids.shape[0]):
-        for position, original, weight in zip(batch["mask_positions"][row], batch["mask_ids"][row],
-                                              batch["mask_weights"][row]):
+        for position, original, weight in zip(batch["mask_positions"][row], batch["target_ids"][row],
+                                              batch["target_weights"][row]):
             if weight:
                 ids[row, position] = original
     return ids
@@ -54,7 +58,7 @@ def test_batches_come_in_bucket_shapes_with_cls_and_sep(shards):
         assert ids.shape[0] == 8 and ids.shape[1] in config.bucket_lengths
         assert (ids[:, 0] == vocabulary.CLS_ID).all()
         assert ((ids == vocabulary.SEP_ID).sum(axis=1) == 1).all()
-        assert batch["mask_positions"].shape == (8, config.max_predictions)
+        assert batch["mask_positions"].shape == (8, MaskingConfig().max_predictions(config.sequence_length))
 
 
 def test_restoring_the_masks_gives_a_window_of_a_real_sequence(shards):
@@ -76,7 +80,7 @@ def test_masking_follows_bert_rates_and_never_touches_special_tokens(shards):
         original = unmasked(batch)
         residues += int((original >= vocabulary.FIRST_RESIDUE_ID).sum())
         for row in range(original.shape[0]):
-            for position, weight in zip(batch["mask_positions"][row], batch["mask_weights"][row]):
+            for position, weight in zip(batch["mask_positions"][row], batch["target_weights"][row]):
                 if not weight:
                     continue
                 selected += 1
@@ -106,20 +110,20 @@ def test_the_same_seed_gives_the_same_batches_and_another_seed_others(shards):
 
 def test_one_pass_without_repeat_sees_every_record_once(shards):
     paths, sequences = shards
-    config = InputConfig(sequence_length=512, batch_size=7, seed=0, masking=MaskingConfig(selection_rate=0.0))
-    seen = [vocabulary.decode(row) for batch in batches(paths, config, 1000, repeat=False)
+    config = InputConfig(sequence_length=512, batch_size=7, seed=0)
+    seen = [vocabulary.decode(row) for batch in batches(paths, config, 1000, repeat=False, masking=NO_MASKING)
             for row in batch["token_ids"]]
     assert sorted(s for s in seen if s) == sorted(sequences)
 
 
 def test_input_pipelines_of_a_strategy_read_disjoint_files(shards):
     paths, sequences = shards
-    config = InputConfig(sequence_length=512, batch_size=5, masking=MaskingConfig(selection_rate=0.0))
+    config = InputConfig(sequence_length=512, batch_size=5)
     seen = []
     for pipeline_id in range(2):
         context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pipeline_id)
         seen.append({vocabulary.decode(row) for batch in batches(paths, config, 1000, input_context=context,
-                                                                 repeat=False) for row in batch["token_ids"]})
+                                                                 repeat=False, masking=NO_MASKING) for row in batch["token_ids"]})
     assert not (seen[0] & seen[1]) and (seen[0] | seen[1]) - {""} == set(sequences)
 
 
@@ -127,4 +131,4 @@ def test_more_pipelines_than_files_is_a_clear_error(shards):
     paths, _ = shards
     context = tf.distribute.InputContext(num_input_pipelines=8, input_pipeline_id=0)
     with pytest.raises(ValueError, match="4 files cannot be shared by 8 input pipelines"):
-        pretraining_dataset(paths, InputConfig(sequence_length=128, batch_size=2), input_context=context)
+        masked_lm_dataset(paths, InputConfig(sequence_length=128, batch_size=2), input_context=context)

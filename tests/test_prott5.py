@@ -14,7 +14,7 @@ from models import vocabulary
 from models.export import embedding
 from models.export.signatures import export_saved_model, read_model_info
 from models.prott5.convert import token_rows
-from models.prott5.denoising import DECODER_IDS
+from models.objectives.denoising import DECODER_IDS
 from models.prott5.layers import relative_position_bucket
 from models.registry import FAMILIES, build_backbone
 

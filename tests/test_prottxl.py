@@ -73,15 +73,16 @@ def sample_data(tmp_path_factory):
 
 
 def test_each_batch_lane_continues_its_own_stream(sample_data):
-    from models.input_pipeline import InputConfig, causal_lm_dataset
+    from models.input_pipeline import InputConfig
+    from models.objectives.causal_lm import causal_lm_dataset
 
     batches = [{k: v.numpy() for k, v in b.items()}
                for b in causal_lm_dataset(sample_data, InputConfig(sequence_length=32, batch_size=3)).take(4)]
     assert batches[0]["reset"].tolist() == [1.0] * 3 and all(b["reset"].sum() == 0 for b in batches[1:])
     for earlier, later in zip(batches, batches[1:]):
         # the token after a lane's segment is the first input of that lane's next segment
-        np.testing.assert_array_equal(earlier["mask_ids"][:, -1], later["token_ids"][:, 0])
-        np.testing.assert_array_equal(earlier["token_ids"][:, 1:], earlier["mask_ids"][:, :-1])
+        np.testing.assert_array_equal(earlier["target_ids"][:, -1], later["token_ids"][:, 0])
+        np.testing.assert_array_equal(earlier["token_ids"][:, 1:], earlier["target_ids"][:, :-1])
     assert len({tuple(row) for row in batches[0]["token_ids"]}) == 3  # lanes read different proteins
 
 
@@ -101,7 +102,8 @@ def test_prottxl_trains_on_real_proteins_with_memory_across_batches(sample_data,
 
 def test_lanes_start_new_streams_each_epoch(tmp_path):
     from beam_jobs import fasta_to_tfrecords
-    from models.input_pipeline import InputConfig, causal_lm_dataset
+    from models.input_pipeline import InputConfig
+    from models.objectives.causal_lm import causal_lm_dataset
 
     fasta = tmp_path / "small.fasta"
     fasta.write_text("".join(f">p{i}\n{'MKTAYIAKQRQISFVKSHFSRQ'[: 10 + i]}\n" for i in range(12)))

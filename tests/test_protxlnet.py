@@ -82,15 +82,15 @@ def test_the_query_stream_cannot_see_its_own_token(imported):
 
 
 def test_permutation_batches_hide_each_target_from_itself_and_from_what_comes_before_it():
-    from models.protxlnet.inputs import permutation_batch
+    from models.objectives.permutation_lm import permutation_batch
 
     ids, _ = vocabulary.encode(tf.constant(["MKTAYIAKQRQISFVKSHFSRQ", "MSTNP"]))
     batch = {k: v.numpy() for k, v in permutation_batch(ids, tf.constant([3, 4], tf.int64), 4).items()}
     for row in range(2):
-        targets = batch["target_mapping"][row].argmax(-1)[batch["mask_weights"][row] > 0]
+        targets = batch["target_mapping"][row].argmax(-1)[batch["target_weights"][row] > 0]
         residues = int((ids.numpy()[row] >= vocabulary.FIRST_RESIDUE_ID).sum())
         assert len(targets) == -(-residues // 6)  # the last 1/6 of the order is predicted
-        np.testing.assert_array_equal(batch["mask_ids"][row][: len(targets)], ids.numpy()[row][targets])
+        np.testing.assert_array_equal(batch["target_ids"][row][: len(targets)], ids.numpy()[row][targets])
         mask = batch["permutation_mask"][row]
         assert all(mask[t, t] == 1 for t in targets)  # a target's query stream never sees itself
         others = [p for p in range(ids.shape[1]) if p not in targets]
@@ -152,7 +152,7 @@ def test_the_sentencepiece_vocabulary_maps_token_by_token(tmp_path):
 
 
 def test_every_target_hidden_from_the_context_is_scored_even_in_an_all_residue_segment():
-    from models.protxlnet.inputs import permutation_batch
+    from models.objectives.permutation_lm import permutation_batch
 
     ids = tf.constant(np.random.default_rng(0).integers(vocabulary.FIRST_RESIDUE_ID, vocabulary.VOCABULARY_SIZE,
                                                         size=(4, 64)), tf.int32)  # a stream segment: no specials

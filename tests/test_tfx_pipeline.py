@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from models.training.settings import TrainingSettings
+from tests.conftest import one_family_per_objective
 from tfx_pipeline.config import load_config
 from tfx_pipeline.summary import last_run
 
@@ -265,8 +267,8 @@ def test_the_cli_refuses_a_bad_override(capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["protxlnet", "prottxl"])
-def test_the_autoregressive_families_run_through_the_same_pipeline_by_name(first_run, family):
+@pytest.mark.parametrize("family", one_family_per_objective(leaving_out=TrainingSettings().family))
+def test_a_family_of_each_other_objective_runs_through_the_same_pipeline_by_name(first_run, family):
     output_dir, _, _ = first_run
     config, nodes = run_pipeline(output_dir, f"training.family={family}")
     assert nodes["FastaExampleGen"].state == "CACHED" and nodes["Trainer"].state == "COMPLETE"

@@ -19,7 +19,8 @@ from models.export import embedding
 from models.training.checkpoints import load_trained_backbone, restore_model_weights
 from models.training.settings import Phase, two_phase_schedule
 from models.training.trainer import TrainJob, Trainer
-from tests.conftest import SAMPLE_FASTA, train_and_log, train_job
+from models.registry import FAMILIES
+from tests.conftest import SAMPLE_FASTA, one_family_per_objective, train_and_log, train_job
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -105,7 +106,7 @@ def test_unknown_optimizer_is_refused(dataset_dir, tmp_path):
 
 
 def test_checkpoints_restore_into_a_model_without_its_optimizer(dataset_dir, tmp_path):
-    from models.networks.masked_lm import MaskedLM
+    from models.objectives.masked_lm import MaskedLM
     from models.registry import build_backbone
 
     trainer = Trainer(config(dataset_dir, tmp_path, phases=(Phase(64, 3, 8),)), log=quiet)
@@ -117,17 +118,16 @@ def test_checkpoints_restore_into_a_model_without_its_optimizer(dataset_dir, tmp
         np.testing.assert_array_equal(restored.numpy(), trained.numpy())
 
 
-@pytest.mark.parametrize("precision, family", [("bfloat16", "protbert"), ("float16", "protbert"),
-                                               ("bfloat16", "prottxl")])
-def test_mixed_precision_trains_with_float32_weights_and_embeds_in_float32(dataset_dir, tmp_path, precision, family):
+def test_float16_training_scales_its_loss_and_keeps_float32_weights(dataset_dir, tmp_path):
+    """(bfloat16, for every family: tests/task_checks.py.)"""
     import keras
 
     try:
-        trainer = Trainer(config(dataset_dir, tmp_path, phases=(Phase(64, 4, 8),), mixed_precision=precision,
-                                 log_every=2, family=family), log=quiet)
+        trainer = Trainer(config(dataset_dir, tmp_path, phases=(Phase(64, 4, 8),), mixed_precision="float16",
+                                 log_every=2), log=quiet)
         metrics = trainer.train()
-        assert np.isfinite(metrics["loss"])
-        assert trainer.model.backbone.compute_dtype == precision
+        assert np.isfinite(metrics["loss"]) and isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer)
+        assert trainer.model.backbone.compute_dtype == "float16"
         assert all(w.dtype == "float32" for w in trainer.model.trainable_weights)
     finally:
         keras.config.set_dtype_policy("float32")
@@ -258,7 +258,7 @@ def test_a_killed_run_resumes_where_its_checkpoints_left_off(dataset_dir, tmp_pa
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["protbert", "protalbert"])
+@pytest.mark.parametrize("family", one_family_per_objective())
 def test_mirrored_strategy_trains_on_two_replicas(dataset_dir, tmp_path, family):
     script = textwrap.dedent(f"""
         import tensorflow as tf
@@ -293,7 +293,7 @@ def _free_ports(count: int) -> list[int]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["protbert", "protalbert", "protxlnet", "prottxl", "prott5"])
+@pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_multi_worker_strategy_trains_across_two_processes(dataset_dir, tmp_path, family):
     import json
 

@@ -6,8 +6,8 @@ Only ALBERT's one group of one shared layer is mapped (ProtAlbert's layout).
 from __future__ import annotations
 
 from models.hf_checkpoint import CheckpointError, read_config
-from models.networks.encoder_convert import EncoderCheckpointNames, load_encoder_masked_lm
-from models.networks.masked_lm import MaskedLM
+from models.protbert.encoder_convert import EncoderCheckpointNames, load_encoder_masked_lm
+from models.objectives.masked_lm import MaskedLM
 
 _LAYER = "albert.encoder.albert_layer_groups.0.albert_layers.0."
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from models.networks.encoder_convert import EncoderCheckpointNames, load_encoder_masked_lm
-from models.networks.masked_lm import MaskedLM
+from models.protbert.encoder_convert import EncoderCheckpointNames, load_encoder_masked_lm
+from models.objectives.masked_lm import MaskedLM
 
 
 def _layer_names(layer: int) -> dict[str, str]:

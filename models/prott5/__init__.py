@@ -4,7 +4,6 @@ from models.family import Family
 from models.objectives.denoising import DENOISING
 from models.prott5.backbone import T5EncoderBackbone
 from models.prott5.convert import load_checkpoint
-from models.prott5.denoising import denoising_dataset, denoising_task
 from models.prott5.presets import PRESETS
 
 FAMILY = Family(
@@ -12,8 +11,6 @@ FAMILY = Family(
     description="T5 encoder-decoder, single-residue denoising, relative position buckets, no length limit",
     objective=DENOISING,
     backbone=T5EncoderBackbone,
-    task_model=denoising_task,
-    dataset=denoising_dataset,
     presets=PRESETS,
     import_checkpoint=load_checkpoint,
     checkpoint_files=("config.json", "spiece.model", "model.safetensors or pytorch_model.bin"),

@@ -116,6 +116,10 @@ class T5EncoderBackbone(keras.layers.Layer):
                 "layer_norm_epsilon": self.layer_norm_epsilon, "num_buckets": self.num_buckets,
                 "max_distance": self.max_distance}
 
+    def decoder_stack(self, num_layers: int | None = None) -> T5Stack:
+        """A T5 decoder of this shape (its own depth), for a task model that decodes from this encoder."""
+        return T5Stack(**self.stack_config(num_layers), decoder=True, name="decoder")
+
     def get_config(self):
         config = self.stack_config()
         return {**super().get_config(), **config, "vocabulary_size": self.vocabulary_size,

@@ -17,7 +17,7 @@ import numpy as np
 from models import vocabulary
 from models.hf_checkpoint import CheckpointError, SPIECE, float32_weights, read_config, read_sentencepiece_pieces
 from models.prott5.backbone import T5EncoderBackbone, T5Stack
-from models.prott5.denoising import T5Denoising
+from models.objectives.denoising import T5Denoising
 
 EXTRA_IDS = 100
 _PIECES = {"<pad>": vocabulary.PAD, "</s>": vocabulary.SEP, "<unk>": vocabulary.UNK}

@@ -1,10 +1,8 @@
 """ProtTXL: Transformer-XL's causal language model on protein sequences."""
 
-from models import input_pipeline
 from models.family import Family
 from models.objectives.causal_lm import CAUSAL_LM
 from models.prottxl.backbone import TransformerXLBackbone
-from models.prottxl.causal_lm import CausalLM
 from models.prottxl.convert import load_checkpoint
 from models.prottxl.presets import PRESETS
 
@@ -13,9 +11,6 @@ FAMILY = Family(
     description="Transformer-XL, causal LM on segment streams with memory, relative positions",
     objective=CAUSAL_LM,
     backbone=TransformerXLBackbone,
-    task_model=CausalLM,
-    dataset=lambda files, config, input_context, backbone: input_pipeline.causal_lm_dataset(
-        files, config, input_context),
     presets=PRESETS,
     import_checkpoint=load_checkpoint,
     checkpoint_files=("config.json", "model.safetensors or pytorch_model.bin", "vocab.txt (optional)"),

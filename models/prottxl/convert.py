@@ -20,7 +20,7 @@ from models.hf_checkpoint import (SENTENCEPIECE_SPECIALS, CheckpointError, float
                                   vocabulary_rows)
 from models.layers.tied_lm_head import TiedLMHead
 from models.prottxl.backbone import TransformerXLBackbone
-from models.prottxl.causal_lm import CausalLM
+from models.objectives.causal_lm import CausalLM
 
 VOCABULARY_FILE = "vocab.txt"
 # The untied copy of the embedding in the output layer, and buffers.

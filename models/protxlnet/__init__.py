@@ -4,8 +4,6 @@ from models.family import Family
 from models.objectives.permutation_lm import PERMUTATION_LM
 from models.protxlnet.backbone import XLNetBackbone
 from models.protxlnet.convert import load_checkpoint
-from models.protxlnet.inputs import training_dataset
-from models.protxlnet.permutation_lm import PermutationLM
 from models.protxlnet.presets import PRESETS
 
 FAMILY = Family(
@@ -13,8 +11,6 @@ FAMILY = Family(
     description="XLNet, permutation LM (two-stream attention), relative positions, memory",
     objective=PERMUTATION_LM,
     backbone=XLNetBackbone,
-    task_model=PermutationLM,
-    dataset=training_dataset,
     presets=PRESETS,
     import_checkpoint=load_checkpoint,
     checkpoint_files=("config.json", "spiece.model", "model.safetensors or pytorch_model.bin"),

@@ -15,7 +15,7 @@ from models.hf_checkpoint import (SPIECE, CheckpointError, float32_weights, read
                                   read_sentencepiece_pieces, sentencepiece_rows)
 from models.layers.tied_lm_head import TiedLMHead
 from models.protxlnet.backbone import XLNetBackbone
-from models.protxlnet.permutation_lm import PermutationLM
+from models.objectives.permutation_lm import PermutationLM
 
 # Weights the import does not map: one-segment inputs need no segment terms (see above).
 IGNORABLE = ("r_s_bias", "seg_embed", "lm_loss.weight")

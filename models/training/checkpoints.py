@@ -73,7 +73,7 @@ def load_trained_backbone(model_dir: str) -> tuple[Backbone, str]:
     # Mixed precision is how a run trained, not how it embeds: the variables are float32 either way, and a backbone
     # rebuilt with a mixed policy outside the run's global policy mixes dtypes in its sublayers.
     backbone = family.backbone.from_config({key: value for key, value in saved["config"].items() if key != "dtype"})
-    model = family.task_model(backbone, 1)
+    model = family.objective.task_model(backbone)
     model.build({TOKEN_IDS: (None, None)})
     restore_model_weights(model, latest)
     return backbone, latest

@@ -25,7 +25,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from models.input_pipeline import MASK_IDS, MASK_WEIGHTS, RESET, TOKEN_IDS, InputConfig, first_unreadable_file
+from models.input_pipeline import TOKEN_IDS, InputConfig, first_unreadable_file
+from models.objectives.objective import TARGET_IDS, TARGET_WEIGHTS, Objective
 from models.registry import get_family
 from models.training.checkpoints import config_changes, model_weights, write_backbone_config
 from models.training.floor import no_context_floor, residue_counts
@@ -99,7 +100,7 @@ class Trainer:
         keras.utils.set_random_seed(config.seed)
         with self.strategy.scope():
             self.backbone = self.family.build_backbone(config.preset, **self._backbone_overrides())
-            self.model = self.family.task_model(self.backbone, self._lanes())
+            self.model = self.family.objective.task_model(self.backbone, self._lanes())
             self.model.build({TOKEN_IDS: (None, None)})
             optimizer = OPTIMIZERS[config.optimizer](
                 learning_rate=WarmupLinearDecay(
@@ -145,7 +146,7 @@ class Trainer:
         """Per-replica micro-batch: a model with memory keeps one memory row per lane, so it must not change."""
         sizes = {phase.global_batch // self.settings.accumulation_steps // self.strategy.num_replicas_in_sync
                  for phase in self.job.phases}
-        if len(sizes) > 1 and getattr(self.backbone, "memory_length", 0):
+        if len(sizes) > 1 and self.family.objective.keeps_memory(self.backbone):
             raise ValueError(f"{self.family.name} trains with memory on per-lane streams: it needs one per-replica "
                              "batch for all phases (no --two-phase)")
         return min(sizes)
@@ -252,7 +253,7 @@ class Trainer:
         def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
             input_config = InputConfig(sequence_length=phase.sequence_length, seed=seed,
                                        batch_size=context.get_per_replica_batch_size(micro_batch))
-            return self.family.dataset(files, input_config, None if validation else context, self.backbone)
+            return self.family.objective.dataset(files, input_config, None if validation else context, self.backbone)
 
         return self.strategy.distribute_datasets_from_function(dataset_fn)
 
@@ -294,15 +295,16 @@ class Trainer:
 
     def _train_function(self):
         model, optimizer, strategy = self.model, self.optimizer, self.strategy
+        objective = self.family.objective
 
         def loss_and_gradients(batch, global_weight):
             with tf.GradientTape() as tape:
-                logits, losses = _target_losses(model, batch, training=True)
-                weights = batch[MASK_WEIGHTS]
+                logits, losses = _target_losses(model, objective, batch, training=True)
+                weights = batch[TARGET_WEIGHTS]
                 loss = tf.reduce_sum(losses * weights) / tf.maximum(global_weight, 1.0)
                 scaled = optimizer.scale_loss(loss)
             gradients = tape.gradient(scaled, model.trainable_variables)
-            correct = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), batch[MASK_IDS]), tf.float32)
+            correct = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), batch[TARGET_IDS]), tf.float32)
             stats = tf.stack([
                 tf.reduce_sum(losses * weights), tf.reduce_sum(weights), tf.reduce_sum(correct * weights),
                 tf.reduce_sum(tf.cast(batch[TOKEN_IDS] != 0, tf.float32)),
@@ -315,7 +317,7 @@ class Trainer:
 
         def replica_step(batch):
             context = tf.distribute.get_replica_context()
-            global_weight = context.all_reduce("sum", tf.reduce_sum(batch[MASK_WEIGHTS]))
+            global_weight = context.all_reduce("sum", tf.reduce_sum(batch[TARGET_WEIGHTS]))
             gradients, stats = loss_and_gradients(batch, global_weight)
             optimizer.apply_gradients(zip(gradients, model.trainable_variables))
             return stats
@@ -337,7 +339,7 @@ class Trainer:
         return {
             "loss": float(loss),
             "context_gain": float(self.floor - loss),
-            "masked_accuracy": float(correct / max(weight, 1.0)),
+            self.family.objective.accuracy_metric: float(correct / max(weight, 1.0)),
             "perplexity": float(math.exp(min(loss, 50.0))),
             "learning_rate": float(learning_rate.numpy() if hasattr(learning_rate, "numpy") else learning_rate),
             "tokens_per_second": float(tokens / max(seconds, 1e-9)),
@@ -350,7 +352,7 @@ class Trainer:
                 tf.summary.scalar(name, value)
         writer.flush()
         self.log(f"step {step:>7}/{end}  loss {metrics['loss']:.4f}  gain {metrics['context_gain']:+.4f}  "
-                 f"acc {metrics['masked_accuracy']:.3f}  "
+                 f"acc {metrics[self.family.objective.accuracy_metric]:.3f}  "
                  f"ppl {metrics['perplexity']:.2f}  lr {metrics['learning_rate']:.2e}  "
                  f"tokens/s {metrics['tokens_per_second']:,.0f}")
 
@@ -374,11 +376,12 @@ class Trainer:
 
     def _eval_function(self):
         if self._eval is None:
-            model, strategy = self.model, self.strategy
+            model, strategy, objective = self.model, self.strategy, self.family.objective
 
             def replica_step(batch):
-                _, losses = _target_losses(model, batch, training=False)
-                return tf.stack([tf.reduce_sum(losses * batch[MASK_WEIGHTS]), tf.reduce_sum(batch[MASK_WEIGHTS])])
+                _, losses = _target_losses(model, objective, batch, training=False)
+                weights = batch[TARGET_WEIGHTS]
+                return tf.stack([tf.reduce_sum(losses * weights), tf.reduce_sum(weights)])
 
             @tf.function
             def evaluate(iterator):
@@ -388,10 +391,8 @@ class Trainer:
         return self._eval
 
 
-def _target_losses(model: keras.Model, batch: dict, training: bool) -> tuple[tf.Tensor, tf.Tensor]:
-    """The float32 logits and the cross-entropy of every target slot. Validation reads each segment from a zero
-    memory, so it drops the batch's memory-reset flags."""
-    dropped = (MASK_IDS, MASK_WEIGHTS) if training else (MASK_IDS, MASK_WEIGHTS, RESET)
-    logits = tf.cast(model({key: value for key, value in batch.items() if key not in dropped}, training=training),
-                     tf.float32)
-    return logits, keras.losses.sparse_categorical_crossentropy(batch[MASK_IDS], logits, from_logits=True)
+def _target_losses(model: keras.Model, objective: Objective, batch: dict,
+                   training: bool) -> tuple[tf.Tensor, tf.Tensor]:
+    """The float32 logits and the cross-entropy of every target slot."""
+    logits = tf.cast(model(objective.model_inputs(batch, training), training=training), tf.float32)
+    return logits, keras.losses.sparse_categorical_crossentropy(batch[TARGET_IDS], logits, from_logits=True)

@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-
 from models.hf_checkpoint import WeightReader, float32_weights, read_config, read_vocabulary, vocabulary_rows
 from models.networks.encoder_backbone import EncoderBackbone
-from models.networks.masked_lm import MaskedLM
+from models.objectives.masked_lm import MaskedLM
 
+CHECKPOINT_FILES = ("config.json", "vocab.txt", "model.safetensors or pytorch_model.bin")
 # Weights a masked-LM import does not need: buffers, the untied decoder copy, pre-training-only heads.
 IGNORABLE = ("position_ids", "decoder.weight", "decoder.bias", "pooler.", "seq_relationship", "sop_classifier")
 

@@ -1,4 +1,5 @@
-"""Per-lane memory of a segment-recurrent model during training (Transformer-XL, XLNet).
+"""What the objectives of segment-recurrent models (causal LM, permutation LM) share: the per-lane memory of
+training and the task model's base.
 
 Row b of every batch continues lane b's stream, so the hidden states a layer saw for lane b in one batch are the
 context of lane b's next segment. The memory lives in per-replica (sync-on-read) variables — each replica
@@ -10,7 +11,9 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from models.input_pipeline import RESET
 from models.layers.tied_lm_head import TiedLMHead
+from models.objectives.objective import Objective
 
 
 class LaneMemory:
@@ -53,3 +56,13 @@ class StreamLM(keras.Model):
                                      self.backbone.hidden_dim)
         object.__setattr__(self, "lane_memory", lane_memory)  # bypasses Keras tracking on purpose
         self.built = True
+
+
+class StreamObjective(Objective):
+    """An objective whose task model is a :class:`StreamLM`: with a backbone memory, its batches are segments of
+    per-lane streams whose ``reset`` flags are stream state."""
+
+    state_keys = (RESET,)
+
+    def keeps_memory(self, backbone) -> bool:
+        return bool(getattr(backbone, "memory_length", 0))
