@@ -92,7 +92,7 @@ def prepare_data(args, workdir: str) -> str:
 
 def train(args, data: str, model_dir: str, steps: int):
     from models.training.settings import TrainingSettings
-    from models.training.trainer import TrainJob, Trainer
+    from models.training.trainer import TrainJob, build_trainer
 
     settings = TrainingSettings(
         family=args.family, preset=args.preset, steps=steps, global_batch=args.global_batch,
@@ -102,7 +102,7 @@ def train(args, data: str, model_dir: str, steps: int):
         eval_batches=4 if args.smoke else 40)
     job = TrainJob(settings, tuple(sorted(glob.glob(os.path.join(data, "train", "data-*")))), model_dir,
                    valid_files=tuple(sorted(glob.glob(os.path.join(data, "valid", "data-*")))))
-    trainer = Trainer(job, log=lambda line: print(f"  {line}", flush=True))
+    trainer = build_trainer(job, log=lambda line: print(f"  {line}", flush=True))
     start = time.perf_counter()
     metrics = trainer.train()
     return trainer, time.perf_counter() - start, metrics
@@ -127,8 +127,8 @@ def main(argv=None) -> int:
     summary = trainer.summary.to_dict()
     tokens = steps * tokens_per_step
     rate = tokens / seconds
-    config = trainer.backbone.get_config()
-    mfu = rate * flops_per_token(trainer.backbone, config["num_layers"], config["hidden_dim"],
+    config = trainer.state.backbone.get_config()
+    mfu = rate * flops_per_token(trainer.state.backbone, config["num_layers"], config["hidden_dim"],
                                  args.sequence_length) / peak
     valid = summary.get("valid") or {}
     gain, (low, high) = valid.get("context_gain", float("nan")), valid.get("context_gain_ci95", [float("nan")] * 2)
@@ -141,7 +141,7 @@ def main(argv=None) -> int:
 
     probe_data = args.probe_data or (SHARED if os.path.isdir(os.path.join(SHARED, "ss")) and not args.smoke
                                      else os.path.join(REPO, "models", "probes", "sample_data"))
-    embedder = BackboneEmbedder(trainer.backbone, name=f"{args.family}-{args.preset}", identity=f"bench:{output}")
+    embedder = BackboneEmbedder(trainer.state.backbone, name=f"{args.family}-{args.preset}", identity=f"bench:{output}")
     metrics, _ = probe.probe_model(embedder, probe_data, "all", os.path.join(output, "probes"),
                                    probe.ProbeSettings(), args.probe_limit or None, maps=False)
     lines = {}

@@ -124,10 +124,10 @@ def train_job(train_files, model_dir, *phases, valid_files=(), **settings):
 
 def train_and_log(job):
     """Train per `job` (a TrainJob); the trainer, its last metrics and the loss of every logged step."""
-    from models.training.trainer import Trainer
+    from models.training.trainer import build_trainer
 
     logged: list[str] = []
-    trainer = Trainer(job, log=logged.append)
+    trainer = build_trainer(job, log=logged.append)
     metrics = trainer.train()
     losses = [float(line.split("loss ")[1].split()[0]) for line in logged if line.startswith("step")]
     return trainer, metrics, losses

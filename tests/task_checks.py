@@ -70,8 +70,8 @@ def check_mixed_precision(family: Family, train_files: tuple[str, ...], tmp_path
         job = train_job(train_files, tmp_path / "bfloat16", Phase(32, 1, 4), family=family.name,
                         mixed_precision="bfloat16", log_every=1, warmup_steps=1)
         trainer, metrics, _ = train_and_log(job)
-        assert np.isfinite(metrics["loss"]) and trainer.model.backbone.compute_dtype == "bfloat16"
-        assert all(weight.dtype == "float32" for weight in trainer.model.trainable_weights)
+        assert np.isfinite(metrics["loss"]) and trainer.state.model.backbone.compute_dtype == "bfloat16"
+        assert all(weight.dtype == "float32" for weight in trainer.state.model.trainable_weights)
     finally:
         keras.config.set_dtype_policy("float32")
     backbone, _ = load_trained_backbone(str(tmp_path / "bfloat16"))

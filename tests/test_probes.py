@@ -136,19 +136,20 @@ def test_a_training_directory_is_a_model(tmp_path):
 
     from beam_jobs import fasta_to_tfrecords
     from models.training.settings import Phase
-    from models.training.trainer import Trainer
+    from models.training.trainer import build_trainer
     from tests.conftest import SAMPLE_FASTA, train_job
 
     data = tmp_path / "data"
     fasta_to_tfrecords.run(["--input", str(SAMPLE_FASTA), "--output-dir", str(data)])
     files = tuple(str(p) for p in (data / "train").glob("data-*"))
-    trainer = Trainer(train_job(files, tmp_path / "run", Phase(64, 2, 4), family="protalbert"), log=lambda _: None)
+    trainer = build_trainer(train_job(files, tmp_path / "run", Phase(64, 2, 4), family="protalbert"),
+                            log=lambda _: None)
     trainer.train()
     embedder = load_embedder(str(tmp_path / "run"))
     [loaded] = embedder.embed(["MKTAYIAK"])
     from models.export import embedding
 
-    [expected] = embedding.embed(trainer.backbone, ["MKTAYIAK"])
+    [expected] = embedding.embed(trainer.state.backbone, ["MKTAYIAK"])
     np.testing.assert_allclose(loaded.residues, expected.residues, atol=1e-6)
     assert tf.io.gfile.exists(str(tmp_path / "run" / "backbone_config.json"))
 

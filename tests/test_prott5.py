@@ -143,7 +143,7 @@ def test_prott5_pretrains_by_denoising_with_the_common_trainer(tmp_path):
     job = train_job(sorted((data / "train").glob("data-*")), tmp_path / "model", Phase(64, 100, 16), family="prott5",
                     preset="tiny", log_every=10, warmup_steps=5, learning_rate=3e-3)
     trainer, _, losses = train_and_log(job)
-    assert trainer.family.objective.name == "denoising" and 0.3 < trainer.floor < 0.5
+    assert trainer.state.family.objective.name == "denoising" and 0.3 < trainer.floor < 0.5
     assert losses[-1] < losses[0] - 0.3, losses
 
 

@@ -95,7 +95,7 @@ def test_prottxl_trains_on_real_proteins_with_memory_across_batches(sample_data,
                     learning_rate=5e-3, warmup_steps=10, log_every=10, checkpoint_every=60)
     trainer, metrics, losses = train_and_log(job)
     assert losses[0] > 3.0 and metrics["loss"] < losses[0] - 0.15, losses
-    assert all(np.abs(m.numpy()).max() > 0 for m in trainer.model.lane_memory.variables)  # memory was carried
+    assert all(np.abs(m.numpy()).max() > 0 for m in trainer.state.model.lane_memory.variables)  # memory was carried
     backbone, _ = load_trained_backbone(str(tmp_path / "model"))
     assert isinstance(backbone, TransformerXLBackbone)
 

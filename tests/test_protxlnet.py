@@ -114,7 +114,7 @@ def test_protxlnet_trains_on_real_protein_streams_with_memory_and_its_loss_falls
     trainer, metrics, losses = train_and_log(job)
     assert losses[0] > 3.0 and metrics["loss"] < losses[0] - 0.15, losses
     # the tiny preset has a memory: segments of per-lane streams, each lane's memory carried to its next batch
-    assert all(np.abs(m.numpy()).max() > 0 for m in trainer.model.lane_memory.variables)
+    assert all(np.abs(m.numpy()).max() > 0 for m in trainer.state.model.lane_memory.variables)
     backbone, _ = load_trained_backbone(str(tmp_path / "model"))
     assert isinstance(backbone, XLNetBackbone)
 

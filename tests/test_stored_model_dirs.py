@@ -13,7 +13,7 @@ import pytest
 from models.export import embedding
 from models.training.checkpoints import load_trained_backbone
 from models.training.settings import Phase
-from models.training.trainer import Trainer
+from models.training.trainer import build_trainer
 from tests.conftest import train_job
 
 STORED = Path(__file__).parent / "fixtures" / "pre_objectives"
@@ -31,7 +31,7 @@ def test_a_model_folder_from_before_the_objectives_moved_embeds_and_resumes(fami
     logged: list[str] = []
     job = train_job(sample_shards, folder, Phase(32, 3, 4), family=family, log_every=1, checkpoint_every=2,
                     warmup_steps=1, dropout=None)
-    trainer = Trainer(job, log=logged.append)
+    trainer = build_trainer(job, log=logged.append)
     metrics = trainer.train()
     assert any(line.startswith("resumed from") and line.endswith("at step 2") for line in logged), logged
     assert trainer.step == 3 and np.isfinite(metrics["loss"])

@@ -18,7 +18,7 @@ import tensorflow as tf
 from models.export import embedding
 from models.training.checkpoints import load_trained_backbone, restore_model_weights
 from models.training.settings import Phase, two_phase_schedule
-from models.training.trainer import TrainJob, Trainer
+from models.training.trainer import TrainJob, build_trainer
 from models.registry import FAMILIES
 from tests.conftest import SAMPLE_FASTA, one_family_per_objective, train_and_log, train_job
 
@@ -59,7 +59,8 @@ def test_loss_falls_on_real_proteins(dataset_dir, tmp_path):
 def test_two_phases_run_in_order_and_count_optimizer_updates(dataset_dir, tmp_path):
     logged = []
     phases = (Phase(64, 6, 8), Phase(256, 4, 4))
-    trainer = Trainer(config(dataset_dir, tmp_path, phases=phases, accumulation_steps=2, log_every=2), log=logged.append)
+    trainer = build_trainer(config(dataset_dir, tmp_path, phases=phases, accumulation_steps=2, log_every=2),
+                            log=logged.append)
     trainer.train()
     assert trainer.step == 10
     assert [line.split(":")[0] for line in logged if line.startswith("phase")] == ["phase 1/2", "phase 2/2"]
@@ -68,13 +69,14 @@ def test_two_phases_run_in_order_and_count_optimizer_updates(dataset_dir, tmp_pa
 
 
 def test_a_new_trainer_resumes_from_the_latest_checkpoint(dataset_dir, tmp_path):
-    first = Trainer(config(dataset_dir, tmp_path, phases=(Phase(128, 20, 8),)), log=quiet)
+    first = build_trainer(config(dataset_dir, tmp_path, phases=(Phase(128, 20, 8),)), log=quiet)
     first.train()
-    weights = [w.numpy() for w in first.model.weights]
+    weights = [w.numpy() for w in first.state.model.weights]
     logged = []
-    second = Trainer(config(dataset_dir, tmp_path, phases=(Phase(128, 30, 8),)), log=logged.append)
-    assert second.restore() == 20
-    for restored, saved in zip(second.model.weights, weights):
+    second = build_trainer(config(dataset_dir, tmp_path, phases=(Phase(128, 30, 8),)), log=logged.append)
+    second.state.restore(second.job.model_dir)
+    assert second.step == 20
+    for restored, saved in zip(second.state.model.weights, weights):
         np.testing.assert_array_equal(restored.numpy(), saved)
     second.train()
     assert second.step == 30
@@ -82,7 +84,7 @@ def test_a_new_trainer_resumes_from_the_latest_checkpoint(dataset_dir, tmp_path)
 
 
 def test_the_position_table_stops_at_the_longest_trained_length(dataset_dir, tmp_path):
-    trainer = Trainer(config(dataset_dir, tmp_path, phases=(Phase(64, 2, 8), Phase(96, 2, 4))), log=quiet)
+    trainer = build_trainer(config(dataset_dir, tmp_path, phases=(Phase(64, 2, 8), Phase(96, 2, 4))), log=quiet)
     trainer.train()
     backbone, _ = load_trained_backbone(trainer.job.model_dir)
     assert backbone.max_sequence_length == 96  # not the tiny preset's 1026: positions past 96 were never trained
@@ -92,11 +94,11 @@ def test_the_position_table_stops_at_the_longest_trained_length(dataset_dir, tmp
 
 
 def test_adamw_and_a_dropout_override_train(dataset_dir, tmp_path):
-    trainer = Trainer(config(dataset_dir, tmp_path, optimizer="adamw", learning_rate=1e-3, dropout=0.0,
-                             preset="small", phases=(Phase(64, 3, 8),)), log=quiet)
+    trainer = build_trainer(config(dataset_dir, tmp_path, optimizer="adamw", learning_rate=1e-3, dropout=0.0,
+                                   preset="small", phases=(Phase(64, 3, 8),)), log=quiet)
     metrics = trainer.train()
-    assert type(trainer.optimizer).__name__ == "AdamW"
-    assert trainer.backbone.dropout == trainer.backbone.attention_dropout == 0.0  # the small preset has 0.1
+    assert type(trainer.state.optimizer).__name__ == "AdamW"
+    assert trainer.state.backbone.dropout == trainer.state.backbone.attention_dropout == 0.0  # the small preset has 0.1
     assert np.isfinite(metrics["loss"])
 
 
@@ -109,12 +111,12 @@ def test_checkpoints_restore_into_a_model_without_its_optimizer(dataset_dir, tmp
     from models.objectives.masked_lm import MaskedLM
     from models.registry import build_backbone
 
-    trainer = Trainer(config(dataset_dir, tmp_path, phases=(Phase(64, 3, 8),)), log=quiet)
+    trainer = build_trainer(config(dataset_dir, tmp_path, phases=(Phase(64, 3, 8),)), log=quiet)
     trainer.train()
     fresh = MaskedLM(build_backbone("protbert", "tiny", max_sequence_length=64))
     fresh.build({"token_ids": (None, None)})
-    restore_model_weights(fresh, trainer.manager.latest_checkpoint)
-    for restored, trained in zip(fresh.weights, trainer.model.weights):
+    restore_model_weights(fresh, trainer.state.manager.latest_checkpoint)
+    for restored, trained in zip(fresh.weights, trainer.state.model.weights):
         np.testing.assert_array_equal(restored.numpy(), trained.numpy())
 
 
@@ -123,12 +125,12 @@ def test_float16_training_scales_its_loss_and_keeps_float32_weights(dataset_dir,
     import keras
 
     try:
-        trainer = Trainer(config(dataset_dir, tmp_path, phases=(Phase(64, 4, 8),), mixed_precision="float16",
-                                 log_every=2), log=quiet)
+        trainer = build_trainer(config(dataset_dir, tmp_path, phases=(Phase(64, 4, 8),), mixed_precision="float16",
+                                       log_every=2), log=quiet)
         metrics = trainer.train()
-        assert np.isfinite(metrics["loss"]) and isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer)
-        assert trainer.model.backbone.compute_dtype == "float16"
-        assert all(w.dtype == "float32" for w in trainer.model.trainable_weights)
+        assert np.isfinite(metrics["loss"]) and isinstance(trainer.state.optimizer, keras.optimizers.LossScaleOptimizer)
+        assert trainer.state.model.backbone.compute_dtype == "float16"
+        assert all(w.dtype == "float32" for w in trainer.state.model.trainable_weights)
     finally:
         keras.config.set_dtype_policy("float32")
     backbone, _ = load_trained_backbone(trainer.job.model_dir)  # a later process: the global policy is float32
@@ -138,8 +140,8 @@ def test_float16_training_scales_its_loss_and_keeps_float32_weights(dataset_dir,
 
 
 def test_one_device_strategy_trains_and_writes_tensorboard_scalars(dataset_dir, tmp_path):
-    trainer = Trainer(config(dataset_dir, tmp_path, phases=(Phase(64, 4, 8),), strategy="one_device", log_every=2),
-                      log=quiet)
+    trainer = build_trainer(config(dataset_dir, tmp_path, phases=(Phase(64, 4, 8),), strategy="one_device",
+                                   log_every=2), log=quiet)
     trainer.train()
     events = list((tmp_path / "model" / "tensorboard").glob("events.out.tfevents.*"))
     tags = {value.tag for path in events for event in tf.compat.v1.train.summary_iterator(str(path))
@@ -148,8 +150,8 @@ def test_one_device_strategy_trains_and_writes_tensorboard_scalars(dataset_dir, 
 
 
 def test_xla_compiled_steps_train(dataset_dir, tmp_path):
-    trainer = Trainer(config(dataset_dir, tmp_path, phases=(Phase(64, 4, 8),), jit_compile=True,
-                             steps_per_execution=2, log_every=2), log=quiet)
+    trainer = build_trainer(config(dataset_dir, tmp_path, phases=(Phase(64, 4, 8),), jit_compile=True,
+                                   steps_per_execution=2, log_every=2), log=quiet)
     assert np.isfinite(trainer.train()["loss"]) and trainer.step == 4
 
 
@@ -201,12 +203,12 @@ def test_a_truncated_shard_is_named(dataset_dir, tmp_path):
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
     job = train_job(sorted(damaged.iterdir()), tmp_path / "model", Phase(64, 400, 16), preset="tiny", log_every=100)
     with pytest.raises(ValueError, match=f"cannot read {last}"):
-        Trainer(job, log=quiet).train()
+        build_trainer(job, log=quiet).train()
 
 
 def test_resuming_with_a_shape_changing_setting_names_the_setting(dataset_dir, tmp_path):
-    Trainer(config(dataset_dir, tmp_path, phases=(Phase(64, 2, 4),)), log=quiet).train()
-    shorter = Trainer(config(dataset_dir, tmp_path, phases=(Phase(32, 4, 4),)), log=quiet)
+    build_trainer(config(dataset_dir, tmp_path, phases=(Phase(64, 2, 4),)), log=quiet).train()
+    shorter = build_trainer(config(dataset_dir, tmp_path, phases=(Phase(32, 4, 4),)), log=quiet)
     with pytest.raises(ValueError, match="max_sequence_length: 64 there, 32 now"):
         shorter.train()
 
@@ -217,7 +219,7 @@ def test_sigterm_ends_a_run_whose_step_never_finishes(dataset_dir, tmp_path, mon
     exits, logged = [], []
     monkeypatch.setattr(trainer_module, "SIGTERM_GRACE_S", 0.2)
     monkeypatch.setattr(trainer_module.os, "_exit", exits.append)
-    stalled = Trainer(config(dataset_dir, tmp_path, phases=(Phase(64, 2, 4),)), log=logged.append)
+    stalled = build_trainer(config(dataset_dir, tmp_path, phases=(Phase(64, 2, 4),)), log=logged.append)
     stalled._on_sigterm(signal.SIGTERM, None)  # and no step returns: input that never comes
     time.sleep(1.0)
     assert exits == [143] and "no step finished within" in logged[-1]
@@ -265,13 +267,13 @@ def test_mirrored_strategy_trains_on_two_replicas(dataset_dir, tmp_path, family)
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         from models.training.settings import Phase
-        from models.training.trainer import Trainer
+        from models.training.trainer import build_trainer
         from tests.conftest import train_job
         job = train_job({train_files(dataset_dir)!r}, {str(tmp_path / "m")!r}, Phase(64, 6, 8), family={family!r},
                         strategy="mirrored", log_every=3)
-        trainer = Trainer(job)
+        trainer = build_trainer(job)
         metrics = trainer.train()
-        print("replicas", trainer.strategy.num_replicas_in_sync, "loss", metrics["loss"])
+        print("replicas", trainer.state.strategy.num_replicas_in_sync, "loss", metrics["loss"])
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
                             cwd=REPO, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})

@@ -19,7 +19,7 @@ from beam_jobs import schema
 from models.export.signatures import export_saved_model, latest_version_holding
 from models.training import settings as training_settings
 from models.training.summary import SUMMARY_FILE
-from models.training.trainer import TrainJob, Trainer
+from models.training.trainer import TrainJob, build_trainer
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -46,17 +46,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         job = TrainJob(training_settings.from_arguments(args), split_files(args.data, schema.TRAIN), args.model_dir,
                        valid_files=split_files(args.data, schema.VALID))
-        trainer = Trainer(job)
+        trainer = build_trainer(job)
         trainer.train()
     except ValueError as error:  # bad settings, unusable data, a model dir of another shape: named, no traceback
         print(f"prottrans-train: error: {error}", file=sys.stderr)
         return 2
-    if args.export_dir and trainer.chief:
-        unchanged = latest_version_holding(trainer.backbone, args.export_dir)
+    if args.export_dir and trainer.state.chief:
+        unchanged = latest_version_holding(trainer.state.backbone, args.export_dir)
         if unchanged:
             print(f"not exported: the latest version, {unchanged}, already holds this model")
         else:
-            path = export_saved_model(trainer.backbone, args.export_dir,
+            path = export_saved_model(trainer.state.backbone, args.export_dir,
                                       extra_assets={SUMMARY_FILE: trainer.summary.to_dict()})
             print(f"exported SavedModel to {path}")
     return 0

@@ -22,7 +22,7 @@ from models.export.signatures import write_saved_model
 from models.training.checkpoints import BACKBONE_CONFIG
 from models.training.settings import TrainingSettings
 from models.training.summary import SUMMARY_FILE
-from models.training.trainer import TrainJob, Trainer
+from models.training.trainer import TrainJob, build_trainer
 
 TRAINING = "training"
 CHECKPOINT_ROOT = "checkpoint_root"
@@ -84,10 +84,10 @@ def run_fn(fn_args) -> None:
     root = (fn_args.custom_config or {}).get(CHECKPOINT_ROOT) or fn_args.model_run_dir
     model_dir = checkpoint_dir(list(fn_args.train_files), settings, root)
     valid_files = _files(list(fn_args.eval_files or []), required=False)
-    trainer = Trainer(TrainJob(settings, _files(list(fn_args.train_files)), model_dir, valid_files=valid_files))
+    trainer = build_trainer(TrainJob(settings, _files(list(fn_args.train_files)), model_dir, valid_files=valid_files))
     print(f"checkpoints: {model_dir}", flush=True)
     trainer.train()
-    if trainer.chief:
-        write_saved_model(trainer.backbone, fn_args.serving_model_dir,
+    if trainer.state.chief:
+        write_saved_model(trainer.state.backbone, fn_args.serving_model_dir,
                           extra_assets={SUMMARY_FILE: trainer.summary.to_dict()})
-        _copy_final_checkpoint(model_dir, trainer.manager.latest_checkpoint, fn_args.model_run_dir)
+        _copy_final_checkpoint(model_dir, trainer.state.manager.latest_checkpoint, fn_args.model_run_dir)

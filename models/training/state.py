@@ -1,0 +1,116 @@
+"""The state of a training run, built in the strategy's scope: the distribution strategy, backbone and task model,
+optimizer with its schedule, and the checkpoint with its manager (resuming from the latest checkpoint)."""
+
+from __future__ import annotations
+
+import inspect
+import os
+from dataclasses import dataclass
+
+import keras
+import tensorflow as tf
+
+from models.family import Family
+from models.input_pipeline import TOKEN_IDS
+from models.networks.backbone import Backbone
+from models.registry import get_family
+from models.training.checkpoints import config_changes, model_weights
+from models.training.schedule import WarmupLinearDecay
+from models.training.settings import OPTIMIZERS, TrainingSettings
+from models.training.strategy import is_chief, make_strategy
+
+# Neither LayerNorm parameters nor biases are decayed (as in BERT/LAMB).
+NO_WEIGHT_DECAY = ["gamma", "beta", "bias"]
+
+
+@dataclass
+class TrainingState:
+    """What a run trains and saves. `chief` writes the shared files; `manager` keeps the last 3 checkpoints."""
+
+    family: Family
+    strategy: tf.distribute.Strategy
+    backbone: Backbone
+    model: keras.Model
+    optimizer: keras.optimizers.Optimizer
+    checkpoint: tf.train.Checkpoint
+    manager: tf.train.CheckpointManager
+    chief: bool
+
+    @property
+    def step(self) -> int:
+        """Optimizer updates done so far (restored from the checkpoint on resume)."""
+        return int(self.optimizer.iterations.numpy())
+
+    def restore(self, model_dir: str) -> str | None:
+        """Load the latest checkpoint, if any, after checking it holds a model of this shape; returns its path."""
+        latest = self.manager.latest_checkpoint
+        if latest:
+            changes = config_changes(self.backbone, self.family.name, model_dir)
+            if changes:
+                raise ValueError(
+                    f"{model_dir} holds checkpoints of another model shape ({'; '.join(changes)}; "
+                    "max_sequence_length follows --sequence-length): resume with that run's settings or use a new "
+                    "model dir")
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
+        return latest
+
+
+def build_training_state(settings: TrainingSettings, model_dir: str, phases, total_steps: int) -> TrainingState:
+    """The state of a run of `settings` over `phases`: sets the global dtype policy and seed, then builds the
+    strategy, the family's backbone and its objective's task model, the optimizer and the checkpoint."""
+    family = get_family(settings.family)
+    strategy = make_strategy(settings.strategy, settings.tpu)
+    if settings.mixed_precision != "none":
+        keras.config.set_dtype_policy(f"mixed_{settings.mixed_precision}")
+    keras.utils.set_random_seed(settings.seed)
+    with strategy.scope():
+        backbone = family.build_backbone(settings.preset, **_backbone_overrides(family, settings, phases))
+        model = family.objective.task_model(backbone, _lanes(family, backbone, settings, phases, strategy))
+        model.build({TOKEN_IDS: (None, None)})
+        optimizer = OPTIMIZERS[settings.optimizer](
+            learning_rate=WarmupLinearDecay(settings.learning_rate, _warmup_steps(settings, total_steps), total_steps,
+                                            settings.accumulation_steps),
+            weight_decay=settings.weight_decay,
+            gradient_accumulation_steps=settings.accumulation_steps if settings.accumulation_steps > 1 else None,
+        )
+        optimizer.exclude_from_weight_decay(var_names=NO_WEIGHT_DECAY)
+        if settings.mixed_precision == "float16":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer.build(model.trainable_variables)
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, weights=model_weights(model))
+    chief = is_chief(strategy)
+    manager = tf.train.CheckpointManager(checkpoint, _checkpoint_dir(model_dir, strategy, chief), max_to_keep=3,
+                                         step_counter=optimizer.iterations)
+    return TrainingState(family, strategy, backbone, model, optimizer, checkpoint, manager, chief)
+
+
+def _lanes(family: Family, backbone: Backbone, settings: TrainingSettings, phases, strategy) -> int:
+    """Per-replica micro-batch: a model with memory keeps one memory row per lane, so it must not change."""
+    sizes = {phase.global_batch // settings.accumulation_steps // strategy.num_replicas_in_sync for phase in phases}
+    if len(sizes) > 1 and family.objective.keeps_memory(backbone):
+        raise ValueError(f"{family.name} trains with memory on per-lane streams: it needs one per-replica batch for "
+                         "all phases (no --two-phase)")
+    return min(sizes)
+
+
+def _backbone_overrides(family: Family, settings: TrainingSettings, phases) -> dict:
+    """A learned position table stops at the longest length trained: positions no step ever saw keep their
+    random initial values, and a model carrying them would embed longer inputs with noise instead of
+    refusing them (the embedders then chunk such sequences). Relative-position families need no cut."""
+    accepted = inspect.signature(family.backbone).parameters
+    overrides = {}
+    if family.position_table:
+        longest = max(phase.sequence_length for phase in phases)
+        overrides["max_sequence_length"] = min(longest, family.preset_config(settings.preset)["max_sequence_length"])
+    if settings.dropout is not None:
+        overrides.update({key: settings.dropout for key in ("dropout", "attention_dropout") if key in accepted})
+    return overrides
+
+
+def _warmup_steps(settings: TrainingSettings, total_steps: int) -> int:
+    return settings.warmup_steps if settings.warmup_steps is not None else max(1, total_steps // 10)
+
+
+def _checkpoint_dir(model_dir: str, strategy: tf.distribute.Strategy, chief: bool) -> str:
+    directory = os.path.join(model_dir, "checkpoints")
+    return directory if chief else os.path.join(directory, f"worker_temp_{strategy.cluster_resolver.task_id}")
