@@ -17,8 +17,9 @@ class Family:
     """One model family.
 
     `objective` (:mod:`models.objectives`) builds the training model around the backbone and gives its batches
-    and no-context floor. `import_checkpoint(folder)` reads a Hugging Face checkpoint folder into the objective's
-    task model (its `.backbone` is what is served); None where no published format is supported.
+    and no-context floor. `import_checkpoint(folder, log)` reads a Hugging Face checkpoint folder into the objective's
+    task model (its `.backbone` is what is served), keeping the checkpoint's whole vocabulary and saying on `log`
+    which extra heads it skipped; None where no published format is supported.
     `position_table`: the backbone has learned absolute positions, which training cuts at the longest length it
     trains.
     """
@@ -28,7 +29,7 @@ class Family:
     objective: Objective
     backbone: type
     presets: Mapping[str, Mapping[str, Any]]
-    import_checkpoint: Callable[[str], keras.Model] | None = None
+    import_checkpoint: Callable[..., keras.Model] | None = None
     position_table: bool = False
     checkpoint_files: Sequence[str] = field(default_factory=tuple)  # what `prottrans-import` needs, for its help
 

@@ -2,10 +2,12 @@
 
 Weights come from ``model.safetensors``, or ``pytorch_model.bin`` read without torch (a zip of pickled metadata
 and raw storages). Published vocabularies order tokens differently from ours (Rostlab's ProtBert: ``[PAD] [UNK]
-[CLS] [SEP] [MASK] L A G V E S I K R D T P N Q F Y M H C W X U B Z O``); :func:`vocabulary_rows` and
-:func:`sentencepiece_rows` are the explicit mappings: each of our tokens takes the row of the same token. Their
-``U B Z O`` rows are not kept: our tokeniser maps those residues to ``X``. The families' converters
-(``models/<family>/convert.py``) map the weights.
+[CLS] [SEP] [MASK] L A G V E S I K R D T P N Q F Y M H C W X U B Z O``), and some lack tokens we have (a protein
+BERT with the 20 residues and no ``X``). An import keeps the checkpoint's whole vocabulary — every row of its
+embedding table and LM head, in its order — and maps each of our tokens to the row the checkpoint's own tokenizer
+would use (:func:`vocabulary_rows`, :func:`sentencepiece_rows`): the row of the same token, or the row of its
+unknown token (``[UNK]``, ``<unk>``) for one it lacks, as ``BertTokenizer`` and sentencepiece do. The families'
+converters (``models/<family>/convert.py``) map the weights.
 """
 
 from __future__ import annotations
@@ -184,11 +186,23 @@ class WeightReader(Mapping[str, np.ndarray]):
                 return self.weights[name]
         raise CheckpointError(f"{self.directory}: weight {names[0]!r} not found")
 
-    def check_all_used(self, ignorable: tuple[str, ...] = ()) -> None:
+    def check_all_used(self, ignorable: tuple[str, ...] = (), own_prefixes: tuple[str, ...] = ()) -> list[str]:
+        """Refuse the checkpoint if a weight of the family's own model (a name starting with one of
+        `own_prefixes`, or any name when none are given) was not mapped; return the unmapped weights outside it —
+        heads a publisher added beside the family's own (a classifier on the pooled output) — which the import
+        skips. Names containing one of `ignorable` (buffers, tied copies) are neither."""
         unused = sorted(name for name in self.weights
                         if name not in self.used and not any(part in name for part in ignorable))
-        if unused:
-            raise CheckpointError(f"{self.directory}: weights not mapped to the model: {unused[:10]}")
+        own = [name for name in unused if not own_prefixes or name.startswith(own_prefixes)]
+        if own:
+            raise CheckpointError(f"{self.directory}: weights not mapped to the model: {own[:10]}")
+        return unused
+
+
+def skipped_heads_note(skipped: list[str]) -> str:
+    """The one line an import prints about the weights it skipped (:meth:`WeightReader.check_all_used`)."""
+    shown = ", ".join(skipped[:8]) + (f" and {len(skipped) - 8} more" if len(skipped) > 8 else "")
+    return f"skipped {len(skipped)} weight(s) of heads beside the family's own: {shown}"
 
 
 def read_vocabulary(directory: str) -> list[str]:
@@ -200,15 +214,31 @@ def read_vocabulary(directory: str) -> list[str]:
 
 
 def vocabulary_rows(checkpoint_tokens: list[str], aliases: Mapping[str, str] | None = None) -> np.ndarray:
-    """For each of our token ids, the row of the same token in the checkpoint's vocabulary (`aliases` maps the
-    checkpoint's names of special tokens to ours, e.g. ``<pad>`` → ``[PAD]``)."""
+    """For each of our token ids, the row of the same token in the checkpoint's vocabulary, or of its unknown
+    token where it has none (`aliases` maps the checkpoint's names of special tokens to ours, e.g. ``<pad>`` →
+    ``[PAD]``)."""
     index: dict[str, int] = {}
     for row, token in enumerate(checkpoint_tokens):
         index.setdefault((aliases or {}).get(token, token), row)
+    return rows_or_unknown(index, "the checkpoint's vocabulary")
+
+
+def rows_or_unknown(index: Mapping[str, int], what: str) -> np.ndarray:
+    """Our tokens' rows from `index` (our token → the checkpoint's row), the unknown token's for those it lacks;
+    a CheckpointError naming them when it has no unknown token either."""
     missing = [token for token in vocabulary.TOKENS if token not in index]
-    if missing:
-        raise CheckpointError(f"the checkpoint's vocabulary lacks {missing}")
-    return np.array([index[token] for token in vocabulary.TOKENS])
+    if missing and vocabulary.UNK not in index:
+        raise CheckpointError(f"{what} lacks {missing} and has no unknown token to stand for them")
+    return np.array([index.get(token, index.get(vocabulary.UNK)) for token in vocabulary.TOKENS])
+
+
+def imported_vocabulary(token_rows: np.ndarray, table_rows: int) -> dict[str, Any]:
+    """The backbone config of an imported vocabulary: the checkpoint's table size and our tokens' rows in it
+    (nothing when the checkpoint's vocabulary is ours, token for token)."""
+    rows = [int(row) for row in token_rows]
+    if table_rows == vocabulary.VOCABULARY_SIZE and rows == list(range(vocabulary.VOCABULARY_SIZE)):
+        return {}
+    return {"vocabulary_size": int(table_rows), "token_rows": rows}
 
 
 SPIECE = "spiece.model"
@@ -228,7 +258,7 @@ def read_sentencepiece_pieces(path: str) -> list[str]:
 
 def sentencepiece_rows(pieces: list[str]) -> np.ndarray:
     """For each of our token ids, the row of its piece: specials by name, a residue by its piece (``▁A``, the
-    piece of a space-separated residue, before a bare ``A``)."""
+    piece of a space-separated residue, before a bare ``A``); ``<unk>``'s row for a token without a piece."""
     index: dict[str, int] = {}
     for row, piece in enumerate(pieces):
         if piece in SENTENCEPIECE_SPECIALS:
@@ -238,7 +268,4 @@ def sentencepiece_rows(pieces: list[str]) -> np.ndarray:
             residue = piece[1:] if piece.startswith("\u2581") else piece
             if (piece.startswith("\u2581") == prefer_word_start) and residue in vocabulary.TOKENS[5:]:
                 index.setdefault(residue, row)
-    missing = [token for token in vocabulary.TOKENS if token not in index]
-    if missing:
-        raise CheckpointError(f"the sentencepiece vocabulary lacks {missing}")
-    return np.array([index[token] for token in vocabulary.TOKENS])
+    return rows_or_unknown(index, "the sentencepiece vocabulary")

@@ -4,7 +4,11 @@
 inside the TF graph with core ops only (UTF-8 decode and a gather from a constant 256-entry table), so a
 SavedModel that takes raw sequence strings loads in a stock TF Serving binary. Lower-case residues map like
 upper-case ones and ``U Z O B`` map to ``X``, as the Beam job's normalisation does; anything else is
-``[UNK]``. Imported checkpoints keep their own token order through an explicit mapping table.
+``[UNK]``.
+
+An imported checkpoint keeps its own vocabulary: its embedding table and LM head keep every row, in the
+publisher's order, and the backbone's ``token_rows`` maps each of our token ids to the row the checkpoint's own
+tokenizer would use (:func:`checkpoint_rows`): the same token, or the checkpoint's unknown token for one it lacks.
 """
 
 from __future__ import annotations
@@ -80,6 +84,25 @@ def encode(sequences: tf.Tensor, max_length: int | None = None, layout: str = "c
     lengths = tf.cast(residues.row_lengths(), tf.int32)
     token_ids = add_special_tokens(residues, layout).to_tensor(default_value=PAD_ID)
     return token_ids, lengths
+
+
+def checkpoint_rows(token_ids: tf.Tensor, token_rows: "list[int] | None") -> tf.Tensor:
+    """Our token ids as rows of a backbone's embedding table: through `token_rows` for an imported vocabulary,
+    unchanged for our own (`token_rows` None)."""
+    if token_rows is None:
+        return token_ids
+    return tf.gather(tf.constant(token_rows, token_ids.dtype), token_ids)
+
+
+def check_token_rows(token_rows: "list[int] | None", vocabulary_size: int) -> "list[int] | None":
+    """`token_rows` as a list of ints, checked: one row per token of ours, each inside the embedding table."""
+    if token_rows is None:
+        return None
+    rows = [int(row) for row in token_rows]
+    if len(rows) != VOCABULARY_SIZE or not all(0 <= row < vocabulary_size for row in rows):
+        raise ValueError(f"token_rows must give one row in [0, {vocabulary_size}) for each of our "
+                         f"{VOCABULARY_SIZE} tokens, not {token_rows!r}")
+    return rows
 
 
 def decode(token_ids) -> str:

@@ -27,12 +27,6 @@ def expected(family: str) -> dict[str, np.ndarray]:
     return dict(np.load(FIXTURES / family / "expected.npz"))
 
 
-def ours_from_theirs(their_logits: np.ndarray, family: str) -> np.ndarray:
-    """Their vocabulary-ordered logits, reordered to ours by token string (independently of the importer)."""
-    their_tokens = (FIXTURES / family / "vocab.txt").read_text().split()
-    return their_logits[..., [their_tokens.index(token) for token in vocabulary.TOKENS]]
-
-
 @pytest.mark.parametrize("family", MASKED_LM_FAMILIES)
 def test_imported_model_matches_transformers(family):
     reference = expected(family)
@@ -42,7 +36,9 @@ def test_imported_model_matches_transformers(family):
     logits = model({"token_ids": token_ids}).numpy()
     mask = reference["token_ids"] != 0  # padded positions are not compared
     assert np.abs(hidden - reference["last_hidden_state"])[mask].max() <= TOLERANCE
-    assert np.abs(logits - ours_from_theirs(reference["logits"], family))[mask].max() <= TOLERANCE
+    # the head keeps the checkpoint's whole vocabulary, in its order: the publisher's softmax
+    assert logits.shape == reference["logits"].shape
+    assert np.abs(logits - reference["logits"])[mask].max() <= TOLERANCE
 
 
 def test_pytorch_bin_reads_without_torch_like_safetensors():
@@ -121,12 +117,15 @@ def test_a_torch_zip_cut_short_or_calling_other_code_is_refused(tmp_path):
         hf_checkpoint.read_pytorch_bin(str(evil))
 
 
-def test_vocabulary_mapping_takes_each_token_s_row():
+def test_vocabulary_mapping_takes_each_token_s_row_or_the_unknown_token_s():
     theirs = (FIXTURES / "protbert" / "vocab.txt").read_text().split()
     rows = hf_checkpoint.vocabulary_rows(theirs)
     assert [theirs[row] for row in rows] == list(vocabulary.TOKENS)
-    with pytest.raises(CheckpointError, match="lacks"):
-        hf_checkpoint.vocabulary_rows([t for t in theirs if t != "W"])
+    without_x = [t for t in theirs if t != "X"]
+    rows = hf_checkpoint.vocabulary_rows(without_x)  # as BertTokenizer reads an X it lacks: [UNK]
+    assert [without_x[row] for row in rows] == [t if t != "X" else "[UNK]" for t in vocabulary.TOKENS]
+    with pytest.raises(CheckpointError, match=r"lacks \['\[UNK\]', 'X'\] and has no unknown token"):
+        hf_checkpoint.vocabulary_rows([t for t in without_x if t != "[UNK]"])
 
 
 def test_wrong_family_and_broken_folders_are_clear_errors(tmp_path):
@@ -152,3 +151,35 @@ def test_cli_exports_a_serving_version_that_embeds_like_transformers(tmp_path):
     np.testing.assert_allclose(served["residue_embeddings"].numpy()[1, :length],
                                reference["last_hidden_state"][1, 1 : 1 + length], atol=TOLERANCE)
     assert json.loads((FIXTURES / "protbert" / "config.json").read_text())["model_type"] == "bert"
+
+
+def test_a_protein_bert_of_another_group_imports_with_its_own_vocabulary_and_skips_its_extra_head(tmp_path, capsys):
+    """The fixture (tests/fixtures/make_hf_fixtures.py other_bert) has 25 tokens — the 20 residues, no X — a
+    classifier on the pooled output beside the masked-LM head, and its own `architectures` name."""
+    from models.cli import import_checkpoint
+
+    folder = FIXTURES / "other_bert"
+    reference = expected("other_bert")
+    logged: list[str] = []
+    model = FAMILIES["protbert"].import_checkpoint(str(folder), log=logged.append)
+    assert len(logged) == 1 and logged[0].startswith("skipped 4 weight(s) of heads beside the family's own")
+    assert all(name in logged[0] for name in ("bert.pooler.dense.weight", "classifier.bias", "classifier.weight"))
+    token_ids, lengths = vocabulary.encode(tf.constant(reference["sequences"]))
+    # our ids reach the rows its own BertTokenizer gives, X included (its [UNK])
+    np.testing.assert_array_equal(vocabulary.checkpoint_rows(token_ids, model.backbone.token_rows).numpy(),
+                                  reference["token_ids"])
+    mask = reference["token_ids"] != 0
+    hidden = model.backbone(token_ids).numpy()
+    logits = model({"token_ids": token_ids}).numpy()
+    assert logits.shape[-1] == 25  # its softmax, over its whole vocabulary
+    assert np.abs(hidden - reference["last_hidden_state"])[mask].max() <= TOLERANCE
+    assert np.abs(logits - reference["logits"])[mask].max() <= TOLERANCE
+
+    assert import_checkpoint.main(["--from-hf", str(folder), "--family", "protbert",
+                                   "--output", str(tmp_path / "served")]) == 0
+    assert "prottrans-import: skipped 4 weight(s)" in capsys.readouterr().out
+    served = tf.saved_model.load(str(tmp_path / "served" / "1")).signatures["serving_default"](
+        sequences=tf.constant(reference["sequences"]))
+    for row, length in enumerate(lengths.numpy()):
+        np.testing.assert_allclose(served["residue_embeddings"][row, :length].numpy(),
+                                   reference["last_hidden_state"][row, 1 : length + 1], atol=TOLERANCE)

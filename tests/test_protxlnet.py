@@ -143,8 +143,10 @@ def test_the_sentencepiece_vocabulary_maps_token_by_token(tmp_path):
     rows = sentencepiece_rows(pieces)
     assert [pieces[r] for r in rows[:5]] == ["<pad>", "<unk>", "<cls>", "<sep>", "<mask>"]
     assert pieces[rows[vocabulary.TOKEN_IDS["M"]]] == "\u2581M"
-    with pytest.raises(CheckpointError, match=r"lacks \['W'\]"):
-        sentencepiece_rows([p for p in pieces if p != "\u2581W"])
+    without_w = [p for p in pieces if p != "\u2581W"]
+    assert without_w[sentencepiece_rows(without_w)[vocabulary.TOKEN_IDS["W"]]] == "<unk>"  # as sentencepiece reads W
+    with pytest.raises(CheckpointError, match=r"lacks \['\[UNK\]', 'W'\] and has no unknown token"):
+        sentencepiece_rows([p for p in without_w if p != "<unk>"])
     broken = tmp_path / "spiece.model"
     broken.write_bytes((CHECKPOINT / "spiece.model").read_bytes()[:40])
     with pytest.raises(CheckpointError, match="truncated"):

@@ -33,7 +33,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="precision of the embeddings it returns")
     args = parser.parse_args(argv)
     try:
-        backbone = IMPORTABLE[args.family].import_checkpoint(args.from_hf).backbone
+        backbone = IMPORTABLE[args.family].import_checkpoint(
+            args.from_hf, log=lambda line: print(f"prottrans-import: {line}")).backbone
     except CheckpointError as error:
         print(f"prottrans-import: error: {error}", file=sys.stderr)
         return 2

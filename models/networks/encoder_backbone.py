@@ -41,6 +41,7 @@ class EncoderBackbone(keras.Model):
         dropout: float = 0.0,
         attention_dropout: float = 0.0,
         layer_norm_epsilon: float = 1e-12,
+        token_rows: list[int] | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -57,6 +58,7 @@ class EncoderBackbone(keras.Model):
         self.dropout = dropout
         self.attention_dropout = attention_dropout
         self.layer_norm_epsilon = layer_norm_epsilon
+        self.token_rows = vocabulary.check_token_rows(token_rows, vocabulary_size)
 
         policy = self.dtype_policy
         self.token_embedding = ReversibleEmbedding(
@@ -100,7 +102,7 @@ class EncoderBackbone(keras.Model):
     def call(self, token_ids, training=None):
         padding_mask = ops.not_equal(token_ids, vocabulary.PAD_ID)
         hidden = (
-            self.token_embedding(token_ids)
+            self.token_embedding(vocabulary.checkpoint_rows(token_ids, self.token_rows))
             + self.position_embedding(token_ids)
             + self.segment_embedding(ops.zeros_like(token_ids))  # proteins are single segments
         )
@@ -131,6 +133,7 @@ class EncoderBackbone(keras.Model):
             "dropout": self.dropout,
             "attention_dropout": self.attention_dropout,
             "layer_norm_epsilon": self.layer_norm_epsilon,
+            **({"token_rows": self.token_rows} if self.token_rows is not None else {}),
         }
 
     @classmethod

@@ -7,6 +7,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from models import vocabulary
 from models.layers.feed_forward import PositionwiseFeedForward
 from models.layers.relative_attention import RelativeAttention
 
@@ -18,13 +19,14 @@ class SegmentRecurrentBackbone(keras.layers.Layer):
     def __init__(self, num_layers: int, hidden_dim: int, num_heads: int, intermediate_dim: int, memory_length: int,
                  max_sequence_length: int, vocabulary_size: int, dropout: float, layer_norm_epsilon: float,
                  initializer_range: float, clamp_length: int, *, activation: str, attention_dropout: float,
-                 head_dim: int | None = None, **kwargs):
+                 head_dim: int | None = None, token_rows: list[int] | None = None, **kwargs):
         super().__init__(**kwargs)
         self.num_layers, self.hidden_dim, self.num_heads = num_layers, hidden_dim, num_heads
         self.intermediate_dim, self.memory_length = intermediate_dim, memory_length
         self.max_sequence_length, self.vocabulary_size = max_sequence_length, vocabulary_size
         self.dropout, self.layer_norm_epsilon = dropout, layer_norm_epsilon
         self.initializer_range, self.clamp_length = initializer_range, clamp_length
+        self.token_rows = vocabulary.check_token_rows(token_rows, vocabulary_size)
         init = keras.initializers.TruncatedNormal(stddev=initializer_range)
         self.token_embedding = keras.layers.Embedding(vocabulary_size, hidden_dim, embeddings_initializer=init,
                                                       name="token_embedding")
@@ -47,6 +49,10 @@ class SegmentRecurrentBackbone(keras.layers.Layer):
     def call(self, token_ids, training=None):
         return self.forward(token_ids, training=training).hidden
 
+    def embed_tokens(self, token_ids: tf.Tensor) -> tf.Tensor:
+        """The token embeddings of our token ids (through `token_rows` for an imported vocabulary)."""
+        return self.token_embedding(vocabulary.checkpoint_rows(token_ids, self.token_rows))
+
     def keys_values(self, hidden: tf.Tensor, memory: list[tf.Tensor] | None, index: int,
                     new_memory: list[tf.Tensor]) -> tf.Tensor:
         """Layer `index`'s keys and values (its memory, if any, then `hidden`); appends its new memory."""
@@ -61,4 +67,5 @@ class SegmentRecurrentBackbone(keras.layers.Layer):
                 "memory_length": self.memory_length, "max_sequence_length": self.max_sequence_length,
                 "vocabulary_size": self.vocabulary_size, "dropout": self.dropout,
                 "layer_norm_epsilon": self.layer_norm_epsilon, "initializer_range": self.initializer_range,
-                "clamp_length": self.clamp_length}
+                "clamp_length": self.clamp_length,
+                **({"token_rows": self.token_rows} if self.token_rows is not None else {})}

@@ -56,7 +56,7 @@ class T5Denoising(keras.Model):
     def decode(self, encoded: tf.Tensor, encoder_padding: tf.Tensor, decoder_ids: tf.Tensor,
                training=None) -> tf.Tensor:
         embedding = self.backbone.token_embedding
-        hidden = self.decoder(embedding(decoder_ids), tf.zeros_like(decoder_ids, tf.bool), encoded, encoder_padding,
+        hidden = self.decoder(self.backbone.embed_tokens(decoder_ids), tf.zeros_like(decoder_ids, tf.bool), encoded, encoder_padding,
                               training=training)
         if self.lm_head is not None:
             return tf.cast(self.lm_head(hidden), tf.float32)

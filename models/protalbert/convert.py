@@ -5,6 +5,8 @@ Only ALBERT's one group of one shared layer is mapped (ProtAlbert's layout).
 
 from __future__ import annotations
 
+from typing import Callable
+
 from models.hf_checkpoint import CheckpointError, read_config
 from models.protbert.encoder_convert import EncoderCheckpointNames, load_encoder_masked_lm
 from models.objectives.masked_lm import MaskedLM
@@ -24,12 +26,13 @@ NAMES = EncoderCheckpointNames(
         "attention_output": _LAYER + "attention.dense", "attention_norm": _LAYER + "attention.LayerNorm",
         "intermediate": _LAYER + "ffn", "output": _LAYER + "ffn_output", "output_norm": _LAYER + "full_layer_layer_norm",
     },
+    own_prefixes=("albert.embeddings.", "albert.encoder.", "predictions."),
     share_layers=True,
 )
 
 
-def load_checkpoint(directory: str) -> MaskedLM:
+def load_checkpoint(directory: str, log: Callable[[str], None] = print) -> MaskedLM:
     config = read_config(directory, NAMES.model_type)
     if config.get("num_hidden_groups", 1) != 1 or config.get("inner_group_num", 1) != 1:
         raise CheckpointError("only ALBERT checkpoints with one layer group of one layer are supported")
-    return load_encoder_masked_lm(directory, NAMES, "protalbert")
+    return load_encoder_masked_lm(directory, NAMES, "protalbert", log)

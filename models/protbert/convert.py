@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 from models.protbert.encoder_convert import EncoderCheckpointNames, load_encoder_masked_lm
 from models.objectives.masked_lm import MaskedLM
 
@@ -25,8 +27,9 @@ NAMES = EncoderCheckpointNames(
         "head_bias": "cls.predictions.bias",
     },
     layer=_layer_names,
+    own_prefixes=("bert.embeddings.", "bert.encoder.", "cls.predictions."),
 )
 
 
-def load_checkpoint(directory: str) -> MaskedLM:
-    return load_encoder_masked_lm(directory, NAMES, "protbert")
+def load_checkpoint(directory: str, log: Callable[[str], None] = print) -> MaskedLM:
+    return load_encoder_masked_lm(directory, NAMES, "protbert", log)

@@ -9,13 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from models.hf_checkpoint import WeightReader, float32_weights, read_config, read_vocabulary, vocabulary_rows
+from models.hf_checkpoint import (WeightReader, float32_weights, imported_vocabulary, read_config, read_vocabulary,
+                                  skipped_heads_note, vocabulary_rows)
 from models.networks.encoder_backbone import EncoderBackbone
 from models.objectives.masked_lm import MaskedLM
 
 CHECKPOINT_FILES = ("config.json", "vocab.txt", "model.safetensors or pytorch_model.bin")
-# Weights a masked-LM import does not need: buffers, the untied decoder copy, pre-training-only heads.
-IGNORABLE = ("position_ids", "decoder.weight", "decoder.bias", "pooler.", "seq_relationship", "sop_classifier")
+# Weights a masked-LM import does not need: buffers, the untied decoder copy.
+IGNORABLE = ("position_ids", "decoder.weight", "decoder.bias")
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class EncoderCheckpointNames:
     model_type: str
     embeddings: dict[str, str]
     layer: Callable[[int], dict[str, str]]
+    own_prefixes: tuple[str, ...]  # the backbone's and the masked-LM head's weights (others are extra heads)
     share_layers: bool = False
 
 
@@ -48,17 +50,19 @@ def backbone_config(hf_config: dict[str, Any], share_layers: bool) -> dict[str, 
     }
 
 
-def load_encoder_masked_lm(directory: str, names: EncoderCheckpointNames, family: str) -> MaskedLM:
+def load_encoder_masked_lm(directory: str, names: EncoderCheckpointNames, family: str,
+                           log: Callable[[str], None] = print) -> MaskedLM:
     """A :class:`MaskedLM` with the weights of the Hugging Face checkpoint in `directory` (config.json,
-    vocab.txt, weights)."""
+    vocab.txt, weights), its whole vocabulary kept; heads beside the masked-LM head are skipped, named on `log`."""
     config = backbone_config(read_config(directory, names.model_type), names.share_layers)
     weights = float32_weights(directory)
-    rows = vocabulary_rows(read_vocabulary(directory))
+    table = weights.take(names.embeddings["token"] + ".weight")
+    config.update(imported_vocabulary(vocabulary_rows(read_vocabulary(directory)), table.shape[0]))
     backbone = EncoderBackbone(**config, name=f"{family}_backbone")
     model = MaskedLM(backbone)
     model.build({"token_ids": (None, None)})
     embeddings = names.embeddings
-    backbone.token_embedding.embeddings.assign(weights.take(embeddings["token"] + ".weight")[rows])
+    backbone.token_embedding.embeddings.assign(table)
     backbone.position_embedding.embeddings.assign(weights.take(embeddings["position"] + ".weight"))
     backbone.segment_embedding.embeddings.assign(weights.take(embeddings["segment"] + ".weight"))
     _assign_norm(backbone.embeddings_norm, embeddings["embeddings_norm"], weights)
@@ -68,8 +72,10 @@ def load_encoder_masked_lm(directory: str, names: EncoderCheckpointNames, family
         _assign_layer(layer, names.layer(index), weights, config["num_heads"])
     _assign_dense(model.head.transform, embeddings["head_transform"], weights)
     _assign_norm(model.head.norm, embeddings["head_norm"], weights)
-    model.head.bias.assign(weights.take(embeddings["head_bias"])[rows])
-    weights.check_all_used(IGNORABLE)
+    model.head.bias.assign(weights.take(embeddings["head_bias"]))
+    skipped = weights.check_all_used(IGNORABLE, names.own_prefixes)
+    if skipped:
+        log(skipped_heads_note(skipped))
     return model
 
 

@@ -87,12 +87,13 @@ class T5EncoderBackbone(keras.layers.Layer):
                  feed_forward: str = "relu", dropout: float = 0.0, layer_norm_epsilon: float = 1e-6,
                  num_buckets: int = 32, max_distance: int = 128,
                  vocabulary_size: int = vocabulary.VOCABULARY_SIZE, max_sequence_length: int | None = None,
-                 **kwargs):
+                 token_rows: list[int] | None = None, **kwargs):
         super().__init__(**kwargs)
         self.num_layers, self.hidden_dim, self.num_heads, self.head_dim = num_layers, hidden_dim, num_heads, head_dim
         self.intermediate_dim, self.feed_forward, self.dropout = intermediate_dim, feed_forward, dropout
         self.layer_norm_epsilon, self.num_buckets, self.max_distance = layer_norm_epsilon, num_buckets, max_distance
         self.vocabulary_size, self.max_sequence_length = vocabulary_size, max_sequence_length
+        self.token_rows = vocabulary.check_token_rows(token_rows, vocabulary_size)
         self.token_embedding = keras.layers.Embedding(
             vocabulary_size, hidden_dim, embeddings_initializer=keras.initializers.RandomNormal(stddev=1.0),
             name="token_embedding")
@@ -105,8 +106,13 @@ class T5EncoderBackbone(keras.layers.Layer):
         super().build(token_ids_shape)
 
     def call(self, token_ids, training=None):
-        return self.encoder(self.token_embedding(token_ids), tf.equal(token_ids, vocabulary.PAD_ID),
+        return self.encoder(self.embed_tokens(token_ids), tf.equal(token_ids, vocabulary.PAD_ID),
                             training=training)
+
+    def embed_tokens(self, token_ids: tf.Tensor) -> tf.Tensor:
+        """The token embeddings of our token ids (through `token_rows` for an imported vocabulary); the decoder
+        shares them."""
+        return self.token_embedding(vocabulary.checkpoint_rows(token_ids, self.token_rows))
 
     def stack_config(self, num_layers: int | None = None) -> dict:
         """The arguments of a :class:`T5Stack` of this shape (a decoder's, with its own depth)."""
@@ -123,4 +129,5 @@ class T5EncoderBackbone(keras.layers.Layer):
     def get_config(self):
         config = self.stack_config()
         return {**super().get_config(), **config, "vocabulary_size": self.vocabulary_size,
-                "max_sequence_length": self.max_sequence_length}
+                "max_sequence_length": self.max_sequence_length,
+                **({"token_rows": self.token_rows} if self.token_rows is not None else {})}

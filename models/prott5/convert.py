@@ -10,12 +10,13 @@ inputs never hold) ``<unk>``'s.
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from models import vocabulary
-from models.hf_checkpoint import CheckpointError, SPIECE, float32_weights, read_config, read_sentencepiece_pieces
+from models.hf_checkpoint import (SPIECE, CheckpointError, float32_weights, imported_vocabulary, read_config,
+                                  read_sentencepiece_pieces, rows_or_unknown, skipped_heads_note)
 from models.prott5.backbone import T5EncoderBackbone, T5Stack
 from models.objectives.denoising import T5Denoising
 
@@ -23,10 +24,14 @@ EXTRA_IDS = 100
 _PIECES = {"<pad>": vocabulary.PAD, "</s>": vocabulary.SEP, "<unk>": vocabulary.UNK}
 # Stored copies of the shared embedding (tied), read from `shared.weight` instead.
 IGNORABLE = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
+OWN_PREFIXES = ("shared.", "encoder.", "decoder.", "lm_head.")
 
 
 def token_rows(pieces: list[str], vocabulary_size: int) -> np.ndarray:
-    """For each of our token ids, the row of the checkpoint's embedding that holds the same token."""
+    """For each of our token ids, the row of the checkpoint's embedding that holds the same token: ``[MASK]`` is
+    T5's first sentinel (``<extra_id_0>``, the last row of the sentencepiece vocabulary plus its extra ids) and
+    ``[CLS]``, which T5 does not use, is ``<unk>``; a residue without a piece is ``<unk>``, as sentencepiece
+    tokenizes it."""
     index = {_PIECES[piece]: row for row, piece in reversed(list(enumerate(pieces))) if piece in _PIECES}
     for row, piece in enumerate(pieces):
         residue = piece[1:] if piece.startswith("\u2581") else piece
@@ -35,10 +40,7 @@ def token_rows(pieces: list[str], vocabulary_size: int) -> np.ndarray:
     extra_0 = len(pieces) + EXTRA_IDS - 1
     index[vocabulary.MASK] = extra_0 if extra_0 < vocabulary_size else index.get(vocabulary.UNK, 0)
     index.setdefault(vocabulary.CLS, index.get(vocabulary.UNK, 0))
-    missing = [token for token in vocabulary.TOKENS if token not in index]
-    if missing:
-        raise CheckpointError(f"the sentencepiece vocabulary lacks {missing}")
-    return np.array([index[token] for token in vocabulary.TOKENS])
+    return rows_or_unknown(index, "the sentencepiece vocabulary")
 
 
 def backbone_config(hf_config: dict[str, Any]) -> dict[str, Any]:
@@ -83,28 +85,33 @@ def _assign_stack(weights: Mapping[str, np.ndarray], stack: T5Stack, prefix: str
     stack.final_norm.scale.assign(weights[f"{prefix}final_layer_norm.weight"])
 
 
-def load_checkpoint(directory: str) -> T5Denoising:
-    """The denoising model with the weights of a Hugging Face T5 folder (config.json, spiece.model, weights): the
-    encoder always; the decoder and LM head when the checkpoint is a ``T5ForConditionalGeneration`` (for a
-    ``T5EncoderModel``, such as ``prot_t5_xl_half_uniref50-enc``, they keep their initial values and only the
-    backbone is meant to be used)."""
+def load_checkpoint(directory: str, log: Callable[[str], None] = print) -> T5Denoising:
+    """The denoising model with the weights of a Hugging Face T5 folder (config.json, spiece.model, weights), its
+    whole vocabulary kept: the encoder always; the decoder and LM head when the checkpoint is a
+    ``T5ForConditionalGeneration`` (for a ``T5EncoderModel``, such as ``prot_t5_xl_half_uniref50-enc``, they keep
+    their initial values and only the backbone is meant to be used). Heads beside T5's own are skipped, named on
+    `log`."""
     hf_config = read_config(directory, "t5")
     spiece_path = os.path.join(directory, SPIECE)
     if not os.path.exists(spiece_path):
         raise CheckpointError(f"{directory}: no {SPIECE}")
-    rows = token_rows(read_sentencepiece_pieces(spiece_path), hf_config["vocab_size"])
     weights = float32_weights(directory)
+    shared = "shared.weight" if "shared.weight" in weights else "encoder.embed_tokens.weight"
+    table = weights[shared]
+    rows = token_rows(read_sentencepiece_pieces(spiece_path), table.shape[0])
     tied = hf_config.get("tie_word_embeddings", True)
-    model = T5Denoising(T5EncoderBackbone(**backbone_config(hf_config), name="prott5_backbone"),
+    config = {**backbone_config(hf_config), **imported_vocabulary(rows, table.shape[0])}
+    model = T5Denoising(T5EncoderBackbone(**config, name="prott5_backbone"),
                         num_decoder_layers=hf_config.get("num_decoder_layers") or hf_config["num_layers"],
                         tie_word_embeddings=tied)
     model.build({"token_ids": (None, None)})
-    shared = "shared.weight" if "shared.weight" in weights else "encoder.embed_tokens.weight"
-    model.backbone.token_embedding.embeddings.assign(weights[shared][rows])
+    model.backbone.token_embedding.embeddings.assign(table)
     _assign_stack(weights, model.backbone.encoder, "encoder.")
     if any(name.startswith("decoder.") for name in weights):
         _assign_stack(weights, model.decoder, "decoder.")
         if not tied:
-            model.lm_head.kernel.assign(np.transpose(weights["lm_head.weight"][rows]))
-    weights.check_all_used(IGNORABLE + (("lm_head.weight",) if tied else ()))
+            model.lm_head.kernel.assign(np.transpose(weights["lm_head.weight"]))
+    skipped = weights.check_all_used(IGNORABLE + (("lm_head.weight",) if tied else ()), OWN_PREFIXES)
+    if skipped:
+        log(skipped_heads_note(skipped))
     return model

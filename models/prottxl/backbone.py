@@ -52,7 +52,7 @@ class TransformerXLBackbone(SegmentRecurrentBackbone):
         future = tf.range(key_length)[None, :] > (tf.range(query_length)[:, None] + memory_length)
         mask = tf.broadcast_to(future[None], [batch, query_length, key_length])
 
-        hidden = self.token_embedding(token_ids) * tf.cast(self.hidden_dim ** 0.5, self.compute_dtype)
+        hidden = self.embed_tokens(token_ids) * tf.cast(self.hidden_dim ** 0.5, self.compute_dtype)
         hidden = self.drop(hidden, training=training)
         positions = self.drop(sinusoid_positions(query_length, key_length, self.hidden_dim, self.clamp_length),
                               training=training)

@@ -11,13 +11,13 @@ writes them.
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from models import vocabulary
-from models.hf_checkpoint import (SENTENCEPIECE_SPECIALS, CheckpointError, float32_weights, read_config,
-                                  vocabulary_rows)
+from models.hf_checkpoint import (SENTENCEPIECE_SPECIALS, CheckpointError, float32_weights, imported_vocabulary,
+                                  read_config, skipped_heads_note, vocabulary_rows)
 from models.layers.tied_lm_head import TiedLMHead
 from models.prottxl.backbone import TransformerXLBackbone
 from models.objectives.causal_lm import CausalLM
@@ -25,19 +25,17 @@ from models.objectives.causal_lm import CausalLM
 VOCABULARY_FILE = "vocab.txt"
 # The untied copy of the embedding in the output layer, and buffers.
 IGNORABLE = ("crit.out_layers.0.weight", "crit.out_projs", "pos_emb.inv_freq")
+OWN_PREFIXES = ("transformer.", "crit.")
 
 
 def assign_hf_transfo_xl(state: Mapping[str, np.ndarray], backbone: TransformerXLBackbone,
-                         head: TiedLMHead | None = None, token_rows: np.ndarray | None = None) -> None:
-    """Set built `backbone` (and `head`) weights from `state`; `token_rows[i]` is the checkpoint row of our
-    token id i (None: the checkpoint uses our ids)."""
-    def rows(matrix):
-        return matrix if token_rows is None else matrix[token_rows]
-
+                         head: TiedLMHead | None = None) -> None:
+    """Set built `backbone` (and `head`) weights from `state` (the embedding and output bias whole, in the
+    checkpoint's token order)."""
     if any(key.startswith("transformer.word_emb.emb_layers.1") for key in state):
         raise ValueError("an adaptive-embedding Transformer-XL (cutoffs) is not supported: ProtTXL uses a plain softmax")
     n, d, h = backbone.num_heads, backbone.head_dim, backbone.hidden_dim
-    backbone.token_embedding.embeddings.assign(rows(state["transformer.word_emb.emb_layers.0.weight"]))
+    backbone.token_embedding.embeddings.assign(state["transformer.word_emb.emb_layers.0.weight"])
     for index, (attention, feed_forward) in enumerate(zip(backbone.attention_layers, backbone.feed_forward_layers)):
         layer = f"transformer.layers.{index}."
         qkv = np.transpose(state[layer + "dec_attn.qkv_net.weight"]).reshape(h, 3, n, d)
@@ -57,7 +55,7 @@ def assign_hf_transfo_xl(state: Mapping[str, np.ndarray], backbone: TransformerX
         feed_forward.layer_norm.gamma.assign(state[layer + "pos_ff.layer_norm.weight"])
         feed_forward.layer_norm.beta.assign(state[layer + "pos_ff.layer_norm.bias"])
     if head is not None:
-        head.bias.assign(rows(state["crit.out_layers.0.bias"]))
+        head.bias.assign(state["crit.out_layers.0.bias"])
 
 
 def backbone_config(hf_config: dict[str, Any]) -> dict[str, Any]:
@@ -79,28 +77,32 @@ def backbone_config(hf_config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _token_rows(directory: str, vocabulary_size: int) -> np.ndarray | None:
+def _vocabulary(directory: str, vocabulary_size: int) -> dict[str, Any]:
+    """The backbone config of the checkpoint's vocabulary (from its vocab.txt; without one, it must be ours)."""
     path = os.path.join(directory, VOCABULARY_FILE)
     if os.path.exists(path):
         with open(path) as handle:
             tokens = [line.split()[0] for line in handle if line.strip()]
-        return vocabulary_rows(tokens, aliases=SENTENCEPIECE_SPECIALS)
+        return imported_vocabulary(vocabulary_rows(tokens, aliases=SENTENCEPIECE_SPECIALS), vocabulary_size)
     if vocabulary_size != vocabulary.VOCABULARY_SIZE:
         raise CheckpointError(f"{directory}: no {VOCABULARY_FILE}, and its vocab_size {vocabulary_size} is not ours "
                               f"({vocabulary.VOCABULARY_SIZE}): add the checkpoint's {VOCABULARY_FILE}")
-    return None
+    return {}
 
 
-def load_checkpoint(directory: str) -> CausalLM:
-    """The causal-LM model with the weights of a Hugging Face Transformer-XL folder."""
+def load_checkpoint(directory: str, log: Callable[[str], None] = print) -> CausalLM:
+    """The causal-LM model with the weights of a Hugging Face Transformer-XL folder, its whole vocabulary kept;
+    heads beside the LM head are skipped, named on `log`."""
     hf_config = read_config(directory, "transfo-xl")
     config = backbone_config(hf_config)
     if not config["memory_length"]:
         raise CheckpointError(f"{directory}: mem_len is 0; ProtTXL reads with a memory")
-    rows = _token_rows(directory, hf_config["vocab_size"])
+    config.update(_vocabulary(directory, hf_config["vocab_size"]))
     weights = float32_weights(directory)
     model = CausalLM(TransformerXLBackbone(**config, name="prottxl_backbone"))
     model.build({"token_ids": (None, None)})
-    assign_hf_transfo_xl(weights, model.backbone, model.head, rows)
-    weights.check_all_used(IGNORABLE)
+    assign_hf_transfo_xl(weights, model.backbone, model.head)
+    skipped = weights.check_all_used(IGNORABLE, OWN_PREFIXES)
+    if skipped:
+        log(skipped_heads_note(skipped))
     return model

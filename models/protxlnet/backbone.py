@@ -66,7 +66,7 @@ class XLNetBackbone(SegmentRecurrentBackbone):
                                    tf.cast(tf.eye(query_length), tf.bool)], axis=1)
         content_mask = blocked & ~self_position[None]
 
-        hidden = self.drop(self.token_embedding(token_ids), training=training)
+        hidden = self.drop(self.embed_tokens(token_ids), training=training)
         query = None
         if target_mapping is not None:
             target_mapping = tf.cast(target_mapping, hidden.dtype)

@@ -7,31 +7,28 @@ transformers' XLNet adds no segment term either.
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from models.hf_checkpoint import (SPIECE, CheckpointError, float32_weights, read_config,
-                                  read_sentencepiece_pieces, sentencepiece_rows)
+from models.hf_checkpoint import (SPIECE, CheckpointError, float32_weights, imported_vocabulary, read_config,
+                                  read_sentencepiece_pieces, sentencepiece_rows, skipped_heads_note)
 from models.layers.tied_lm_head import TiedLMHead
 from models.protxlnet.backbone import XLNetBackbone
 from models.objectives.permutation_lm import PermutationLM
 
 # Weights the import does not map: one-segment inputs need no segment terms (see above).
 IGNORABLE = ("r_s_bias", "seg_embed", "lm_loss.weight")
+OWN_PREFIXES = ("transformer.", "lm_loss.")
 _ATTENTION = {"q": "query_kernel", "k": "key_kernel", "v": "value_kernel", "o": "output_kernel",
               "r": "position_kernel", "r_w_bias": "content_bias", "r_r_bias": "position_bias"}
 
 
-def assign_hf_xlnet(state: Mapping[str, np.ndarray], backbone: XLNetBackbone, head: TiedLMHead | None = None,
-                    token_rows: np.ndarray | None = None) -> None:
-    """Set built `backbone` (and `head`) weights from `state`. `token_rows[i]` is the checkpoint row of our token
-    id i (None: the checkpoint uses our ids)."""
-    def rows(matrix):
-        return matrix if token_rows is None else matrix[token_rows]
-
+def assign_hf_xlnet(state: Mapping[str, np.ndarray], backbone: XLNetBackbone, head: TiedLMHead | None = None) -> None:
+    """Set built `backbone` (and `head`) weights from `state` (the embedding and output bias whole, in the
+    checkpoint's token order)."""
     prefix = "transformer."
-    backbone.token_embedding.embeddings.assign(rows(state[prefix + "word_embedding.weight"]))
+    backbone.token_embedding.embeddings.assign(state[prefix + "word_embedding.weight"])
     backbone.mask_embedding.assign(np.reshape(state[prefix + "mask_emb"], [-1]))
     for index, (attention, feed_forward) in enumerate(zip(backbone.attention_layers, backbone.feed_forward_layers)):
         layer = f"{prefix}layer.{index}."
@@ -46,7 +43,7 @@ def assign_hf_xlnet(state: Mapping[str, np.ndarray], backbone: XLNetBackbone, he
         feed_forward.layer_norm.gamma.assign(state[f"{layer}ff.layer_norm.weight"])
         feed_forward.layer_norm.beta.assign(state[f"{layer}ff.layer_norm.bias"])
     if head is not None:
-        head.bias.assign(rows(state["lm_loss.bias"]))
+        head.bias.assign(state["lm_loss.bias"])
 
 
 def backbone_config(hf_config: dict[str, Any]) -> dict[str, Any]:
@@ -65,17 +62,21 @@ def backbone_config(hf_config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def load_checkpoint(directory: str) -> PermutationLM:
+def load_checkpoint(directory: str, log: Callable[[str], None] = print) -> PermutationLM:
     """The permutation-LM model with the weights of a Hugging Face XLNet folder (config.json, spiece.model,
-    weights), as Rostlab ships ProtXLNet; its backbone takes XLNet's own ``residues <sep> <cls>`` layout."""
+    weights), as Rostlab ships ProtXLNet, its whole vocabulary kept; its backbone takes XLNet's own
+    ``residues <sep> <cls>`` layout. Heads beside the LM head are skipped, named on `log`."""
     config = backbone_config(read_config(directory, "xlnet"))
     spiece_path = os.path.join(directory, SPIECE)
     if not os.path.exists(spiece_path):
         raise CheckpointError(f"{directory}: no {SPIECE}")
-    rows = sentencepiece_rows(read_sentencepiece_pieces(spiece_path))
     weights = float32_weights(directory)
+    table = weights["transformer.word_embedding.weight"]
+    config.update(imported_vocabulary(sentencepiece_rows(read_sentencepiece_pieces(spiece_path)), table.shape[0]))
     model = PermutationLM(XLNetBackbone(**config, name="protxlnet_backbone"))
     model.build({"token_ids": (None, None)})
-    assign_hf_xlnet(weights, model.backbone, model.head if "lm_loss.bias" in weights else None, rows)
-    weights.check_all_used(IGNORABLE)
+    assign_hf_xlnet(weights, model.backbone, model.head if "lm_loss.bias" in weights else None)
+    skipped = weights.check_all_used(IGNORABLE, OWN_PREFIXES)
+    if skipped:
+        log(skipped_heads_note(skipped))
     return model
