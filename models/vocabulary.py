@@ -48,6 +48,27 @@ def tokenize(sequences: tf.Tensor) -> tf.RaggedTensor:
     return tf.ragged.map_flat_values(lambda c: tf.gather(BYTE_TO_ID, tf.minimum(c, 255)), codes)
 
 
+def checked_residues(sequences: tf.Tensor) -> tf.RaggedTensor:
+    """:func:`tokenize`, refusing in the graph — with an InvalidArgumentError (gRPC INVALID_ARGUMENT in TF
+    Serving) that names the sequence, instead of a shape error deep inside — an empty batch and any sequence
+    holding a character that is not a residue."""
+    # The emptiness check gates everything after it: the ops naming a refused sequence cannot run on an empty batch.
+    with tf.control_dependencies([tf.debugging.assert_positive(
+            tf.size(sequences), message="empty batch: send at least one sequence")]):
+        sequences = tf.identity(sequences)
+    residues = tokenize(sequences)
+    # Names the first sequence refused and its characters as typed.
+    unknown = tf.equal(residues, UNK_ID)
+    refused = tf.reduce_any(unknown, axis=1)
+    first = tf.argmax(tf.cast(refused, tf.int32), output_type=tf.int32)
+    typed = tf.ragged.boolean_mask(tf.strings.unicode_decode(sequences, "UTF-8", errors="replace"), unknown)
+    check = tf.debugging.Assert(tf.logical_not(tf.reduce_any(refused)), [
+        "a sequence holds characters that are not residues (allowed: the 20 amino acids, X, U, Z, O, B; upper "
+        "or lower case): sequence", first, "has", tf.strings.unicode_encode(typed, "UTF-8")[first]])
+    with tf.control_dependencies([check]):
+        return residues.with_flat_values(tf.identity(residues.flat_values))
+
+
 # Where the special tokens go around a sequence's residues: (leading, trailing) token ids.
 LAYOUTS = {
     "cls_sep": ((CLS_ID,), (SEP_ID,)),  # BERT and ALBERT, ProtTXL: [CLS] residues [SEP]

@@ -13,9 +13,10 @@ import tensorflow as tf
 
 from models import vocabulary
 from models.export import embedding
-from models.export.signatures import export_saved_model
+from models.export.signatures import export_saved_model, head_signatures
 from models.family import Family
 from models.input_pipeline import TOKEN_IDS, InputConfig
+from models.objectives import scoring
 from models.objectives.objective import TARGET_IDS, TARGET_WEIGHTS
 from models.training.checkpoints import load_trained_backbone
 from models.training.settings import Phase
@@ -58,10 +59,19 @@ def check_training(family: Family, dataset: Path, tmp_path: Path) -> None:
     alone = embedding.embed_strings(backbone, tf.constant(SEQUENCES[1:2]))
     np.testing.assert_allclose(expected["residue_embeddings"][1, :3], alone["residue_embeddings"][0], atol=1e-5)
 
-    version = export_saved_model(backbone, str(tmp_path / "serving" / family.name))
-    served = tf.saved_model.load(version).signatures["serving_default"](sequences=tf.constant(SEQUENCES))
+    head = head_signatures(family.objective, trainer.state.model)
+    version = export_saved_model(trainer.state.backbone, str(tmp_path / "serving" / family.name), head=head)
+    signatures = tf.saved_model.load(version).signatures
+    served = signatures["serving_default"](sequences=tf.constant(SEQUENCES))
     for name in ("residue_embeddings", "protein_embeddings", "lengths"):
         np.testing.assert_allclose(served[name].numpy(), expected[name].numpy(), atol=1e-5)
+    # what the objective's head serves travels with the embeddings, and scores every residue
+    assert set(signatures) == {"serving_default", "serving_float16", *(head.signatures if head else ())}
+    if scoring.WILDTYPE_MARGINALS in signatures:
+        marginals = signatures[scoring.WILDTYPE_MARGINALS](sequences=tf.constant(SEQUENCES))
+        assert marginals[scoring.LOG_PROBS].shape == (len(SEQUENCES), len(SEQUENCES[0]), 20)
+        probabilities = np.exp(marginals[scoring.LOG_PROBS].numpy()[0])
+        assert np.isfinite(probabilities).all() and (probabilities.sum(axis=-1) <= 1.0 + 1e-5).all()
 
 
 def check_mixed_precision(family: Family, train_files: tuple[str, ...], tmp_path: Path) -> None:

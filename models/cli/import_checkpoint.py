@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from models.export.signatures import PRECISIONS, export_saved_model
+from models.export.signatures import PRECISIONS, export_saved_model, head_signatures
 from models.hf_checkpoint import CheckpointError
 from models.registry import FAMILIES
 
@@ -32,14 +32,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output-dtype", choices=("float32", "float16"), default="float32",
                         help="precision of the embeddings it returns")
     args = parser.parse_args(argv)
+    family = IMPORTABLE[args.family]
     try:
-        backbone = IMPORTABLE[args.family].import_checkpoint(
-            args.from_hf, log=lambda line: print(f"prottrans-import: {line}")).backbone
+        model = family.import_checkpoint(args.from_hf, log=lambda line: print(f"prottrans-import: {line}"))
     except CheckpointError as error:
         print(f"prottrans-import: error: {error}", file=sys.stderr)
         return 2
-    path = export_saved_model(backbone, args.output, dtype=args.dtype, output_dtype=args.output_dtype)
-    print(f"imported {args.family} from {args.from_hf}: SavedModel ({args.dtype}) at {path}")
+    head = head_signatures(family.objective, model)
+    if head and args.dtype != "float32":
+        print(f"prottrans-import: {', '.join(sorted(head.signatures))} are exported in float32 only: this "
+              f"{args.dtype} SavedModel embeds")
+        head = None
+    path = export_saved_model(model.backbone, args.output, dtype=args.dtype, output_dtype=args.output_dtype,
+                              head=head)
+    served = f"; with {', '.join(sorted(head.signatures))}" if head else ""
+    print(f"imported {args.family} from {args.from_hf}: SavedModel ({args.dtype}) at {path}{served}")
     return 0
 
 

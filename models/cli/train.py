@@ -16,7 +16,7 @@ from typing import Sequence
 import tensorflow as tf
 
 from beam_jobs import schema
-from models.export.signatures import export_saved_model, latest_version_holding
+from models.export.signatures import export_saved_model, head_signatures, latest_version_holding
 from models.training import settings as training_settings
 from models.training.summary import SUMMARY_FILE
 from models.training.trainer import TrainJob, build_trainer
@@ -57,7 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"not exported: the latest version, {unchanged}, already holds this model")
         else:
             path = export_saved_model(trainer.state.backbone, args.export_dir,
-                                      extra_assets={SUMMARY_FILE: trainer.summary.to_dict()})
+                                      extra_assets={SUMMARY_FILE: trainer.summary.to_dict()},
+                                      head=head_signatures(trainer.objective, trainer.state.model))
             print(f"exported SavedModel to {path}")
     return 0
 

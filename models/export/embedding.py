@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from models import vocabulary
-from models.networks.backbone import Backbone
+from models.networks.backbone import Backbone, max_residues
 
 SPECIAL_TOKENS_PER_SEQUENCE = 2  # at most, in any layout: what a batch's padding budget allows for
 
@@ -51,24 +51,7 @@ def embed_strings(backbone: Backbone, sequences: tf.Tensor, window: "Window | No
     per residue at any length; a batch within the limit takes the plain path, untouched by windows.
     """
     layout = vocabulary.layout_of(backbone)
-    # Clear InvalidArgumentErrors (gRPC INVALID_ARGUMENT in TF Serving) instead of a shape error deep inside. The
-    # emptiness check gates everything after it: the ops naming a refused sequence cannot run on an empty batch.
-    with tf.control_dependencies([tf.debugging.assert_positive(
-            tf.size(sequences), message="empty batch: send at least one sequence")]):
-        sequences = tf.identity(sequences)
-    residues = vocabulary.tokenize(sequences)
-    # Names the first sequence refused and its characters as typed.
-    unknown = tf.equal(residues, vocabulary.UNK_ID)
-    refused = tf.reduce_any(unknown, axis=1)
-    first = tf.argmax(tf.cast(refused, tf.int32), output_type=tf.int32)
-    typed = tf.ragged.boolean_mask(tf.strings.unicode_decode(sequences, "UTF-8", errors="replace"), unknown)
-    checks = [
-        tf.debugging.Assert(tf.logical_not(tf.reduce_any(refused)), [
-            "a sequence holds characters that are not residues (allowed: the 20 amino acids, X, U, Z, O, B; upper "
-            "or lower case): sequence", first, "has", tf.strings.unicode_encode(typed, "UTF-8")[first]]),
-    ]
-    with tf.control_dependencies(checks):
-        residues = residues.with_flat_values(tf.identity(residues.flat_values))
+    residues = vocabulary.checked_residues(sequences)
     lengths = tf.cast(residues.row_lengths(), tf.int32)
 
     def whole() -> dict[str, tf.Tensor]:
@@ -138,15 +121,6 @@ def _in_windows(backbone: Backbone, residues: tf.RaggedTensor, layout: str, wind
         "protein_embeddings": tf.reduce_sum(per_sequence, axis=1) / tf.cast(tf.maximum(lengths, 1), tf.float32)[:, None],
         "lengths": lengths,
     }
-
-
-def max_residues(backbone: Backbone) -> int | None:
-    """The longest sequence the backbone can embed (None: no limit, for a backbone whose `max_sequence_length` is
-    None — relative positions only, nothing sized by length)."""
-    if backbone.max_sequence_length is None:
-        return None
-    leading, trailing = vocabulary.LAYOUTS[vocabulary.layout_of(backbone)]
-    return backbone.max_sequence_length - len(leading) - len(trailing)
 
 
 def length_batches(lengths: Sequence[int], max_tokens_per_batch: int) -> list[list[int]]:

@@ -1,7 +1,8 @@
 """The ``predict`` signature: a model's trained probes served with it, predictions instead of vectors.
 
 :func:`write_predictor` writes a SavedModel holding an embedding SavedModel's signatures unchanged
-(``serving_default``, ``serving_float16``) plus ``predict``: input ``sequences`` (tf.string ``[batch]``), outputs,
+(``serving_default``, ``serving_float16`` and those of the model's head, such as ``masked_marginals``) plus
+``predict``: input ``sequences`` (tf.string ``[batch]``), outputs,
 for the heads given,
 
 - per residue (secondary-structure head): ``ss3``, ``ss8`` (tf.string ``[batch, max_len]``, one DSSP letter per
@@ -23,7 +24,7 @@ import os
 import keras
 import tensorflow as tf
 
-from models.export.signatures import INPUT, SIGNATURE, SIGNATURE_FLOAT16
+from models.export.signatures import INPUT, SIGNATURE
 from models.probes.datasets import DSSP3, DSSP8, LOCATIONS
 from models.probes.probe import MEMBRANE_LABELS
 
@@ -81,7 +82,7 @@ def write_predictor(saved_model: str, heads: dict[str, keras.Model], path: str) 
         raise ValueError(f"heads must be some of {RESIDUE_HEAD!r}, {PROTEIN_HEAD!r}; got {sorted(heads)}")
     loaded = tf.saved_model.load(saved_model)
     predictor = _Predictor(loaded, heads)
-    signatures = {name: loaded.signatures[name] for name in (SIGNATURE, SIGNATURE_FLOAT16) if name in loaded.signatures}
+    signatures = dict(loaded.signatures)  # the embeddings and whatever the model's head serves
     signatures[PREDICT_SIGNATURE] = predictor.predict.get_concrete_function()
     parent, name = os.path.split(path.rstrip("/"))
     staging = os.path.join(parent, f".staging-{name}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from typing import NamedTuple
 
 import keras
 import tensorflow as tf
@@ -44,15 +45,33 @@ PRECISIONS = ("float32", "float16", "bfloat16")
 
 def export_saved_model(backbone: Backbone, model_folder: str, version: int | None = None,
                        extra_assets: dict[str, dict] | None = None, dtype: str = "float32",
-                       output_dtype: str = "float32", window: embedding.Window | None = None) -> str:
+                       output_dtype: str = "float32", window: embedding.Window | None = None,
+                       head: HeadSignatures | None = None) -> str:
     """Write `backbone` as a new version of the TF Serving model in `model_folder`; returns its path. With `dtype`
     float16 or bfloat16 the SavedModel holds and computes in that precision (where a family keeps layer norms or
     softmax in float32, they stay there); `output_dtype` float16 halves the embeddings it returns. `window`: how
-    sequences longer than the backbone's limit are embedded (default: :func:`embedding.default_window`)."""
+    sequences longer than the backbone's limit are embedded (default: :func:`embedding.default_window`). `head`:
+    the task model and the signatures its head serves (:func:`head_signatures`), written beside the embeddings in
+    a float32 export."""
+    if head is not None and dtype != "float32":
+        raise ValueError(f"the head's signatures {sorted(head.signatures)} are exported in float32 only, not {dtype}")
     version = version or next_version(model_folder)
     final_path = os.path.join(model_folder, str(version))
-    write_saved_model(in_precision(backbone, dtype), final_path, extra_assets, output_dtype, window)
+    write_saved_model(in_precision(backbone, dtype), final_path, extra_assets, output_dtype, window, head)
     return final_path
+
+
+class HeadSignatures(NamedTuple):
+    """A task model and the signatures its objective's head serves (name → tf.function with its input spec)."""
+
+    task_model: keras.Model
+    signatures: dict
+
+
+def head_signatures(objective, task_model: keras.Model) -> HeadSignatures | None:
+    """What `objective`'s head of `task_model` serves, or None where it serves nothing."""
+    signatures = objective.serving_signatures(task_model)
+    return HeadSignatures(task_model, signatures) if signatures else None
 
 
 def in_precision(backbone: Backbone, dtype: str) -> Backbone:
@@ -74,7 +93,8 @@ def in_precision(backbone: Backbone, dtype: str) -> Backbone:
 
 
 def write_saved_model(backbone: Backbone, path: str, extra_assets: dict[str, dict] | None = None,
-                      output_dtype: str = "float32", window: embedding.Window | None = None) -> None:
+                      output_dtype: str = "float32", window: embedding.Window | None = None,
+                      head: HeadSignatures | None = None) -> None:
     """Write `backbone` as a SavedModel with the serving signature at `path` (absent, or an empty folder).
 
     It is written under a temporary name beside `path` and renamed into place, so a server polling the folder
@@ -94,7 +114,10 @@ def write_saved_model(backbone: Backbone, path: str, extra_assets: dict[str, dic
         backbone(vocabulary.encode(tf.constant(["M"]), layout=vocabulary.layout_of(backbone))[0])
     window = window or embedding.default_window(backbone)
     archive = keras.export.ExportArchive()
-    archive.track(backbone)
+    # The task model's parts, not the task model: a tracked Keras Model gets a default signature traced from its
+    # build shapes, which a model of several inputs (T5's token and decoder ids) cannot take.
+    for part in ([backbone] if head is None else head.task_model.layers):
+        archive.track(part)
     for name, residue_dtype in ((SIGNATURE, output_dtype), (SIGNATURE_FLOAT16, "float16")):
         archive.add_endpoint(
             name,
@@ -102,10 +125,13 @@ def write_saved_model(backbone: Backbone, path: str, extra_assets: dict[str, dic
                 embedding.embed_strings(backbone, sequences, window), output_dtype, residue_dtype),
             input_signature=[tf.TensorSpec([None], tf.string, name=INPUT)],
         )
+    for name, function in (head.signatures if head else {}).items():
+        archive.add_endpoint(name, function)
     archive.write_out(staging_path, verbose=False)
     tf.io.gfile.makedirs(os.path.join(staging_path, "assets.extra"))
     with tf.io.gfile.GFile(os.path.join(staging_path, "assets.extra", MODEL_INFO), "w") as handle:
-        json.dump(model_info(backbone, window), handle, indent=2)
+        json.dump({**model_info(backbone, window), "head_signatures": sorted(head.signatures) if head else []},
+                  handle, indent=2)
     for name, content in (extra_assets or {}).items():
         with tf.io.gfile.GFile(os.path.join(staging_path, "assets.extra", name), "w") as handle:
             json.dump(content, handle, indent=2)

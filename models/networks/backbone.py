@@ -6,6 +6,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import tensorflow as tf
 
+from models import vocabulary
+
 
 @runtime_checkable
 class Backbone(Protocol):
@@ -26,3 +28,12 @@ class Backbone(Protocol):
     def __call__(self, token_ids: tf.Tensor, training: bool | None = None) -> tf.Tensor: ...
 
     def get_config(self) -> dict[str, Any]: ...
+
+
+def max_residues(backbone: Backbone) -> int | None:
+    """The longest sequence the backbone takes in one pass (None: no limit, for a backbone whose
+    `max_sequence_length` is None — relative positions only, nothing sized by length)."""
+    if backbone.max_sequence_length is None:
+        return None
+    leading, trailing = vocabulary.LAYOUTS[vocabulary.layout_of(backbone)]
+    return backbone.max_sequence_length - len(leading) - len(trailing)

@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from models import vocabulary
 from models.input_pipeline import TOKEN_IDS, InputConfig, length_batches, seeds
+from models.objectives import scoring
 from models.objectives.composition import entropy, probabilities
 from models.objectives.objective import TARGET_IDS, TARGET_WEIGHTS, Objective
 
@@ -33,31 +34,37 @@ MASK_RATE = 0.15
 class T5Denoising(keras.Model):
     """``{token_ids, decoder_ids}`` → logits ``[batch, target length, vocabulary]`` (float32). The LM head is the
     shared token embedding scaled by d_model^-0.5 (T5 v1.0, ProtT5), or a separate matrix
-    (``tie_word_embeddings=False``, T5 v1.1)."""
+    (``tie_word_embeddings=False``, T5 v1.1). Without a decoder (`has_decoder` False: an encoder-only checkpoint
+    such as the published half-precision ProtT5 encoder) only the backbone is built and used."""
 
     def __init__(self, backbone, num_decoder_layers: int | None = None,
-                 tie_word_embeddings: bool = True, **kwargs):
+                 tie_word_embeddings: bool = True, has_decoder: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.backbone = backbone
         self.num_decoder_layers = num_decoder_layers or backbone.num_layers
         self.tie_word_embeddings = tie_word_embeddings
-        self.decoder = backbone.decoder_stack(self.num_decoder_layers)
-        self.lm_head = None if tie_word_embeddings else keras.layers.Dense(
+        self.has_decoder = has_decoder
+        self.decoder = backbone.decoder_stack(self.num_decoder_layers) if has_decoder else None
+        self.lm_head = None if tie_word_embeddings or not has_decoder else keras.layers.Dense(
             backbone.vocabulary_size, use_bias=False, name="lm_head")
 
     def build(self, input_shape):
         if not self.backbone.built:
             self.backbone.build((None, None))
-        self.decoder.build((None, None, self.backbone.hidden_dim))
+        if self.decoder is not None:
+            self.decoder.build((None, None, self.backbone.hidden_dim))
         if self.lm_head is not None:
             self.lm_head.build((None, None, self.backbone.hidden_dim))
         super().build(input_shape)
 
     def decode(self, encoded: tf.Tensor, encoder_padding: tf.Tensor, decoder_ids: tf.Tensor,
                training=None) -> tf.Tensor:
+        if self.decoder is None:
+            raise ValueError("this ProtT5 model has no decoder (an encoder-only checkpoint): it embeds, it does not "
+                             "decode")
         embedding = self.backbone.token_embedding
-        hidden = self.decoder(self.backbone.embed_tokens(decoder_ids), tf.zeros_like(decoder_ids, tf.bool), encoded, encoder_padding,
-                              training=training)
+        hidden = self.decoder(self.backbone.embed_tokens(decoder_ids), tf.zeros_like(decoder_ids, tf.bool), encoded,
+                              encoder_padding, training=training)
         if self.lm_head is not None:
             return tf.cast(self.lm_head(hidden), tf.float32)
         # the tied head in float32: under a mixed policy the decoder's last norm gives bfloat16 or float16
@@ -71,7 +78,8 @@ class T5Denoising(keras.Model):
 
     def get_config(self):
         return {**super().get_config(), "backbone": keras.saving.serialize_keras_object(self.backbone),
-                "num_decoder_layers": self.num_decoder_layers, "tie_word_embeddings": self.tie_word_embeddings}
+                "num_decoder_layers": self.num_decoder_layers, "tie_word_embeddings": self.tie_word_embeddings,
+                **({} if self.has_decoder else {"has_decoder": False})}
 
     @classmethod
     def from_config(cls, config):
@@ -121,6 +129,25 @@ class Denoising(Objective):
 
     def dataset(self, files, config, input_context=None, backbone=None, repeat=True):
         return denoising_dataset(files, config, input_context, repeat)
+
+    def serving_signatures(self, task_model):
+        """``wildtype_marginals`` and ``masked_marginals`` (:mod:`models.objectives.scoring`) from the decoder:
+        the encoder reads the sequence (with the residue masked, for a masked marginal), the decoder reads the
+        wild type shifted right, as in training, and its logits at a position are that residue's marginal. None
+        without a decoder."""
+        if not task_model.has_decoder:
+            return {}
+        columns = scoring.residue_columns(task_model.backbone)
+
+        def log_probs(encoder_ids, wildtype_ids):
+            decoder_ids = tf.pad(wildtype_ids[:, :-1], [[0, 0], [1, 0]], constant_values=vocabulary.PAD_ID)
+            logits = task_model({TOKEN_IDS: encoder_ids, DECODER_IDS: decoder_ids}, training=False)
+            return scoring.residue_log_probs(logits, columns)
+
+        def score(masked, position, wildtype_ids):
+            return tf.gather(log_probs(masked, wildtype_ids), position, batch_dims=1)
+
+        return scoring.marginal_signatures(task_model.backbone, lambda ids: log_probs(ids, ids), score)
 
 
 DENOISING = Denoising()

@@ -26,6 +26,7 @@ from models import vocabulary
 from models.input_pipeline import TOKEN_IDS, InputConfig, length_batches, seeds
 from models.layers import MaskedLMHead
 from models.networks.encoder_backbone import EncoderBackbone, initializer
+from models.objectives import scoring
 from models.objectives.composition import entropy, probabilities
 from models.objectives.objective import TARGET_IDS, TARGET_WEIGHTS, Objective
 
@@ -171,6 +172,19 @@ class MaskedLanguageModeling(Objective):
 
     def dataset(self, files, config, input_context=None, backbone=None, repeat=True):
         return masked_lm_dataset(files, config, input_context, repeat, self.masking)
+
+    def serving_signatures(self, task_model):
+        """``wildtype_marginals`` and ``masked_marginals`` (:mod:`models.objectives.scoring`) from the MLM head."""
+        columns = scoring.residue_columns(task_model.backbone)
+
+        def wildtype(token_ids):
+            return scoring.residue_log_probs(task_model({TOKEN_IDS: token_ids}, training=False), columns)
+
+        def score(masked, position, wildtype_ids):
+            logits = task_model({TOKEN_IDS: masked, MASK_POSITIONS: position[:, None]}, training=False)[:, 0]
+            return scoring.residue_log_probs(logits, columns)
+
+        return scoring.marginal_signatures(task_model.backbone, wildtype, score)
 
 
 MASKED_LM = MaskedLanguageModeling()

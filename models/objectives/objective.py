@@ -55,6 +55,11 @@ class Objective(abc.ABC):
         batch may not change during a run)."""
         return False
 
+    def serving_signatures(self, task_model: keras.Model) -> dict[str, tf.types.experimental.GenericFunction]:
+        """What the objective's head serves beside the embeddings, by signature name (tf.functions with their
+        input signatures, :mod:`models.objectives.scoring`); none for an objective whose head scores nothing."""
+        return {}
+
     def model_inputs(self, batch: Mapping[str, Any], training: bool) -> dict[str, Any]:
         """What the task model reads from `batch`: all but the targets (and, outside training, the state)."""
         dropped = (TARGET_IDS, TARGET_WEIGHTS) + (() if training else self.state_keys)

@@ -100,17 +100,20 @@ def load_checkpoint(directory: str, log: Callable[[str], None] = print) -> T5Den
     table = weights[shared]
     rows = token_rows(read_sentencepiece_pieces(spiece_path), table.shape[0])
     tied = hf_config.get("tie_word_embeddings", True)
+    has_decoder = any(name.startswith("decoder.") for name in weights)
     config = {**backbone_config(hf_config), **imported_vocabulary(rows, table.shape[0])}
     model = T5Denoising(T5EncoderBackbone(**config, name="prott5_backbone"),
                         num_decoder_layers=hf_config.get("num_decoder_layers") or hf_config["num_layers"],
-                        tie_word_embeddings=tied)
+                        tie_word_embeddings=tied, has_decoder=has_decoder)
     model.build({"token_ids": (None, None)})
     model.backbone.token_embedding.embeddings.assign(table)
     _assign_stack(weights, model.backbone.encoder, "encoder.")
-    if any(name.startswith("decoder.") for name in weights):
+    if has_decoder:
         _assign_stack(weights, model.decoder, "decoder.")
         if not tied:
             model.lm_head.kernel.assign(np.transpose(weights["lm_head.weight"]))
+    else:
+        log("an encoder-only checkpoint: it embeds; without a decoder it serves no masked or wild-type marginals")
     skipped = weights.check_all_used(IGNORABLE + (("lm_head.weight",) if tied else ()), OWN_PREFIXES)
     if skipped:
         log(skipped_heads_note(skipped))

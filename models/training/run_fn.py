@@ -18,7 +18,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from models.export.signatures import write_saved_model
+from models.export.signatures import head_signatures, write_saved_model
 from models.training.checkpoints import BACKBONE_CONFIG
 from models.training.settings import TrainingSettings
 from models.training.summary import SUMMARY_FILE
@@ -89,5 +89,6 @@ def run_fn(fn_args) -> None:
     trainer.train()
     if trainer.state.chief:
         write_saved_model(trainer.state.backbone, fn_args.serving_model_dir,
-                          extra_assets={SUMMARY_FILE: trainer.summary.to_dict()})
+                          extra_assets={SUMMARY_FILE: trainer.summary.to_dict()},
+                          head=head_signatures(trainer.objective, trainer.state.model))
         _copy_final_checkpoint(model_dir, trainer.state.manager.latest_checkpoint, fn_args.model_run_dir)
