@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from models import vocabulary
 from models.export.signatures import export_saved_model, head_signatures, read_model_info
 from models.objectives import scoring
 from models.registry import FAMILIES
@@ -88,3 +89,55 @@ def test_an_encoder_only_t5_embeds_and_says_it_serves_no_marginals(tmp_path):
     path = export_saved_model(model.backbone, str(tmp_path / "encoder"))
     assert set(tf.saved_model.load(path).signatures) == {"serving_default", "serving_float16"}
     assert read_model_info(path)["head_signatures"] == []
+
+
+def _one_token_at_a_time(backbone, head, token_ids: np.ndarray, first: int) -> float:
+    """Σ log p(token t | tokens before t) for t ≥ `first`, each from its own pass over the prefix alone."""
+    total = 0.0
+    for t in range(first, token_ids.shape[1]):
+        logits = head(backbone.forward(token_ids[:, :t]).hidden)[0, -1]
+        total += float(tf.nn.log_softmax(logits)[token_ids[0, t]])
+    return total
+
+
+def test_prottxl_s_log_likelihood_is_the_sum_of_its_next_token_probabilities(tmp_path):
+    from safetensors.numpy import save_file
+
+    reference = dict(np.load(FIXTURES / "prottxl" / "expected.npz"))
+    folder = tmp_path / "prottxl"
+    folder.mkdir()
+    (folder / "config.json").write_text((FIXTURES / "prottxl" / "config.json").read_text())
+    save_file({k.split(":", 1)[1]: v for k, v in reference.items() if k.startswith("weight:")},
+              str(folder / "model.safetensors"))
+    family = FAMILIES["prottxl"]
+    model = family.import_checkpoint(str(folder))
+    signatures = tf.saved_model.load(export_saved_model(
+        model.backbone, str(tmp_path / "served"), head=head_signatures(family.objective, model))).signatures
+    scored = signatures[scoring.LOG_LIKELIHOOD](sequences=tf.constant(["MKTAYIAKQR", "MST"]))
+    for row, sequence in enumerate(["MKTAYIAKQR", "MST"]):
+        token_ids = np.array([[2, *(vocabulary.TOKEN_IDS[r] for r in sequence), 3]])  # [CLS] residues [SEP]
+        expected = _one_token_at_a_time(model.backbone, model.head, token_ids, first=1)
+        assert scored[scoring.LOG_LIKELIHOOD].numpy()[row] == pytest.approx(expected, abs=1e-4)
+
+
+def test_protxlnet_s_log_likelihood_reads_each_residue_after_those_before_it():
+    family = FAMILIES["protxlnet"]
+    model = family.import_checkpoint(str(FIXTURES / "protxlnet_checkpoint"), log=lambda _: None)
+    log_likelihood = family.objective.serving_signatures(model)[scoring.LOG_LIKELIHOOD]
+    sequence = "MKTAYIAK"
+    token_ids, _ = vocabulary.encode(tf.constant([sequence]), layout="sep_cls")  # residues <sep> <cls>
+    ids = vocabulary.checkpoint_rows(token_ids, model.backbone.token_rows).numpy()[0]
+    # XLNet's factorisation in the left-to-right order: position i sees no residue at or after it (the content
+    # stream sees itself); the specials, at the end here, are context for all
+    permutation_mask = np.zeros((1, len(ids), len(ids)), np.float32)
+    for i in range(len(ids)):
+        permutation_mask[0, i, i:len(sequence)] = 1.0
+    expected = 0.0
+    for t in range(len(sequence)):  # one query at a time
+        target_mapping = np.zeros((1, 1, len(ids)), np.float32)
+        target_mapping[0, 0, t] = 1.0
+        state = model.backbone.forward(token_ids, permutation_mask=permutation_mask, target_mapping=target_mapping)
+        expected += float(tf.nn.log_softmax(model.head(state.query)[0, 0])[ids[t]])
+    got = log_likelihood(tf.constant([sequence, "MST"]))[scoring.LOG_LIKELIHOOD].numpy()
+    assert got[0] == pytest.approx(expected, abs=1e-4)
+    assert got[1] == pytest.approx(float(log_likelihood(tf.constant(["MST"]))[scoring.LOG_LIKELIHOOD][0]), abs=1e-5)

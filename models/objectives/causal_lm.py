@@ -12,7 +12,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from models import vocabulary
 from models.input_pipeline import RESET, SEGMENTS, TOKEN_IDS, InputConfig, stream_segments
+from models.objectives import scoring
 from models.objectives.composition import entropy, probabilities
 from models.objectives.objective import TARGET_IDS, TARGET_WEIGHTS
 from models.objectives.stream_lm import StreamLM, StreamObjective
@@ -75,6 +77,19 @@ class CausalLanguageModeling(StreamObjective):
 
     def dataset(self, files, config, input_context=None, backbone=None, repeat=True):
         return causal_lm_dataset(files, config, input_context, repeat)
+
+    def serving_signatures(self, task_model):
+        """``log_likelihood`` (:mod:`models.objectives.scoring`): each token after ``[CLS]`` — the residues and
+        ``[SEP]`` — given those before it, from a zero memory."""
+
+        def token_log_likelihoods(token_ids):
+            logits = tf.cast(task_model({TOKEN_IDS: token_ids[:, :-1]}, training=False), tf.float32)
+            targets = token_ids[:, 1:]
+            log_probs = tf.gather(tf.nn.log_softmax(logits, axis=-1),
+                                  vocabulary.checkpoint_rows(targets, task_model.backbone.token_rows), batch_dims=2)
+            return log_probs * tf.cast(targets != vocabulary.PAD_ID, tf.float32)
+
+        return scoring.likelihood_signature(task_model.backbone, token_log_likelihoods)
 
 
 CAUSAL_LM = CausalLanguageModeling()

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from models import vocabulary
 from models.input_pipeline import RESET, SEGMENTS, TOKEN_IDS, InputConfig, length_batches, seeds, stream_segments
+from models.objectives import scoring
 from models.objectives.composition import entropy, probabilities
 from models.objectives.objective import TARGET_IDS, TARGET_WEIGHTS
 from models.objectives.stream_lm import StreamLM, StreamObjective
@@ -115,6 +116,25 @@ class PermutationLanguageModeling(StreamObjective):
     def dataset(self, files, config, input_context=None, backbone=None, repeat=True):
         return permutation_lm_dataset(files, config, input_context, repeat,
                                       streams=backbone is not None and self.keeps_memory(backbone))
+
+    def serving_signatures(self, task_model):
+        """``log_likelihood`` (:mod:`models.objectives.scoring`) in the left-to-right order: each residue through
+        the query stream, seeing the residues before it and the special tokens (context, as in training)."""
+
+        def token_log_likelihoods(token_ids):
+            is_residue = token_ids >= vocabulary.FIRST_RESIDUE_ID
+            positions = tf.range(tf.shape(token_ids)[1])
+            # i may not see residue j at or after it; everything else (the specials) is context
+            later = positions[None, :] >= positions[:, None]
+            permutation_mask = tf.cast(is_residue[:, None, :] & later[None], tf.float32)
+            target_mapping = tf.linalg.diag(tf.cast(is_residue, tf.float32))  # one query per token, scored at residues
+            logits = tf.cast(task_model({TOKEN_IDS: token_ids, PERMUTATION_MASK: permutation_mask,
+                                         TARGET_MAPPING: target_mapping}, training=False), tf.float32)
+            log_probs = tf.gather(tf.nn.log_softmax(logits, axis=-1),
+                                  vocabulary.checkpoint_rows(token_ids, task_model.backbone.token_rows), batch_dims=2)
+            return log_probs * tf.cast(is_residue, tf.float32)
+
+        return scoring.likelihood_signature(task_model.backbone, token_log_likelihoods)
 
 
 PERMUTATION_LM = PermutationLanguageModeling()

@@ -9,6 +9,11 @@ mask, 0 for none; ``n`` = 0 masks every residue) → ``log_probs`` (the same, wi
 position masked alone; zeros at the positions not requested) and ``lengths``. Each masked copy of a sequence is
 one more forward pass: the copies are built in the graph and scored in chunks of about
 :data:`TOKENS_PER_CHUNK` tokens.
+
+``log_likelihood`` — input ``sequences`` → ``log_likelihood`` (float32 ``[batch]``: Σ log p(token | the tokens
+before it) over the residues, left to right, and, for a model that predicts it, the end token) and ``lengths``: the
+score of a left-to-right model (ProtTXL) or of a permutation LM read in the left-to-right order (ProtXLNet), for
+which a substitution moves every later conditional, so a mutant's score is the ratio of two whole sequences.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from models import vocabulary
 from models.networks.backbone import max_residues
 
 WILDTYPE_MARGINALS = "wildtype_marginals"
+LOG_LIKELIHOOD = "log_likelihood"
 MASKED_MARGINALS = "masked_marginals"
 POSITIONS = "positions"
 LOG_PROBS = "log_probs"
@@ -141,3 +147,16 @@ def marginal_signatures(backbone, wildtype_log_probs: Callable[[tf.Tensor], tf.T
         return {LOG_PROBS: masked_copies_log_probs(token_ids, lengths, requested, lead, score), "lengths": lengths}
 
     return {WILDTYPE_MARGINALS: wildtype_marginals, MASKED_MARGINALS: masked_marginals}
+
+
+def likelihood_signature(backbone, token_log_likelihoods: Callable[[tf.Tensor], tf.Tensor]
+                         ) -> dict[str, tf.types.experimental.GenericFunction]:
+    """The ``log_likelihood`` signature: `token_log_likelihoods(token_ids)` gives ``[batch, tokens]``, the log
+    probability of each token the model predicts (zero at the others: padding, context-only specials)."""
+
+    @tf.function(input_signature=[SEQUENCES_SPEC])
+    def log_likelihood(sequences):
+        token_ids, lengths = checked_tokens(sequences, backbone)
+        return {LOG_LIKELIHOOD: tf.reduce_sum(token_log_likelihoods(token_ids), axis=1), "lengths": lengths}
+
+    return {LOG_LIKELIHOOD: log_likelihood}
