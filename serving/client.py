@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import grpc
 import numpy as np
@@ -55,6 +55,7 @@ class EmbeddingClient:
         self.response_bytes = min(response_bytes, max_message_bytes)
         self.max_message_bytes = max_message_bytes
         self._hidden_dim: int | None = None
+        self.signature_names: list[str] = []  # the served version's signatures, known after pin_version()
         self.requests_sent = 0
         options = grpc_message_options(max_message_bytes)
         if tls_root_certificates is not None:
@@ -85,28 +86,34 @@ class EmbeddingClient:
     def pin_version(self) -> int:
         """Ask the server which version it serves now (for the version or label asked for) and ask for that one
         from here on, so that a version swapped in later is not mixed into this client's answers; the identity
-        then names it."""
+        then names it, and `signature_names` what it serves."""
         request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
         self._name_model(request.model_spec)
         response = self._stub.GetModelMetadata(request, timeout=self.timeout_s)
         self.version, self.version_label = response.model_spec.version.value, None
         self.identity = f"grpc:{self.name}/{self.version}"
+        signatures = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(signatures)
+        self.signature_names = sorted(signatures.signature_def)
         return self.version
 
-    def request(self, sequences: Sequence[str], signature: str = SIGNATURE,
-                outputs: Sequence[str] = ()) -> predict_pb2.PredictRequest:
-        """A PredictRequest of `signature` for `sequences`, asking only `outputs` (all when empty)."""
+    def request(self, sequences: Sequence[str], signature: str = SIGNATURE, outputs: Sequence[str] = (),
+                inputs: Mapping[str, np.ndarray] | None = None) -> predict_pb2.PredictRequest:
+        """A PredictRequest of `signature` for `sequences` (and the signature's other `inputs`, such as
+        ``positions``), asking only `outputs` (all when empty)."""
         request = predict_pb2.PredictRequest()
         self._name_model(request.model_spec)
         request.model_spec.signature_name = signature
         request.inputs[INPUT].CopyFrom(tf.make_tensor_proto(list(sequences), dtype=tf.string))
+        for name, value in (inputs or {}).items():
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
         request.output_filter.extend(outputs)
         return request
 
-    def predict(self, sequences: Sequence[str], signature: str = SIGNATURE,
-                outputs: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    def predict(self, sequences: Sequence[str], signature: str = SIGNATURE, outputs: Sequence[str] = (),
+                inputs: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """One Predict call (retried on UNAVAILABLE with backoff); the raw signature outputs."""
-        request = self.request(sequences, signature, outputs)
+        request = self.request(sequences, signature, outputs, inputs)
         for attempt in range(self.retries + 1):
             try:
                 response = self._stub.Predict(request, timeout=self.timeout_s)

@@ -6,7 +6,8 @@ server implements the parts of its protocol our clients use, from the ``tensorfl
 ``PredictionService.Predict`` and ``GetModelMetadata``, and ``ModelService.GetModelStatus``, over the same model
 base path layout (``<base>/<version>/saved_model.pb``). Like TF Serving it polls the base path for new
 versions, loads each (replaying its ``assets.extra/tf_serving_warmup_requests``) before switching to it, serves
-the latest (or a version/label a request names), and batches concurrent Predict calls. Bad requests get
+the latest (or a version/label a request names), and batches concurrent Predict calls. Every signature that
+takes ``sequences`` (and, for ``masked_marginals``, ``positions``) is served. Bad requests get
 ``INVALID_ARGUMENT`` naming the problem; the server keeps serving.
 """
 
@@ -43,6 +44,7 @@ from tensorflow_serving.apis import (
 )
 
 from models.export.signatures import INPUT, SIGNATURE, WARMUP_FILE, signature_defs
+from models.objectives.scoring import POSITIONS
 from serving.server_config import MAX_MESSAGE_BYTES, grpc_message_options
 
 
@@ -52,7 +54,8 @@ class BadRequest(ValueError):
 
 @dataclass
 class LoadedVersion:
-    """One loaded SavedModel version: its signatures that take `sequences` strings, by name."""
+    """One loaded SavedModel version: its signatures that take `sequences` strings (and perhaps `positions`), by
+    name."""
 
     version: int
     path: str
@@ -64,7 +67,8 @@ class LoadedVersion:
 def _load_version(path: str, version: int) -> LoadedVersion:
     functions = tf.saved_model.load(path).signatures
     definitions = {name: definition for name, definition in signature_defs(path).items()
-                   if set(definition.inputs) == {INPUT} and name in functions}
+                   if INPUT in definition.inputs and set(definition.inputs) <= {INPUT, POSITIONS}
+                   and name in functions}
     if SIGNATURE not in definitions:
         raise ValueError(f"{path}: no {SIGNATURE!r} signature taking {INPUT!r} strings")
     residue_outputs = {name: {output for output, info in definition.outputs.items()
@@ -134,6 +138,7 @@ class _Pending:
     model: LoadedVersion
     signature: str
     sequences: list[bytes]
+    positions: np.ndarray | None = None  # a request with positions runs alone (its own columns)
     done: threading.Event = field(default_factory=threading.Event)
     outputs: dict | None = None
     error: Exception | None = None
@@ -151,12 +156,16 @@ class Batcher:
         self._thread = threading.Thread(target=self._loop, daemon=True, name="batcher")
         self._thread.start()
 
-    def run(self, model: LoadedVersion, signature: str, sequences: list[bytes]) -> dict:
-        """The outputs of `signature` for `sequences`. A request larger than a batch runs as batch-sized parts, one
-        after another, so that other callers' requests interleave with it instead of waiting for all of it."""
+    def run(self, model: LoadedVersion, signature: str, sequences: list[bytes],
+            positions: np.ndarray | None = None) -> dict:
+        """The outputs of `signature` for `sequences` (and `positions`, one row per sequence). A request larger than
+        a batch runs as batch-sized parts, one after another, so that other callers' requests interleave with it
+        instead of waiting for all of it."""
         parts = []
         for start in range(0, len(sequences), self.max_batch_size):
-            pending = _Pending(model, signature, sequences[start : start + self.max_batch_size])
+            stop = start + self.max_batch_size
+            pending = _Pending(model, signature, sequences[start:stop],
+                               None if positions is None else positions[start:stop])
             self._queue.put(pending)
             pending.done.wait()
             if pending.error is not None:
@@ -181,6 +190,7 @@ class Batcher:
                 except queue.Empty:
                     break
                 if (item.model is first.model and item.signature == first.signature
+                        and first.positions is None and item.positions is None
                         and size + len(item.sequences) <= self.max_batch_size):
                     group.append(item)
                     size += len(item.sequences)
@@ -196,7 +206,10 @@ class Batcher:
         try:
             model, signature = group[0].model, group[0].signature
             batch = [sequence for item in group for sequence in item.sequences]
-            outputs = {k: v.numpy() for k, v in model.signatures[signature](sequences=tf.constant(batch)).items()}
+            inputs = {INPUT: tf.constant(batch)}
+            if group[0].positions is not None:
+                inputs[POSITIONS] = tf.constant(group[0].positions, tf.int32)
+            outputs = {k: v.numpy() for k, v in model.signatures[signature](**inputs).items()}
             start = 0
             for item in group:
                 stop = start + len(item.sequences)
@@ -247,6 +260,29 @@ def transported_sequences(tensor, max_request_residues: int | None = None) -> li
     return values
 
 
+def transported_positions(tensor, sequences: list[bytes], max_request_residues: int | None = None) -> np.ndarray:
+    """The request's `positions` input (int32 ``[batch, n]``, one row per sequence) after the transport checks.
+    Each position asked is one more pass over its sequence, so the residue cap counts the masked copies: TooLarge
+    when they add up past `max_request_residues`, unless the request is one copy of one sequence."""
+    from tensorflow.core.framework import types_pb2
+
+    if tensor.dtype != types_pb2.DT_INT32:
+        raise BadRequest(f"input {POSITIONS!r} must be DT_INT32 (1-based residue positions), not "
+                         f"{types_pb2.DataType.Name(tensor.dtype)}")
+    positions = tf.make_ndarray(tensor)
+    if positions.ndim != 2 or positions.shape[0] != len(sequences):
+        raise BadRequest(f"input {POSITIONS!r} must be [batch, n] with one row per sequence ({len(sequences)}), not "
+                         f"shape {list(positions.shape)}")
+    copies = [len(sequence) if positions.shape[1] == 0 else int(np.count_nonzero(row))
+              for sequence, row in zip(sequences, positions)]
+    total = sum(count * len(sequence) for count, sequence in zip(copies, sequences))
+    if max_request_residues is not None and sum(copies) > 1 and total > max_request_residues:
+        raise TooLarge(f"the request masks {sum(copies):,} copies holding {total:,} residues in all; this server "
+                       f"takes at most {max_request_residues:,} per request: ask fewer positions or sequences per "
+                       "request")
+    return positions
+
+
 def model_error(error: tf.errors.InvalidArgumentError) -> str:
     """The message of an assertion in the model's graph, without TensorFlow's framing: ``assertion failed: [a]
     [b]`` → ``a b``."""
@@ -285,10 +321,10 @@ class _Service(prediction_service_pb2_grpc.PredictionServiceServicer, model_serv
         if signature not in model.signatures:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"no signature {signature!r}; this model has "
                                                             f"{sorted(model.signatures)}")
-        unknown = set(request.inputs) - {INPUT}
-        if unknown or INPUT not in request.inputs:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"expected exactly one input {INPUT!r}, got "
-                                                            f"{sorted(request.inputs)}")
+        expected_inputs = set(model.signature_defs[signature].inputs)
+        if set(request.inputs) != expected_inputs:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{signature!r} takes the inputs "
+                                                            f"{sorted(expected_inputs)}, got {sorted(request.inputs)}")
         outputs_of_signature = list(model.signature_defs[signature].outputs)
         wanted = list(request.output_filter) or outputs_of_signature
         if set(wanted) - set(outputs_of_signature):
@@ -296,8 +332,13 @@ class _Service(prediction_service_pb2_grpc.PredictionServiceServicer, model_serv
                           f"unknown outputs {sorted(set(wanted) - set(outputs_of_signature))}; outputs of "
                           f"{signature!r}: {sorted(outputs_of_signature)}")
         try:
-            sequences = transported_sequences(request.inputs[INPUT], self.max_request_residues)
-            outputs = self.batcher.run(model, signature, sequences)
+            positions = None
+            if POSITIONS in request.inputs:
+                sequences = transported_sequences(request.inputs[INPUT])
+                positions = transported_positions(request.inputs[POSITIONS], sequences, self.max_request_residues)
+            else:
+                sequences = transported_sequences(request.inputs[INPUT], self.max_request_residues)
+            outputs = self.batcher.run(model, signature, sequences, positions)
         except BadRequest as error:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         except TooLarge as error:
@@ -355,7 +396,8 @@ MAX_REQUEST_RESIDUES = 131_072
 class DevServer:
     """The server, started on `port` (0: any free port; see `.port`) of `host` (loopback unless opened), polling
     every `poll_s` seconds; with `tls` (certificate chain and private key, PEM bytes), over TLS only. It serves every
-    signature of a version that takes `sequences` (``serving_default``, ``serving_float16``, ``predict``)."""
+    signature of a version that takes `sequences` (``serving_default``, ``serving_float16``, ``predict``, and the
+    head's: ``wildtype_marginals``, ``masked_marginals`` with its ``positions``, ``log_likelihood``)."""
 
     def __init__(self, model_base_path: str, model_name: str, port: int = 8500, host: str = "127.0.0.1",
                  poll_s: float = 1.0, max_batch_size: int = 32, batch_timeout_s: float = 0.002,

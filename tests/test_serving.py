@@ -188,7 +188,7 @@ def test_metadata_and_status_describe_the_loaded_version(server):
                           "sequence 0 has 1"),
     (request(["MKT", "MKJ"]), "sequence 1 has J"),
     (request([["MKT"]]), "must be a vector"),
-    (request(["MKT"], input_name="seqs"), "expected exactly one input 'sequences'"),
+    (request(["MKT"], input_name="seqs"), "'serving_default' takes the inputs ['sequences'], got ['seqs']"),
     (_declaring(request(["MKT", "MKV"]), 5), "declares shape [5] but holds 2 strings"),
     (request(["MKÉTα"]), "sequence 0 has Éα"),
 ])
