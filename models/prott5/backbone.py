@@ -17,6 +17,17 @@ from models import vocabulary
 from models.prott5.layers import RelativePositionBias, T5Attention, T5FeedForward, rms_norm
 
 BLOCKED = -1e9  # added to the scores of keys a query may not see (float32)
+# The encoder's attention scores of one layer, [batch, heads, queries, keys] in float32, held whole up to this many
+# bytes; past it queries go in blocks that fit (ProtT5-XL on 34,350 residues would otherwise hold 151 GB per layer).
+SCORE_BYTES = 256 << 20
+SMALLEST_QUERY_BLOCK = 64
+
+
+def query_block(batch: tf.Tensor, heads: int, length: tf.Tensor) -> tf.Tensor:
+    """Queries per block such that a block's scores fit :data:`SCORE_BYTES` (at least
+    :data:`SMALLEST_QUERY_BLOCK`); `length` or more means one block, the plain path."""
+    per_query = 4 * tf.cast(batch, tf.int64) * heads * tf.cast(tf.maximum(length, 1), tf.int64)
+    return tf.cast(tf.maximum(SCORE_BYTES // per_query, SMALLEST_QUERY_BLOCK), tf.int32)
 
 
 class T5Stack(keras.layers.Layer):
@@ -26,7 +37,7 @@ class T5Stack(keras.layers.Layer):
                  feed_forward: str, dropout: float, layer_norm_epsilon: float, num_buckets: int, max_distance: int,
                  decoder: bool, **kwargs):
         super().__init__(**kwargs)
-        self.num_layers, self.hidden_dim, self.decoder = num_layers, hidden_dim, decoder
+        self.num_layers, self.hidden_dim, self.num_heads, self.decoder = num_layers, hidden_dim, num_heads, decoder
         self.position_bias = RelativePositionBias(num_heads, not decoder, num_buckets, max_distance,
                                                   name="relative_position_bias")
         self.self_attention = [T5Attention(hidden_dim, num_heads, head_dim, dropout, name=f"self_attention_{i}")
@@ -54,18 +65,36 @@ class T5Stack(keras.layers.Layer):
     def call(self, embedded: tf.Tensor, padding: tf.Tensor, encoded: tf.Tensor | None = None,
              encoder_padding: tf.Tensor | None = None, training=None) -> tf.Tensor:
         """`embedded` ``[batch, length, hidden]``; `padding` ``[batch, length]`` True at padding tokens; a decoder
-        also takes the encoder's output and padding. Returns float32 ``[batch, length, hidden]``."""
+        also takes the encoder's output and padding. Returns float32 ``[batch, length, hidden]``. An encoder whose
+        scores would pass :data:`SCORE_BYTES` attends in query blocks (:func:`query_block`), with equal results."""
         length = tf.shape(embedded)[1]
         blocked = padding[:, None, None, :]
         if self.decoder:
             blocked = blocked | (tf.range(length)[None, :] > tf.range(length)[:, None])[None, None]
-        self_bias = self.position_bias(length, length) + tf.where(blocked, BLOCKED, 0.0)
+        key_bias = tf.where(blocked, BLOCKED, 0.0)
+
+        def whole():
+            bias = self.position_bias(length, length) + key_bias
+            return self._blocks(embedded, lambda index, normed: self.self_attention[index](
+                normed, normed, bias, training=training), encoded, encoder_padding, training)
+
+        if self.decoder or training:  # training lengths are bounded, and XLA compiles no dynamic block loop
+            return whole()
+        block = query_block(tf.shape(embedded)[0], self.num_heads, length)
+
+        def in_blocks():
+            return self._blocks(embedded, lambda index, normed: self.self_attention[index].in_query_blocks(
+                normed, key_bias, self.position_bias, block, training=training), None, None, training)
+
+        return tf.cond(block < length, in_blocks, whole)
+
+    def _blocks(self, embedded, self_attention, encoded, encoder_padding, training) -> tf.Tensor:
+        """The blocks over `embedded`, `self_attention(index, normed)` giving layer index's attention output."""
         cross_bias = None if encoded is None else tf.where(encoder_padding[:, None, None, :], BLOCKED, 0.0)
         hidden = self.drop(tf.cast(embedded, tf.float32), training=training)
         for index in range(self.num_layers):
             normed = self.self_norms[index](hidden)
-            hidden += self.drop(tf.cast(self.self_attention[index](normed, normed, self_bias, training=training),
-                                        tf.float32), training=training)
+            hidden += self.drop(tf.cast(self_attention(index, normed), tf.float32), training=training)
             if self.decoder:
                 normed = self.cross_norms[index](hidden)
                 hidden += self.drop(tf.cast(self.cross_attention[index](normed, encoded, cross_bias,

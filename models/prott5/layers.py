@@ -50,8 +50,9 @@ class RelativePositionBias(keras.layers.Layer):
                                      initializer=keras.initializers.RandomNormal(stddev=1.0))
         super().build(input_shape)
 
-    def call(self, query_length: tf.Tensor, key_length: tf.Tensor) -> tf.Tensor:
-        offsets = tf.range(key_length)[None, :] - tf.range(query_length)[:, None]
+    def call(self, query_length: tf.Tensor, key_length: tf.Tensor, query_start: tf.Tensor | int = 0) -> tf.Tensor:
+        """The bias of queries ``query_start … query_start + query_length − 1`` over keys ``0 … key_length − 1``."""
+        offsets = tf.range(key_length)[None, :] - (query_start + tf.range(query_length))[:, None]
         buckets = relative_position_bucket(offsets, self.bidirectional, self.num_buckets, self.max_distance)
         bias = tf.gather(tf.cast(self.table, tf.float32), buckets)  # [q, k, heads]; scores are float32
         return tf.transpose(bias, [2, 0, 1])[None]
@@ -92,12 +93,38 @@ class T5Attention(keras.layers.Layer):
         number where attention is blocked), in float32."""
         query, key, value = self._heads(self.query(hidden)), self._heads(self.key(keys_values)), \
             self._heads(self.value(keys_values))
-        scores = tf.matmul(tf.cast(query, tf.float32), tf.cast(key, tf.float32), transpose_b=True) + bias
-        weights = self.drop(tf.nn.softmax(scores, axis=-1), training=training)
-        context = tf.matmul(tf.cast(weights, value.dtype), value)
+        context = self._attend(query, key, value, bias, training)
         shape = tf.shape(context)
         context = tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [shape[0], shape[2], self.num_heads * self.head_dim])
         return self.output_dense(context)
+
+    def in_query_blocks(self, hidden: tf.Tensor, key_bias: tf.Tensor, position_bias: RelativePositionBias,
+                        block: tf.Tensor, training=None) -> tf.Tensor:
+        """Self-attention of `hidden` ``[batch, length, hidden]`` equal to :meth:`call` with the full bias, holding
+        the scores of `block` queries at a time (``[batch, heads, block, length]``) instead of all of them: memory
+        beyond the projections grows linearly with the length. `key_bias` ``[batch, 1, 1, length]``: the mask."""
+        query, key, value = (self._heads(dense(hidden)) for dense in (self.query, self.key, self.value))
+        length = tf.shape(hidden)[1]
+        blocks = (length + block - 1) // block
+
+        def one_block(index, contexts):
+            start = index * block
+            queries = query[:, :, start:start + block]
+            bias = position_bias(tf.shape(queries)[2], length, start) + key_bias
+            context = self._attend(queries, key, value, bias, training)  # [batch, heads, block, head_dim]
+            return index + 1, contexts.write(index, tf.transpose(context, [2, 0, 1, 3]))
+
+        contexts = tf.TensorArray(value.dtype, size=blocks, infer_shape=False)
+        _, contexts = tf.while_loop(lambda index, _: index < blocks, one_block, [tf.constant(0), contexts])
+        context = contexts.concat()  # [length, batch, heads, head_dim]
+        shape = tf.shape(context)
+        context = tf.reshape(tf.transpose(context, [1, 0, 2, 3]), [shape[1], shape[0], self.num_heads * self.head_dim])
+        return self.output_dense(context)
+
+    def _attend(self, query, key, value, bias, training) -> tf.Tensor:
+        scores = tf.matmul(tf.cast(query, tf.float32), tf.cast(key, tf.float32), transpose_b=True) + bias
+        weights = self.drop(tf.nn.softmax(scores, axis=-1), training=training)
+        return tf.matmul(tf.cast(weights, value.dtype), value)
 
     def get_config(self):
         return {**super().get_config(), "hidden_dim": self.hidden_dim, "num_heads": self.num_heads,
