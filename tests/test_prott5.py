@@ -92,7 +92,12 @@ def test_a_half_precision_savedmodel_computes_in_half_and_matches_transformers_h
     path = export_saved_model(backbone, str(tmp_path / "m"), dtype=precision, output_dtype="float16")
     assert read_model_info(path)["dtype"] == precision
     loaded = tf.saved_model.load(path)
-    assert {v.dtype for v in loaded.variables if "norm" not in v.name} == {tf.as_dtype(precision)}
+    # norms, and under float16 the feed-forward output projections (T5's overflow point), stay float32
+    wide = ("norm", "outer") if precision == "float16" else ("norm",)
+    assert {v.dtype for v in loaded.variables if not any(part in v.name for part in wide)} == \
+        {tf.as_dtype(precision)}
+    assert {v.dtype for v in loaded.variables if "outer" in v.name} == \
+        {tf.float32 if precision == "float16" else tf.as_dtype(precision)}
     served = loaded.signatures["serving_default"](sequences=tf.constant(list(expected["sequences"])))
     assert served["residue_embeddings"].dtype == tf.float16
     scale = np.abs(expected["half_hidden_state"]).max()
@@ -189,3 +194,30 @@ def test_a_long_input_attends_in_query_blocks_with_the_plain_path_s_numerics(mon
     in_blocks = tf.function(lambda ids: backbone(ids))(token_ids).numpy()
     assert blocks and token_ids.shape[1] > 4 * 64
     np.testing.assert_allclose(in_blocks, plain, rtol=1e-5, atol=1e-5 * np.abs(plain).max())
+
+
+def test_a_feed_forward_output_past_float16_s_range_stays_finite_in_a_float16_export(tmp_path):
+    keras.utils.set_random_seed(0)
+    backbone = build_backbone("prott5", "tiny")
+    backbone(_our_inputs(["MKT"])[0])
+    outer = backbone.encoder.feed_forwards[0].outer
+    outer.kernel.assign(outer.kernel * 40000.0)  # layer 0's feed-forward now outputs past 65,504
+    sequences = tf.constant(["MKTAYIAKQRQISFVKSHFSRQ", "MKT"])
+    reference = embedding.embed_strings(backbone, sequences)["residue_embeddings"].numpy()
+    path = export_saved_model(backbone, str(tmp_path / "half"), dtype="float16")
+    served = tf.saved_model.load(path).signatures["serving_default"](sequences=sequences)["residue_embeddings"]
+    assert np.isfinite(served.numpy()).all()
+    np.testing.assert_allclose(served.numpy(), reference, atol=5e-3 * np.abs(reference).max())
+
+
+def test_a_non_finite_embedding_is_an_error_naming_the_sequence_never_an_answer(tmp_path):
+    keras.utils.set_random_seed(0)
+    backbone = build_backbone("prott5", "tiny")
+    backbone(_our_inputs(["MKT"])[0])
+    table = backbone.token_embedding.embeddings
+    table.assign(tf.tensor_scatter_nd_update(table, [[vocabulary.TOKEN_IDS["W"]]], [[np.nan] * backbone.hidden_dim]))
+    signature = tf.saved_model.load(export_saved_model(backbone, str(tmp_path / "broken"))).signatures[
+        "serving_default"]
+    assert np.isfinite(signature(sequences=tf.constant(["MKT"]))["residue_embeddings"].numpy()).all()
+    with pytest.raises(tf.errors.InvalidArgumentError, match="embedding of a sequence is not finite.*sequence. .1"):
+        signature(sequences=tf.constant(["MKT", "MKWT"]))

@@ -60,9 +60,21 @@ def embed_strings(backbone: Backbone, sequences: tf.Tensor, window: "Window | No
 
     window = window or default_window(backbone)
     if window is None:
-        return whole()
+        return finite(whole())
     longest = tf.reduce_max(tf.concat([lengths, [0]], 0))
-    return tf.cond(longest <= window.residues, whole, lambda: _in_windows(backbone, residues, layout, window))
+    return finite(tf.cond(longest <= window.residues, whole, lambda: _in_windows(backbone, residues, layout, window)))
+
+
+def finite(outputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """`outputs`, refused in the graph (an InvalidArgumentError naming the first sequence) where an embedding is
+    not finite — an overflow in half precision is an error, never an answer."""
+    bad = tf.logical_not(tf.reduce_all(tf.math.is_finite(outputs["residue_embeddings"]), axis=[1, 2]))
+    first = tf.argmax(tf.cast(bad, tf.int32), output_type=tf.int32)
+    check = tf.debugging.Assert(tf.logical_not(tf.reduce_any(bad)), [
+        "the model's embedding of a sequence is not finite (an overflow: try a float32 or bfloat16 export): "
+        "sequence", first])
+    with tf.control_dependencies([check]):
+        return {name: tf.identity(value) for name, value in outputs.items()}
 
 
 class Window(NamedTuple):

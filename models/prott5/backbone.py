@@ -51,7 +51,7 @@ class T5Stack(keras.layers.Layer):
                                             name=f"feed_forward_{i}") for i in range(num_layers)]
         self.feed_forward_norms = [rms_norm(layer_norm_epsilon, f"feed_forward_norm_{i}") for i in range(num_layers)]
         self.final_norm = rms_norm(layer_norm_epsilon, "final_norm")
-        self.drop = keras.layers.Dropout(dropout)
+        self.drop = keras.layers.Dropout(dropout, dtype="float32")  # on the float32 residual stream: no cast to half
 
     def build(self, input_shape):
         shape = (None, None, self.hidden_dim)

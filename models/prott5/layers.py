@@ -136,7 +136,9 @@ FEED_FORWARDS = ("relu", "gated-gelu")
 
 class T5FeedForward(keras.layers.Layer):
     """``relu``: wo(relu(wi x)) (T5 v1.0, ProtT5-XL); ``gated-gelu``: wo(gelu_tanh(wi_0 x) · wi_1 x) (T5 v1.1).
-    No biases."""
+    No biases. Under float16 the output projection ``wo`` computes in float32: T5's feed-forward outputs pass
+    float16's 65,504 on real checkpoints (transformers keeps ``wo`` in float32 for the same reason); bfloat16 has
+    float32's range and keeps it in bfloat16."""
 
     def __init__(self, hidden_dim: int, intermediate_dim: int, variant: str = "relu", dropout: float = 0.0,
                  **kwargs):
@@ -148,7 +150,9 @@ class T5FeedForward(keras.layers.Layer):
         self.inner = keras.layers.Dense(intermediate_dim, use_bias=False, name="inner")
         self.gate = keras.layers.Dense(intermediate_dim, use_bias=False, name="gate") if variant == "gated-gelu" \
             else None
-        self.outer = keras.layers.Dense(hidden_dim, use_bias=False, name="outer")
+        wide_outer = self.dtype_policy.compute_dtype == "float16"
+        self.outer = keras.layers.Dense(hidden_dim, use_bias=False, name="outer",
+                                        dtype="float32" if wide_outer else self.dtype_policy)
         self.drop = keras.layers.Dropout(dropout)
 
     def build(self, input_shape):
@@ -163,7 +167,7 @@ class T5FeedForward(keras.layers.Layer):
             inner = tf.nn.relu(self.inner(hidden))
         else:
             inner = tf.nn.gelu(self.inner(hidden), approximate=True) * self.gate(hidden)
-        return self.outer(self.drop(inner, training=training))
+        return self.outer(tf.cast(self.drop(inner, training=training), self.outer.compute_dtype))
 
     def get_config(self):
         return {**super().get_config(), "hidden_dim": self.hidden_dim, "intermediate_dim": self.intermediate_dim,
