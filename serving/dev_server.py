@@ -45,6 +45,7 @@ from tensorflow_serving.apis import (
 
 from models.export.signatures import INPUT, SIGNATURE, WARMUP_FILE, signature_defs
 from models.objectives.scoring import POSITIONS
+from serving.model_input import model_error
 from serving.server_config import MAX_MESSAGE_BYTES, grpc_message_options
 
 
@@ -281,17 +282,6 @@ def transported_positions(tensor, sequences: list[bytes], max_request_residues: 
                        f"takes at most {max_request_residues:,} per request: ask fewer positions or sequences per "
                        "request")
     return positions
-
-
-def model_error(error: tf.errors.InvalidArgumentError) -> str:
-    """The message of an assertion in the model's graph, without TensorFlow's framing: ``assertion failed: [a]
-    [b]`` → ``a b``."""
-    lines = [line.strip() for line in error.message.splitlines() if line.strip()]
-    for line in lines:  # a nested function's failure comes after a "Graph execution error:" line
-        if "assertion failed: " in line:
-            message = line.split("assertion failed: ", 1)[1].strip()
-            return message.removeprefix("[").removesuffix("]").replace("] [", " ")
-    return lines[0] if lines else "the model refused the request"
 
 
 class _Service(prediction_service_pb2_grpc.PredictionServiceServicer, model_service_pb2_grpc.ModelServiceServicer):

@@ -29,7 +29,8 @@ from typing import Iterator, Sequence
 import grpc
 
 from serving.embedding_file import Output, dataset_key
-from serving.model_input import add_model_source, chunks_of, make_embedder, screened_records, server_refusal
+from serving.model_input import (ScreenedRecord, add_model_source, chunks_of, make_embedder, run_or_reject,
+                                 screened_records, server_refusal)
 
 CHUNK_RESIDUES = 200_000  # residues embedded (and written) per round
 
@@ -37,20 +38,21 @@ CHUNK_RESIDUES = 200_000  # residues embedded (and written) per round
 def embed_file(fasta: str, output: Output, embedder, progress) -> dict[str, int]:
     counts = {"embedded": 0, "skipped_done": 0}
 
-    def to_embed() -> Iterator[tuple[str, str, str]]:
-        for record_id, sequence in screened_records(fasta, output.reject, key=dataset_key):
-            key = dataset_key(record_id)
-            if output.done(key):
+    def to_embed() -> Iterator[ScreenedRecord]:
+        for record in screened_records(fasta, output.reject, key=dataset_key):
+            if output.done(dataset_key(record.id)):
                 counts["skipped_done"] += 1
                 progress.update(1)
             else:
-                yield key, record_id, sequence
+                yield record
 
-    for chunk in chunks_of(to_embed(), CHUNK_RESIDUES, lambda item: len(item[2])):
-        for (key, record_id, _), embedding in zip(chunk, embedder.embed([sequence for *_, sequence in chunk])):
-            output.write(key, record_id, embedding)
+    for chunk in chunks_of(to_embed(), CHUNK_RESIDUES, lambda record: len(record.sequence)):
+        embedded = run_or_reject(lambda records: embedder.embed([record.sequence for record in records]), chunk,
+                                 lambda record, reason: output.reject(record.line, record.id, reason))
+        for record, embedding in embedded:
+            output.write(dataset_key(record.id), record.id, embedding)
         output.flush()
-        counts["embedded"] += len(chunk)
+        counts["embedded"] += len(embedded)
         progress.update(len(chunk))
     counts["rejected"], counts["repaired"] = output.rejected, output.repaired
     return counts

@@ -5,7 +5,7 @@ dropped unseen), and chunks of about a number of residues."""
 from __future__ import annotations
 
 import argparse
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, NamedTuple, TypeVar
 
 import grpc
 
@@ -13,7 +13,17 @@ from beam_jobs.console import VERBOSE_FLAG, VERBOSE_HELP
 from beam_jobs.fasta import read_fasta
 from beam_jobs.sequences import Reject, normalise
 
+if TYPE_CHECKING:
+    import tensorflow as tf
+
 T = TypeVar("T")
+R = TypeVar("R")
+
+
+class ScreenedRecord(NamedTuple):
+    id: str
+    sequence: str  # normalised
+    line: int  # of its header in the FASTA file
 
 
 def make_embedder(args):
@@ -29,8 +39,8 @@ def make_embedder(args):
 
 
 def screened_records(fasta: str, reject: Callable[[int, str, str], None],
-                     key: Callable[[str], str] = lambda record_id: record_id) -> Iterator[tuple[str, str]]:
-    """A FASTA file's records as ``(id, normalised sequence)``: the first record of each `key` whose sequence
+                     key: Callable[[str], str] = lambda record_id: record_id) -> Iterator[ScreenedRecord]:
+    """A FASTA file's records as ``(id, normalised sequence, line)``: the first record of each `key` whose sequence
     normalises; every other record goes to ``reject(line, id, reason)``, so none is dropped unseen."""
     seen: set[str] = set()
     for record in read_fasta(fasta):
@@ -45,7 +55,7 @@ def screened_records(fasta: str, reject: Callable[[int, str, str], None],
         if isinstance(normalised, Reject):
             reject(record.line, record.id, normalised.detail or normalised.reason)
             continue
-        yield record.id, normalised.sequence.decode("ascii")
+        yield ScreenedRecord(record.id, normalised.sequence.decode("ascii"), record.line)
 
 
 def chunks_of(records: Iterable[T], residues: int, length: Callable[[T], int]) -> Iterator[list[T]]:
@@ -72,3 +82,47 @@ def add_model_source(parser: argparse.ArgumentParser) -> None:
 
 def server_refusal(error: grpc.RpcError) -> str:
     return f"the server answered {error.code().name}: {error.details()}"
+
+
+def model_error(error: tf.errors.InvalidArgumentError) -> str:
+    """The message of an assertion in the model's graph, without TensorFlow's framing: ``assertion failed: [a]
+    [b]`` → ``a b``."""
+    lines = [line.strip() for line in error.message.splitlines() if line.strip()]
+    for line in lines:  # a nested function's failure comes after a "Graph execution error:" line
+        if "assertion failed: " in line:
+            message = line.split("assertion failed: ", 1)[1].strip()
+            return message.removeprefix("[").removesuffix("]").replace("] [", " ")
+    return lines[0] if lines else "the model refused the request"
+
+
+def model_refusal(error: Exception) -> str | None:
+    """The model's reason when it refused what it was given (its graph's InvalidArgumentError, locally, or a
+    server's INVALID_ARGUMENT); None for any other failure."""
+    import tensorflow as tf
+
+    if isinstance(error, tf.errors.InvalidArgumentError):
+        return model_error(error)
+    if isinstance(error, grpc.RpcError) and error.code() == grpc.StatusCode.INVALID_ARGUMENT:
+        return error.details()
+    return None
+
+
+def run_or_reject(run: Callable[[list[T]], list[R]], items: list[T],
+                  reject: Callable[[T, str], None]) -> list[tuple[T, R]]:
+    """`run(items)` paired with its items; when the model refuses the batch, each item alone, and those it refuses
+    go to ``reject(item, the model's reason)``: one bad sequence costs its own record, not its batch's."""
+    try:
+        return list(zip(items, run(items)))
+    except Exception as error:  # noqa: BLE001 — only the model's refusal is handled here
+        if model_refusal(error) is None:
+            raise
+    done = []
+    for item in items:
+        try:
+            done.extend(zip([item], run([item])))
+        except Exception as error:  # noqa: BLE001
+            reason = model_refusal(error)
+            if reason is None:
+                raise
+            reject(item, reason)
+    return done

@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 import grpc
 import numpy as np
 
-from serving.model_input import add_model_source, chunks_of, screened_records, server_refusal
+from serving.model_input import add_model_source, chunks_of, run_or_reject, screened_records, server_refusal
 
 CHUNK_RESIDUES = 50_000  # residues predicted (and written) per round
 RESIDUES_PER_CALL = 16_384  # tokens per model call
@@ -143,10 +143,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with tqdm(unit=" proteins", file=sys.stderr, disable=None) as progress:
             records = screened_records(args.input, writer.reject)
-            for chunk in chunks_of(records, CHUNK_RESIDUES, lambda record: len(record[1])):
-                for (record_id, _), record in zip(chunk, predictions(run, [s for _, s in chunk],
-                                                                     args.residue_probabilities)):
-                    writer.write(record_id, record)
+            for chunk in chunks_of(records, CHUNK_RESIDUES, lambda record: len(record.sequence)):
+                predicted = run_or_reject(
+                    lambda part: predictions(run, [record.sequence for record in part], args.residue_probabilities),
+                    chunk, lambda record, reason: writer.reject(record.line, record.id, reason))
+                for record, prediction in predicted:
+                    writer.write(record.id, prediction)
                 progress.update(len(chunk))
     except (ValueError, OSError, grpc.RpcError) as error:  # the reader's errors name the file and line
         print(f"prottrans-predict: error: {_described(error)}", file=sys.stderr)

@@ -38,7 +38,7 @@ import grpc
 import numpy as np
 
 from beam_jobs.sequences import STANDARD_RESIDUES
-from serving.model_input import add_model_source, screened_records, server_refusal
+from serving.model_input import add_model_source, model_refusal, screened_records, server_refusal
 
 MUTANT_COLUMN, PROTEIN_COLUMN, SCORE_COLUMN = "mutant", "protein", "score"
 SUBSTITUTION = re.compile(rf"^([{STANDARD_RESIDUES}])([1-9][0-9]*)([{STANDARD_RESIDUES}])$")
@@ -138,19 +138,6 @@ def likelihood_ratio_scores(run: Run, sequence: str, mutants: list[Mutant]) -> l
     return [score - scores[0] for score in scores[1:]]
 
 
-def model_refusal(error: Exception) -> str | None:
-    """The model's reason when it refused a protein (a sequence it cannot score); None for any other failure."""
-    import tensorflow as tf
-
-    if isinstance(error, tf.errors.InvalidArgumentError):
-        from serving.dev_server import model_error
-
-        return model_error(error)
-    if isinstance(error, grpc.RpcError) and error.code() == grpc.StatusCode.INVALID_ARGUMENT:
-        return error.details()
-    return None
-
-
 def group_by_protein(mutants: list[Mutant]) -> dict[str, list[Mutant]]:
     groups: dict[str, list[Mutant]] = defaultdict(list)
     for mutant in mutants:
@@ -235,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if record_id:
                 unread.setdefault(record_id, reason)
 
-        proteins = dict(screened_records(args.proteins, unreadable))
+        proteins = {record.id: record.sequence for record in screened_records(args.proteins, unreadable)}
         columns, mutants = read_mutants(args.mutants, proteins, unread, rejects.mutant)
         run, signatures = load_model(args)
         score = scorer(signatures)

@@ -215,9 +215,33 @@ def test_a_non_finite_embedding_is_an_error_naming_the_sequence_never_an_answer(
     backbone = build_backbone("prott5", "tiny")
     backbone(_our_inputs(["MKT"])[0])
     table = backbone.token_embedding.embeddings
-    table.assign(tf.tensor_scatter_nd_update(table, [[vocabulary.TOKEN_IDS["W"]]], [[np.nan] * backbone.hidden_dim]))
+    # C's embedding is NaN (the serving warm-up requests hold no C: the version loads)
+    table.assign(tf.tensor_scatter_nd_update(table, [[vocabulary.TOKEN_IDS["C"]]], [[np.nan] * backbone.hidden_dim]))
     signature = tf.saved_model.load(export_saved_model(backbone, str(tmp_path / "broken"))).signatures[
         "serving_default"]
     assert np.isfinite(signature(sequences=tf.constant(["MKT"]))["residue_embeddings"].numpy()).all()
     with pytest.raises(tf.errors.InvalidArgumentError, match="embedding of a sequence is not finite.*sequence. .1"):
-        signature(sequences=tf.constant(["MKT", "MKWT"]))
+        signature(sequences=tf.constant(["MKT", "MKCT"]))
+
+    # the commands reject that protein with the model's reason and embed the others, locally and through a server
+    import json
+
+    import h5py
+
+    from serving import embed
+    from serving.dev_server import DevServer
+
+    fasta = tmp_path / "in.fasta"
+    fasta.write_text(">a\nMKT\n>b\nMKCT\n>c\nMSTNP\n")
+    server = DevServer(str(tmp_path / "broken"), "broken", port=0).start()
+    try:
+        for name, source in (("local", ["--saved-model", str(tmp_path / "broken")]),
+                             ("served", ["--server", f"127.0.0.1:{server.port}", "--model", "broken"])):
+            output = tmp_path / f"{name}.h5"
+            assert embed.main([*source, str(fasta), str(output), "--per-protein"]) == 0
+            with h5py.File(output) as handle:
+                assert sorted(handle) == ["a", "c"]  # per protein only: one dataset per protein at the root
+            [reject] = [json.loads(line) for line in Path(f"{output}.rejects.jsonl").read_text().splitlines()]
+            assert reject["id"] == "b" and reject["line"] == 3 and "not finite" in reject["reason"]
+    finally:
+        server.stop()
