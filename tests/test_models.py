@@ -156,3 +156,22 @@ def test_paper_protbert_has_the_published_size():
     backbone.build((None, None))
     # 420M in the paper (30 layers, hidden 1024, FFN 4096, 40,000 positions).
     assert 415e6 < backbone.count_params() < 425e6
+
+
+def test_a_long_input_attends_in_query_blocks_with_the_plain_path_s_numerics(backbone, monkeypatch):
+    """Past SCORE_BYTES of scores per layer each layer holds one block of queries at a time; here the budget is
+    shrunk so that a batch of 442 tokens spans seven blocks."""
+    from models.layers import query_blocks
+
+    long = build_backbone(backbone.name.split("_")[0], "tiny", max_sequence_length=600)
+    token_ids, _ = vocabulary.encode(tf.constant(["MKTAYIAKQRQISFVKSHFSRQ" * 20, "MKT" * 30]))
+    plain = long(token_ids).numpy()
+    blocks = []
+    original = TransformerEncoderLayer._in_query_blocks
+    monkeypatch.setattr(TransformerEncoderLayer, "_in_query_blocks",
+                        lambda *a, **k: blocks.append(1) or original(*a, **k))
+    monkeypatch.setattr(query_blocks, "SMALLEST_QUERY_BLOCK", 8)
+    monkeypatch.setattr(query_blocks, "SCORE_BYTES", 4 * 2 * long.num_heads * token_ids.shape[1] * 64)
+    in_blocks = tf.function(lambda ids: long(ids))(token_ids).numpy()
+    assert blocks
+    np.testing.assert_allclose(in_blocks, plain, rtol=1e-5, atol=1e-5 * np.abs(plain).max())

@@ -179,7 +179,7 @@ def test_the_tfx_trainers_run_fn_trains_and_exports_prott5(tmp_path):
 def test_a_long_input_attends_in_query_blocks_with_the_plain_path_s_numerics(monkeypatch):
     """Past SCORE_BYTES of scores per layer the encoder holds one block of queries at a time; here the budget is
     shrunk so that a 300-residue batch spans five blocks."""
-    from models.prott5 import backbone as t5
+    from models.layers import query_blocks
     from models.prott5.layers import T5Attention
 
     keras.utils.set_random_seed(0)
@@ -189,8 +189,8 @@ def test_a_long_input_attends_in_query_blocks_with_the_plain_path_s_numerics(mon
     blocks = []
     original = T5Attention.in_query_blocks
     monkeypatch.setattr(T5Attention, "in_query_blocks", lambda *a, **k: blocks.append(1) or original(*a, **k))
-    monkeypatch.setattr(t5, "SMALLEST_QUERY_BLOCK", 8)
-    monkeypatch.setattr(t5, "SCORE_BYTES", 4 * 2 * backbone.num_heads * token_ids.shape[1] * 64)  # 64 queries
+    monkeypatch.setattr(query_blocks, "SMALLEST_QUERY_BLOCK", 8)
+    monkeypatch.setattr(query_blocks, "SCORE_BYTES", 4 * 2 * backbone.num_heads * token_ids.shape[1] * 64)  # 64 queries
     in_blocks = tf.function(lambda ids: backbone(ids))(token_ids).numpy()
     assert blocks and token_ids.shape[1] > 4 * 64
     np.testing.assert_allclose(in_blocks, plain, rtol=1e-5, atol=1e-5 * np.abs(plain).max())

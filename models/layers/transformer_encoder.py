@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import Callable
 
 import keras
+import tensorflow as tf
 from keras import ops
+
+from models.layers.query_blocks import over_query_blocks, query_block
 
 _ACTIVATIONS: dict[str, Callable] = {
     "gelu": lambda x: keras.activations.gelu(x, approximate=False),  # BERT's erf GELU
@@ -27,7 +30,8 @@ class TransformerEncoderLayer(keras.layers.Layer):
     """Self-attention and a feed-forward block, each followed by dropout, a residual add and LayerNorm.
 
     Call with ``(hidden [batch, length, hidden_dim], padding_mask [batch, length] bool)``: padded positions
-    are never attended to (they still get outputs, which callers ignore).
+    are never attended to (they still get outputs, which callers ignore). Outside training, an input whose scores
+    would pass ``SCORE_BYTES`` attends in query blocks (:mod:`models.layers.query_blocks`), with equal results.
     """
 
     def __init__(
@@ -81,10 +85,35 @@ class TransformerEncoderLayer(keras.layers.Layer):
         attention_mask = None
         if padding_mask is not None:
             attention_mask = ops.expand_dims(ops.cast(padding_mask, "bool"), 1)  # keys only: [batch, 1, length]
-        attended = self.attention(hidden, hidden, attention_mask=attention_mask, training=training)
+        attended = self._self_attention(hidden, attention_mask, training)
         hidden = self.attention_norm(hidden + self.attention_dropout_layer(attended, training=training))
         feed_forward = self.output_dense(self._activation(self.intermediate(hidden)))
         return self.output_norm(hidden + self.output_dropout(feed_forward, training=training))
+
+    def _self_attention(self, hidden, attention_mask, training):
+        def whole():
+            return self.attention(hidden, hidden, attention_mask=attention_mask, training=training)
+
+        if training:  # training lengths are bounded, and XLA compiles no dynamic block loop
+            return whole()
+        length = tf.shape(hidden)[1]
+        block = query_block(tf.shape(hidden)[0], self.num_heads, length)
+        return tf.cond(block < length, lambda: self._in_query_blocks(hidden, attention_mask, block), whole)
+
+    def _in_query_blocks(self, hidden, attention_mask, block):
+        """The attention layer's own projections and scoring (``_compute_attention``, Keras's documented hook),
+        `block` queries at a time against every key."""
+        attention = self.attention
+        query, key, value = attention.query_dense(hidden), attention.key_dense(hidden), attention.value_dense(hidden)
+        length = tf.shape(hidden)[1]
+
+        def attend(start, stop):
+            mask = None if attention_mask is None else tf.broadcast_to(
+                attention_mask, [tf.shape(hidden)[0], stop - start, length])
+            output, _ = attention._compute_attention(query[:, start:stop], key, value, mask, training=False)
+            return output
+
+        return attention.output_dense(over_query_blocks(length, block, attend, value.dtype, tuple(value.shape[2:])))
 
     def compute_output_shape(self, hidden_shape, padding_mask_shape=None):
         return hidden_shape

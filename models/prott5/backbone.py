@@ -14,20 +14,10 @@ import keras
 import tensorflow as tf
 
 from models import vocabulary
+from models.layers.query_blocks import query_block
 from models.prott5.layers import RelativePositionBias, T5Attention, T5FeedForward, rms_norm
 
 BLOCKED = -1e9  # added to the scores of keys a query may not see (float32)
-# The encoder's attention scores of one layer, [batch, heads, queries, keys] in float32, held whole up to this many
-# bytes; past it queries go in blocks that fit (ProtT5-XL on 34,350 residues would otherwise hold 151 GB per layer).
-SCORE_BYTES = 256 << 20
-SMALLEST_QUERY_BLOCK = 64
-
-
-def query_block(batch: tf.Tensor, heads: int, length: tf.Tensor) -> tf.Tensor:
-    """Queries per block such that a block's scores fit :data:`SCORE_BYTES` (at least
-    :data:`SMALLEST_QUERY_BLOCK`); `length` or more means one block, the plain path."""
-    per_query = 4 * tf.cast(batch, tf.int64) * heads * tf.cast(tf.maximum(length, 1), tf.int64)
-    return tf.cast(tf.maximum(SCORE_BYTES // per_query, SMALLEST_QUERY_BLOCK), tf.int32)
 
 
 class T5Stack(keras.layers.Layer):
@@ -66,7 +56,8 @@ class T5Stack(keras.layers.Layer):
              encoder_padding: tf.Tensor | None = None, training=None) -> tf.Tensor:
         """`embedded` ``[batch, length, hidden]``; `padding` ``[batch, length]`` True at padding tokens; a decoder
         also takes the encoder's output and padding. Returns float32 ``[batch, length, hidden]``. An encoder whose
-        scores would pass :data:`SCORE_BYTES` attends in query blocks (:func:`query_block`), with equal results."""
+        scores would pass ``SCORE_BYTES`` attends in query blocks (:mod:`models.layers.query_blocks`), with equal
+        results."""
         length = tf.shape(embedded)[1]
         blocked = padding[:, None, None, :]
         if self.decoder:

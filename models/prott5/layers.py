@@ -13,6 +13,8 @@ import math
 import keras
 import tensorflow as tf
 
+from models.layers.query_blocks import over_query_blocks
+
 
 def relative_position_bucket(relative_position: tf.Tensor, bidirectional: bool, num_buckets: int,
                              max_distance: int) -> tf.Tensor:
@@ -105,21 +107,15 @@ class T5Attention(keras.layers.Layer):
         beyond the projections grows linearly with the length. `key_bias` ``[batch, 1, 1, length]``: the mask."""
         query, key, value = (self._heads(dense(hidden)) for dense in (self.query, self.key, self.value))
         length = tf.shape(hidden)[1]
-        blocks = (length + block - 1) // block
 
-        def one_block(index, contexts):
-            start = index * block
-            queries = query[:, :, start:start + block]
-            bias = position_bias(tf.shape(queries)[2], length, start) + key_bias
-            context = self._attend(queries, key, value, bias, training)  # [batch, heads, block, head_dim]
-            return index + 1, contexts.write(index, tf.transpose(context, [2, 0, 1, 3]))
+        def attend(start, stop):
+            bias = position_bias(stop - start, length, start) + key_bias
+            context = self._attend(query[:, :, start:stop], key, value, bias, training)  # [batch, heads, q, d]
+            return tf.transpose(context, [0, 2, 1, 3])
 
-        contexts = tf.TensorArray(value.dtype, size=blocks, infer_shape=False)
-        _, contexts = tf.while_loop(lambda index, _: index < blocks, one_block, [tf.constant(0), contexts])
-        context = contexts.concat()  # [length, batch, heads, head_dim]
+        context = over_query_blocks(length, block, attend, value.dtype, (self.num_heads, self.head_dim))
         shape = tf.shape(context)
-        context = tf.reshape(tf.transpose(context, [1, 0, 2, 3]), [shape[1], shape[0], self.num_heads * self.head_dim])
-        return self.output_dense(context)
+        return self.output_dense(tf.reshape(context, [shape[0], shape[1], self.num_heads * self.head_dim]))
 
     def _attend(self, query, key, value, bias, training) -> tf.Tensor:
         scores = tf.matmul(tf.cast(query, tf.float32), tf.cast(key, tf.float32), transpose_b=True) + bias
