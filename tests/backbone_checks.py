@@ -45,8 +45,15 @@ def run_backbone_test(backbone: Backbone, tmp_path: Path) -> None:
 
     # serving SavedModel round trip: raw strings in, the backbone's residue states out
     version = export_saved_model(backbone, str(tmp_path / "serving" / backbone.name))
-    served = tf.saved_model.load(version).signatures["serving_default"](sequences=tf.constant(SEQUENCES))
+    loaded = tf.saved_model.load(version)
+    served = loaded.signatures["serving_default"](sequences=tf.constant(SEQUENCES))
     expected = embedding.embed_strings(backbone, tf.constant(SEQUENCES))
     for name in ("residue_embeddings", "protein_embeddings", "lengths"):
         np.testing.assert_allclose(served[name].numpy(), expected[name].numpy(), atol=1e-5)
     assert served["lengths"].numpy().tolist() == [len(s) for s in SEQUENCES]
+    # each weight the signatures use is stored once (and what they do not use, not at all): a server loads no copy
+    stored = sum(int(np.prod(shape)) for name, shape in tf.train.list_variables(f"{version}/variables/variables")
+                 if name.endswith("VARIABLE_VALUE"))
+    used = {id(v): v for signature in loaded.signatures.values() for v in signature.variables}
+    assert stored == sum(int(np.prod(v.shape)) for v in used.values())
+    assert stored <= sum(int(np.prod(weight.shape)) for weight in backbone.weights)

@@ -94,9 +94,9 @@ def test_a_half_precision_savedmodel_computes_in_half_and_matches_transformers_h
     loaded = tf.saved_model.load(path)
     # norms, and under float16 the feed-forward output projections (T5's overflow point), stay float32
     wide = ("norm", "outer") if precision == "float16" else ("norm",)
-    assert {v.dtype for v in loaded.variables if not any(part in v.name for part in wide)} == \
-        {tf.as_dtype(precision)}
-    assert {v.dtype for v in loaded.variables if "outer" in v.name} == \
+    variables = loaded.signatures["serving_default"].variables
+    assert {v.dtype for v in variables if not any(part in v.name for part in wide)} == {tf.as_dtype(precision)}
+    assert {v.dtype for v in variables if "outer" in v.name} == \
         {tf.float32 if precision == "float16" else tf.as_dtype(precision)}
     served = loaded.signatures["serving_default"](sequences=tf.constant(list(expected["sequences"])))
     assert served["residue_embeddings"].dtype == tf.float16

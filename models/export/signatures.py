@@ -113,11 +113,10 @@ def write_saved_model(backbone: Backbone, path: str, extra_assets: dict[str, dic
     if not backbone.built:
         backbone(vocabulary.encode(tf.constant(["M"]), layout=vocabulary.layout_of(backbone))[0])
     window = window or embedding.default_window(backbone)
+    # Nothing is track()ed: the endpoints capture every variable they use, and a tracked layer's Keras variable
+    # wrappers would be saved a second time beside them (keras#23553: a SavedModel twice the weights' size, and
+    # twice their memory in every process that loads it — measured on ProtT5-XL, bench/prott5_xl.md).
     archive = keras.export.ExportArchive()
-    # The task model's parts, not the task model: a tracked Keras Model gets a default signature traced from its
-    # build shapes, which a model of several inputs (T5's token and decoder ids) cannot take.
-    for part in ([backbone] if head is None else head.task_model.layers):
-        archive.track(part)
     for name, residue_dtype in ((SIGNATURE, output_dtype), (SIGNATURE_FLOAT16, "float16")):
         archive.add_endpoint(
             name,
