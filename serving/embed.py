@@ -54,7 +54,7 @@ def embed_file(fasta: str, output: Output, embedder, progress) -> dict[str, int]
         output.flush()
         counts["embedded"] += len(embedded)
         progress.update(len(chunk))
-    counts["rejected"], counts["repaired"] = output.rejected, output.repaired
+    counts["rejected"], counts["repaired"] = output.rejects.count, output.repaired
     return counts
 
 

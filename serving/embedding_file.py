@@ -20,6 +20,8 @@ import os
 import h5py
 import numpy as np
 
+from serving.model_input import RejectsFile
+
 HEADER = "prottrans_embed"
 FORMAT_VERSION = 1
 PARTIAL_SUFFIX = ".partial"
@@ -80,8 +82,8 @@ class Output:
         if HEADER not in self.file.attrs:
             self.file.attrs[HEADER] = json.dumps(self.header)
         self.groups = layout_groups(self.file, per_residue, per_protein)
-        self.rejects = open(path + ".rejects.jsonl", "w")
-        self.rejected = 0
+        self.rejects = RejectsFile(path)
+        self.reject = self.rejects.record
         self.repaired = 0
 
     def _take_over_earlier(self) -> bool:
@@ -135,10 +137,6 @@ class Output:
 
     def write(self, key: str, record_id: str, embedding) -> None:
         store(self.groups, key, record_id, embedding, self.dtype)
-
-    def reject(self, line: int, record_id: str, reason: str) -> None:
-        self.rejects.write(json.dumps({"line": line, "id": record_id, "reason": reason}) + "\n")
-        self.rejected += 1
 
     def flush(self) -> None:
         self.file.flush()

@@ -5,6 +5,7 @@ dropped unseen), and chunks of about a number of residues."""
 from __future__ import annotations
 
 import argparse
+import json
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, NamedTuple, TypeVar
 
 import grpc
@@ -24,6 +25,29 @@ class ScreenedRecord(NamedTuple):
     id: str
     sequence: str  # normalised
     line: int  # of its header in the FASTA file
+
+
+class RejectsFile:
+    """``<OUT>.rejects.jsonl``, rewritten by each run: one JSON object per record not written, with its reason;
+    `count` says how many."""
+
+    def __init__(self, output: str):
+        self.handle = open(output + ".rejects.jsonl", "w")
+        self.count = 0
+
+    def write(self, **fields) -> None:
+        self.handle.write(json.dumps(fields) + "\n")
+        self.count += 1
+
+    def record(self, line: int, record_id: str, reason: str) -> None:
+        """A FASTA record, by the line of its header."""
+        self.write(line=line, id=record_id, reason=reason)
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+    def close(self) -> None:
+        self.handle.close()
 
 
 def make_embedder(args):

@@ -26,7 +26,8 @@ from typing import Callable, Sequence
 import grpc
 import numpy as np
 
-from serving.model_input import add_model_source, chunks_of, run_or_reject, screened_records, server_refusal
+from serving.model_input import (RejectsFile, add_model_source, chunks_of, run_or_reject, screened_records,
+                                 server_refusal)
 
 CHUNK_RESIDUES = 50_000  # residues predicted (and written) per round
 RESIDUES_PER_CALL = 16_384  # tokens per model call
@@ -90,9 +91,10 @@ class Writer:
             raise ValueError(f"{path}: the output's extension picks its format: .tsv or .jsonl")
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.out = open(path, "w")
-        self.rejects = open(path + ".rejects.jsonl", "w")
+        self.rejects = RejectsFile(path)
+        self.reject = self.rejects.record
         self.columns: list[str] | None = None
-        self.written = self.rejected = 0
+        self.written = 0
 
     def write(self, record_id: str, record: dict) -> None:
         self.written += 1
@@ -108,10 +110,6 @@ class Writer:
             self.columns = list(row)
             self.out.write("\t".join(self.columns) + "\n")
         self.out.write("\t".join(str(row[column]) for column in self.columns) + "\n")
-
-    def reject(self, line: int, record_id: str, reason: str) -> None:
-        self.rejects.write(json.dumps({"line": line, "id": record_id, "reason": reason}) + "\n")
-        self.rejected += 1
 
     def close(self) -> None:
         self.out.close()
@@ -155,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         writer.close()
-    print(f"predicted {writer.written:,}; rejected {writer.rejected:,} (see {args.output}.rejects.jsonl)")
+    print(f"predicted {writer.written:,}; rejected {writer.rejects.count:,} (see {args.output}.rejects.jsonl)")
     return 0
 
 

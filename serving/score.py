@@ -26,7 +26,6 @@ quiet_start()  # before TensorFlow is imported
 
 import argparse
 import csv
-import json
 import os
 import re
 import sys
@@ -38,7 +37,7 @@ import grpc
 import numpy as np
 
 from beam_jobs.sequences import STANDARD_RESIDUES
-from serving.model_input import add_model_source, model_refusal, screened_records, server_refusal
+from serving.model_input import RejectsFile, add_model_source, model_refusal, screened_records, server_refusal
 
 MUTANT_COLUMN, PROTEIN_COLUMN, SCORE_COLUMN = "mutant", "protein", "score"
 SUBSTITUTION = re.compile(rf"^([{STANDARD_RESIDUES}])([1-9][0-9]*)([{STANDARD_RESIDUES}])$")
@@ -184,23 +183,20 @@ def scorer(signatures: list[str]) -> Callable[[Run, str, list[Mutant]], list[flo
                      "in float32")
 
 
-class Rejects:
-    """``OUT.rejects.jsonl``: each mutant or FASTA record not scored, with its line and the reason."""
+class Rejects(RejectsFile):
+    """``OUT.rejects.jsonl``: each mutant or FASTA record not scored, with its file, line and the reason;
+    `mutants` counts the mutants."""
 
-    def __init__(self, path: str):
-        self.handle = open(path, "w")
+    def __init__(self, output: str):
+        super().__init__(output)
         self.mutants = 0
 
     def mutant(self, line: int, protein: str, mutant: str, reason: str) -> None:
-        self.handle.write(json.dumps({"file": "mutants", "line": line, "protein": protein, "mutant": mutant,
-                                      "reason": reason}) + "\n")
+        self.write(file="mutants", line=line, protein=protein, mutant=mutant, reason=reason)
         self.mutants += 1
 
     def record(self, line: int, record_id: str, reason: str) -> None:
-        self.handle.write(json.dumps({"file": "fasta", "line": line, "id": record_id, "reason": reason}) + "\n")
-
-    def close(self) -> None:
-        self.handle.close()
+        self.write(file="fasta", line=line, id=record_id, reason=reason)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -213,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.server and not args.model:
         parser.error("--server needs --model NAME")
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    rejects = Rejects(args.output + ".rejects.jsonl")
+    rejects = Rejects(args.output)
     try:
         unread: dict[str, str] = {}
 

@@ -98,8 +98,7 @@ def requested_positions(lengths: tf.Tensor, positions: tf.Tensor) -> tf.Tensor:
     return tf.cond(tf.shape(positions)[1] > 0, chosen, lambda: inside)
 
 
-def masked_copies_log_probs(token_ids: tf.Tensor, lengths: tf.Tensor, requested: tf.Tensor, lead: int,
-                            score: CopyScorer) -> tf.Tensor:
+def masked_copies_log_probs(token_ids: tf.Tensor, requested: tf.Tensor, lead: int, score: CopyScorer) -> tf.Tensor:
     """``[batch, max_len, 20]``: at each requested residue, `score` of the sequence with that residue alone
     masked; zeros elsewhere. The copies are made and scored in chunks inside the graph."""
     batch, width = tf.shape(requested)[0], tf.shape(requested)[1]
@@ -144,7 +143,7 @@ def marginal_signatures(backbone, wildtype_log_probs: Callable[[tf.Tensor], tf.T
     def masked_marginals(sequences, positions):
         token_ids, lengths = checked_tokens(sequences, backbone)
         requested = requested_positions(lengths, positions)
-        return {LOG_PROBS: masked_copies_log_probs(token_ids, lengths, requested, lead, score), "lengths": lengths}
+        return {LOG_PROBS: masked_copies_log_probs(token_ids, requested, lead, score), "lengths": lengths}
 
     return {WILDTYPE_MARGINALS: wildtype_marginals, MASKED_MARGINALS: masked_marginals}
 
