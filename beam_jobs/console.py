@@ -8,11 +8,14 @@ CUDA error that is not one. :func:`quiet_start` hides them unless ``--verbose`` 
 
 from __future__ import annotations
 
+import argparse
 import logging
+import math
 import os
 import sys
 import time
 import warnings
+from typing import Callable
 
 VERBOSE_FLAG = "--verbose"
 VERBOSE_HELP = "show TensorFlow's and Beam's start-up and library log lines"
@@ -66,3 +69,59 @@ class Progress:
         elif done >= self.total or time.monotonic() - self._last >= self.every_s:
             print(line, file=sys.stderr, flush=True)
             self._last = time.monotonic()
+
+
+def whole_number(minimum: int = 1, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer from `minimum` to `maximum` (none: no upper bound), or an error that names the
+    range (``--limit -5`` is not "all but five")."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            upper = f" and at most {maximum:,}" if maximum is not None else ""
+            raise argparse.ArgumentTypeError(f"must be at least {minimum:,}{upper}, not {value:,}")
+        return value
+
+    parse.__name__ = "whole number"
+    return parse
+
+
+def real_number(minimum: float, maximum: float = math.inf, above_minimum: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number in [`minimum`, `maximum`] (above `minimum` if `above_minimum`); NaN and
+    infinities are refused."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, not {text!r}") from None
+        low_ok = value > minimum if above_minimum else value >= minimum
+        if not (math.isfinite(value) and low_ok and value <= maximum):
+            bound = f"above {minimum:g}" if above_minimum else f"at least {minimum:g}"
+            upper = f" and at most {maximum:g}" if math.isfinite(maximum) else ""
+            raise argparse.ArgumentTypeError(f"must be a finite number {bound}{upper}, not {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def guarded(command: str, run: Callable[[], int], argv: list[str] | None = None) -> int:
+    """`run()`'s exit status; an error that escapes it ends the command with one line, ``COMMAND: error: …`` (the
+    message names the file or flag), and exit status 1 — its traceback only with ``--verbose``. A command's own
+    checks print their lines and return their statuses before this; this is the boundary for what they did not
+    foresee."""
+    try:
+        return run()
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as error:  # noqa: BLE001 — the command's boundary: every library error becomes one line
+        if verbose(argv):
+            raise
+        message = " ".join(str(error).split()) or type(error).__name__
+        if len(message) > 600:  # a library's message can embed whole arrays
+            message = message[:600] + " …"
+        print(f"{command}: error: {type(error).__name__}: {message} (--verbose shows the traceback)",
+              file=sys.stderr)
+        return 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from beam_jobs.console import VERBOSE_FLAG, VERBOSE_HELP, quiet_start
+from beam_jobs.console import VERBOSE_FLAG, VERBOSE_HELP, guarded, quiet_start, real_number, whole_number
 
 quiet_start()  # before TensorFlow is imported
 
@@ -60,13 +60,14 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
                         "auto (default): a3m-ffindex for GLOBs ending in .ffindex, fasta otherwise")
     parser.add_argument("--source", default=AUTO_SOURCE, choices=(AUTO_SOURCE, *schema.SOURCES),
                         help="`source` feature; auto: uniref* from UniRef headers, else bfd for a3m-ffindex, else fasta")
-    parser.add_argument("--valid-fraction", type=float, default=0.05,
+    parser.add_argument("--valid-fraction", type=real_number(0, 1), default=0.05,
                         help="fraction of distinct sequences in the valid split, chosen by sequence hash")
-    parser.add_argument("--min-length", type=int, default=1)
-    parser.add_argument("--max-length", type=int, default=40000,
+    parser.add_argument("--min-length", type=whole_number(1), default=1)
+    parser.add_argument("--max-length", type=whole_number(0), default=40000,
                         help="longer sequences are rejected as too_long; 0 for no limit")
     parser.add_argument("--dedup", action="store_true", help="keep one record per exact sequence across all inputs")
-    parser.add_argument("--num-shards", type=int, default=0, help="shards per split; 0 lets the runner choose")
+    parser.add_argument("--num-shards", type=whole_number(0), default=0,
+                        help="shards per split; 0 lets the runner choose")
     parser.add_argument("--compression", choices=("gzip", "none"), default="gzip")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an earlier dataset in --output-dir (its shards, rejects and manifest); the "
@@ -250,6 +251,10 @@ def _find_input_error(error: BaseException) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return guarded("prottrans-preprocess", lambda: _main(argv), argv)
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     try:
         manifest = run(argv)
     except UsageError as error:

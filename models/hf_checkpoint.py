@@ -135,7 +135,10 @@ def read_weights(directory: str) -> dict[str, np.ndarray]:
     if os.path.exists(safetensors_path):
         from safetensors.numpy import load_file
 
-        return load_file(safetensors_path)
+        try:
+            return load_file(safetensors_path)
+        except Exception as error:  # noqa: BLE001 — safetensors' errors (bad header, offsets, dtype) name no file
+            raise CheckpointError(f"{safetensors_path}: not a readable safetensors file: {error}") from None
     bin_path = os.path.join(directory, PYTORCH_BIN)
     if os.path.exists(bin_path):
         return read_pytorch_bin(bin_path)
@@ -147,8 +150,13 @@ def read_config(directory: str, model_type: str) -> dict[str, Any]:
     path = os.path.join(directory, "config.json")
     if not os.path.exists(path):
         raise CheckpointError(f"{directory}: no config.json")
-    with open(path) as handle:
-        config = json.load(handle)
+    try:
+        with open(path) as handle:
+            config = json.load(handle)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{path}: not valid JSON: {error}") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, not {type(config).__name__}")
     if config.get("model_type") != model_type:
         raise CheckpointError(f"{directory}: expects a {model_type!r} checkpoint, not {config.get('model_type')!r}")
     return config
@@ -179,11 +187,16 @@ class WeightReader(Mapping[str, np.ndarray]):
         return len(self.weights)
 
     def take(self, *names: str) -> np.ndarray:
-        """The first of `names` present (old and new spellings of one weight)."""
+        """The first of `names` present (old and new spellings of one weight); one holding NaN or infinite values is
+        a CheckpointError naming it."""
         for name in names:
             if name in self.weights:
                 self.used.add(name)
-                return self.weights[name]
+                value = self.weights[name]
+                if not np.isfinite(value).all():
+                    raise CheckpointError(f"{self.directory}: weight {name!r} holds NaN or infinite values: the "
+                                          "checkpoint is damaged or its model diverged")
+                return value
         raise CheckpointError(f"{self.directory}: weight {names[0]!r} not found")
 
     def check_all_used(self, ignorable: tuple[str, ...] = (), own_prefixes: tuple[str, ...] = ()) -> list[str]:

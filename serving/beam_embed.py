@@ -24,7 +24,7 @@ import tempfile
 import uuid
 import zlib
 from collections import Counter
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, NamedTuple, Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -32,11 +32,13 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
 from beam_jobs.fasta_source import DEFAULT_MAX_RECORD_BYTES, FastaSource
+from beam_jobs.output_lock import OutputLock
 from beam_jobs.pipeline import write_manifest
 from beam_jobs.schema import MANIFEST_FILE, REJECT_EXCERPT_CHARS, REJECTS_DIR, SHARD_TEMPLATE
 from beam_jobs.sequences import Reject, normalise
 from models.export.embedding import SPECIAL_TOKENS_PER_SEQUENCE, ProteinEmbedding
 from serving.embedding_file import FORMAT_VERSION, HEADER, OutputError, dataset_key, layout_groups, layout_of, store
+from serving.model_input import run_or_reject
 
 SHARD_PREFIX = "embeddings"
 RESIDUES_PER_BATCH = 65_536  # RunInference batch: the model call groups it by length within its own token budget
@@ -44,17 +46,26 @@ DUPLICATE_ID = "duplicate_id"
 MISSING_ID = "missing_id"
 MISSING_HEADER = "missing_header"
 RECORD_TOO_LARGE = "record_too_large"
+MODEL_REFUSED = "model_refused"  # the model's graph refused the protein (a non-finite embedding); detail says why
 
-Keyed = tuple[str, str]  # (record id, normalised sequence)
+Keyed = tuple[str, str, tuple[str, int]]  # (record id, normalised sequence, (file, offset) of its record)
+
+
+class Refused(NamedTuple):
+    """What RunInference yields in place of an embedding the model refused: its reason."""
+
+    reason: str
 
 
 def _weight(item: Keyed) -> int:
     return len(item[1]) + SPECIAL_TOKENS_PER_SEQUENCE
 
 
-class EmbeddingModelHandler(ModelHandler[Keyed, tuple[str, ProteinEmbedding], Any]):
-    """RunInference's handler for a SavedModel with the serving signature: ``(id, sequence)`` in, ``(id,
-    ProteinEmbedding)`` out. Batches hold at most `residues_per_batch` tokens."""
+class EmbeddingModelHandler(ModelHandler[Keyed, tuple[Keyed, "ProteinEmbedding | Refused"], Any]):
+    """RunInference's handler for a SavedModel with the serving signature: ``(id, sequence, origin)`` in, that
+    with its ``ProteinEmbedding`` out — or with :class:`Refused` where the model refused the protein (a batch it
+    refuses is retried one protein at a time, so one bad protein costs its own record). Batches hold at most
+    `residues_per_batch` tokens."""
 
     def __init__(self, saved_model: str, residues_per_batch: int = RESIDUES_PER_BATCH):
         # Beam 2.77's BatchElements sums element_size_fn over a batch and bounds that sum by max_batch_size.
@@ -66,11 +77,14 @@ class EmbeddingModelHandler(ModelHandler[Keyed, tuple[str, ProteinEmbedding], An
 
         return load_embedder(self.saved_model)
 
-    def run_inference(self, batch: Sequence[Keyed], model, inference_args=None) -> Iterable[tuple[str, ProteinEmbedding]]:
-        return zip((record_id for record_id, _ in batch), model.embed([sequence for _, sequence in batch]))
+    def run_inference(self, batch: Sequence[Keyed], model, inference_args=None) -> list[tuple[Keyed, Any]]:
+        refused: list[tuple[Keyed, Refused]] = []
+        embedded = run_or_reject(lambda items: model.embed([sequence for _, sequence, _ in items]), list(batch),
+                                 lambda item, reason: refused.append((item, Refused(reason))))
+        return embedded + refused
 
     def get_num_bytes(self, batch: Sequence[Keyed]) -> int:
-        return sum(len(sequence) for _, sequence in batch)
+        return sum(len(sequence) for _, sequence, _ in batch)
 
     def get_metrics_namespace(self) -> str:
         return "prottrans_embed"
@@ -108,16 +122,21 @@ def keep_first_of_id(item: tuple[str, Iterable[tuple[str, int, str]]]) -> Iterat
     command rejects an id seen twice."""
     record_id, records = item
     first, *later = sorted(records)
-    yield record_id, first[2]
+    yield record_id, first[2], (first[0], first[1])
     for path, offset, _ in later:
         yield beam.pvalue.TaggedOutput(REJECTS_DIR, _reject(
             path, offset, record_id, DUPLICATE_ID, f"the record at {first[0]}:{first[1]} with this id was embedded"))
 
 
-def as_stored(item: tuple[str, ProteinEmbedding], dtype: str, per_residue: bool) -> tuple[str, ProteinEmbedding]:
-    record_id, embedding = item
+def as_stored(item: tuple[Keyed, Any], dtype: str, per_residue: bool) -> Iterator[Any]:
+    """An embedding as it is stored, ``(id, ProteinEmbedding, sequence)``; a refused protein goes to the ``rejects``
+    output."""
+    (record_id, sequence, (path, offset)), embedding = item
+    if isinstance(embedding, Refused):
+        yield beam.pvalue.TaggedOutput(REJECTS_DIR, _reject(path, offset, record_id, MODEL_REFUSED, embedding.reason))
+        return
     residues = embedding.residues.astype(dtype) if per_residue else np.zeros((0, 0), dtype)
-    return record_id, ProteinEmbedding(residues, embedding.protein.astype(dtype))
+    yield record_id, ProteinEmbedding(residues, embedding.protein.astype(dtype)), sequence
 
 
 def shard_of(record_id: str, num_shards: int) -> int:
@@ -144,8 +163,8 @@ class WriteShard(beam.DoFn):
             with h5py.File(local, "w") as handle:
                 handle.attrs[HEADER] = json.dumps(self.header)
                 groups = layout_groups(handle, self.per_residue, self.per_protein)
-                for record_id, embedding in filter(None, embeddings):  # None: the marker that makes every shard
-                    store(groups, dataset_key(record_id), record_id, embedding, self.dtype)
+                for record_id, embedding, sequence in filter(None, embeddings):  # None: makes every shard
+                    store(groups, dataset_key(record_id), record_id, embedding, self.dtype, sequence)
                     count += 1
             target = FileSystems.join(self.output_dir, name)
             with open(local, "rb") as source, FileSystems.create(target) as sink:
@@ -186,17 +205,18 @@ def build_pipeline(pipeline: beam.Pipeline, inputs: Sequence[str], output_dir: s
     kept = (parsed.proteins
             | "GroupById" >> beam.GroupByKey()
             | "KeepFirstOfId" >> beam.FlatMap(keep_first_of_id).with_outputs(REJECTS_DIR, main="proteins"))
-    embedded = (kept.proteins
-                | "Embed" >> RunInference(EmbeddingModelHandler(saved_model, residues_per_batch))
-                | "AsStored" >> beam.Map(as_stored, dtype, per_residue)  # what crosses the shuffle: what is kept
-                | "ShardById" >> beam.Map(lambda item: (shard_of(item[0], num_shards), item)))
+    stored = (kept.proteins
+              | "Embed" >> RunInference(EmbeddingModelHandler(saved_model, residues_per_batch))
+              | "AsStored" >> beam.FlatMap(as_stored, dtype, per_residue).with_outputs(REJECTS_DIR, main="proteins"))
+    # what crosses the shuffle: what is kept
+    embedded = stored.proteins | "ShardById" >> beam.Map(lambda item: (shard_of(item[0], num_shards), item))
     every_shard = pipeline | "EveryShard" >> beam.Create([(shard, None) for shard in range(num_shards)])
     shards = ((embedded, every_shard)
               | "WithEmptyShards" >> beam.Flatten()
               | "GroupByShard" >> beam.GroupByKey()
               | "WriteShards" >> beam.ParDo(WriteShard(output_dir, num_shards, header, dtype, per_residue,
                                                        per_protein)))
-    rejects = (parsed[REJECTS_DIR], kept[REJECTS_DIR]) | "FlattenRejects" >> beam.Flatten()
+    rejects = (parsed[REJECTS_DIR], kept[REJECTS_DIR], stored[REJECTS_DIR]) | "FlattenRejects" >> beam.Flatten()
     reject_files = (rejects
                     | "RejectsToJson" >> beam.Map(lambda reject: json.dumps(reject, sort_keys=True))
                     | "WriteRejects" >> beam.io.WriteToText(FileSystems.join(output_dir, REJECTS_DIR, REJECTS_DIR),
@@ -218,15 +238,28 @@ def run(inputs: Sequence[str], output_dir: str, saved_model: str, beam_args: Seq
         overwrite: bool = False, residues_per_batch: int = RESIDUES_PER_BATCH) -> dict:
     """Run the job to completion; returns its manifest. The output appears in `output_dir` only once the job
     succeeded (staged in a hidden folder inside it meanwhile)."""
+    for pattern in inputs:
+        if not FileSystems.match([pattern])[0].metadata_list:
+            raise OutputError(f"no input files match {pattern!r}")
+    # A local folder takes one job at a time. On gs:// nothing locks: each job stages in its own folder, a finished
+    # folder is refused without --overwrite, and of two jobs started together the later to finish replaces the other.
+    lock = None if "://" in output_dir else OutputLock(output_dir, "prottrans-embed --beam")
+    try:
+        return _run_locked(inputs, output_dir, saved_model, beam_args, num_shards, dtype, per_residue, per_protein,
+                           overwrite, residues_per_batch)
+    finally:
+        if lock:
+            lock.release()
+
+
+def _run_locked(inputs: Sequence[str], output_dir: str, saved_model: str, beam_args: Sequence[str], num_shards: int,
+                dtype: str, per_residue: bool, per_protein: bool, overwrite: bool, residues_per_batch: int) -> dict:
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from beam_jobs.fasta_to_tfrecords import make_runner
     from models.export.embedders import saved_model_path
     from models.export.signatures import check_serving_signature, saved_model_digest
 
-    for pattern in inputs:
-        if not FileSystems.match([pattern])[0].metadata_list:
-            raise OutputError(f"no input files match {pattern!r}")
     manifest_path = FileSystems.join(output_dir, MANIFEST_FILE)
     if FileSystems.exists(manifest_path) and not overwrite:
         raise OutputError(f"{output_dir} already holds embeddings (its {MANIFEST_FILE}); pass --overwrite to "

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 
-from beam_jobs.console import VERBOSE_FLAG, VERBOSE_HELP, quiet_start
+from beam_jobs.console import VERBOSE_FLAG, VERBOSE_HELP, guarded, quiet_start, real_number, whole_number
 
 quiet_start()  # before TensorFlow is imported
 
@@ -79,11 +79,15 @@ def _load_version(path: str, version: int) -> LoadedVersion:
                            residue_outputs)
     warmup = os.path.join(path, "assets.extra", WARMUP_FILE)
     if os.path.exists(warmup):
-        for record in tf.data.TFRecordDataset(warmup).as_numpy_iterator():
+        for number, record in enumerate(tf.data.TFRecordDataset(warmup).as_numpy_iterator(), 1):
             request = prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
             name = request.model_spec.signature_name or SIGNATURE
             if name in loaded.signatures:
-                loaded.signatures[name](sequences=tf.make_ndarray(request.inputs[INPUT]))
+                try:
+                    loaded.signatures[name](sequences=tf.make_ndarray(request.inputs[INPUT]))
+                except tf.errors.InvalidArgumentError as error:  # as TF Serving, a version that fails it is not served
+                    raise ValueError(f"{path}: not loaded: the model refused its warm-up request {number} "
+                                     f"({WARMUP_FILE}): {model_error(error)}") from None
     return loaded
 
 
@@ -236,10 +240,12 @@ class TooLarge(ValueError):
     """A request the server refuses with RESOURCE_EXHAUSTED."""
 
 
-def transported_sequences(tensor, max_request_residues: int | None = None) -> list[bytes]:
+def transported_sequences(tensor, max_request_residues: int | None = None,
+                          max_sequence_residues: int | None = None) -> list[bytes]:
     """The request's `sequences` input as the strings sent, after the transport-level checks (type, shape, sizes):
     BadRequest naming the problem, TooLarge when more than one sequence holds more than `max_request_residues`
-    characters. What is a residue is the model's to decide: its graph normalises and refuses."""
+    characters or one sequence more than `max_sequence_residues`. What is a residue is the model's to decide: its
+    graph normalises and refuses."""
     from tensorflow.core.framework import types_pb2
 
     if tensor.dtype != types_pb2.DT_STRING:
@@ -253,6 +259,10 @@ def transported_sequences(tensor, max_request_residues: int | None = None) -> li
         raise BadRequest(f"input {INPUT!r} declares shape [{dims[0]}] but holds {len(values)} strings")
     if not values:
         raise BadRequest("empty batch: send at least one sequence")
+    longest = max(range(len(values)), key=lambda index: len(values[index]))
+    if max_sequence_residues is not None and len(values[longest]) > max_sequence_residues:
+        raise TooLarge(f"sequence {longest} holds {len(values[longest]):,} characters; this server takes at most "
+                       f"{max_sequence_residues:,} per sequence (prottrans-serve --max-sequence-residues)")
     total = sum(map(len, values))
     if max_request_residues is not None and len(values) > 1 and total > max_request_residues:
         raise TooLarge(f"the request holds {total:,} residues in {len(values)} sequences; this server takes at "
@@ -287,10 +297,10 @@ def transported_positions(tensor, sequences: list[bytes], max_request_residues: 
 class _Service(prediction_service_pb2_grpc.PredictionServiceServicer, model_service_pb2_grpc.ModelServiceServicer):
 
     def __init__(self, models: ModelVersions, batcher: Batcher, max_request_residues: int | None,
-                 max_message_bytes: int):
+                 max_message_bytes: int, max_sequence_residues: int | None = None):
         self.models = models
         self.batcher = batcher
-        self.max_request_residues = max_request_residues
+        self.max_request_residues, self.max_sequence_residues = max_request_residues, max_sequence_residues
         self.max_message_bytes = max_message_bytes
 
     def _version(self, spec, context) -> LoadedVersion:
@@ -324,10 +334,12 @@ class _Service(prediction_service_pb2_grpc.PredictionServiceServicer, model_serv
         try:
             positions = None
             if POSITIONS in request.inputs:
-                sequences = transported_sequences(request.inputs[INPUT])
+                sequences = transported_sequences(request.inputs[INPUT],
+                                                  max_sequence_residues=self.max_sequence_residues)
                 positions = transported_positions(request.inputs[POSITIONS], sequences, self.max_request_residues)
             else:
-                sequences = transported_sequences(request.inputs[INPUT], self.max_request_residues)
+                sequences = transported_sequences(request.inputs[INPUT], self.max_request_residues,
+                                                  self.max_sequence_residues)
             outputs = self.batcher.run(model, signature, sequences, positions)
         except BadRequest as error:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
@@ -381,6 +393,9 @@ class _Service(prediction_service_pb2_grpc.PredictionServiceServicer, model_serv
 
 # Residues one request may hold (more than one sequence): a 200 × 1,000-residue request once took 3.2 GB.
 MAX_REQUEST_RESIDUES = 131_072
+# Residues of one sequence: titin (34,350) and the preprocessing job's default --max-length pass; one unbounded
+# sequence once took the server to 4 GB.
+MAX_SEQUENCE_RESIDUES = 40_000
 
 
 class DevServer:
@@ -393,7 +408,7 @@ class DevServer:
                  poll_s: float = 1.0, max_batch_size: int = 32, batch_timeout_s: float = 0.002,
                  labels: dict[str, int] | None = None, workers: int = 16,
                  max_request_residues: int | None = MAX_REQUEST_RESIDUES, tls: tuple[bytes, bytes] | None = None,
-                 max_message_bytes: int = MAX_MESSAGE_BYTES):
+                 max_message_bytes: int = MAX_MESSAGE_BYTES, max_sequence_residues: int | None = MAX_SEQUENCE_RESIDUES):
         if not os.path.isdir(model_base_path):
             raise FileNotFoundError(f"model base path {model_base_path} does not exist")
         self.models = ModelVersions(model_name, model_base_path, labels)
@@ -402,7 +417,7 @@ class DevServer:
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
                                    options=grpc_message_options(max_message_bytes))
         self.batcher = Batcher(max_batch_size, batch_timeout_s)
-        service = _Service(self.models, self.batcher, max_request_residues, max_message_bytes)
+        service = _Service(self.models, self.batcher, max_request_residues, max_message_bytes, max_sequence_residues)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(service, self._server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(service, self._server)
         if tls is None:
@@ -440,21 +455,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(VERBOSE_FLAG, action="store_true", help=VERBOSE_HELP)
     parser.add_argument("--model-base-path", required=True, help="folder of numbered SavedModel versions")
     parser.add_argument("--model-name", required=True)
-    parser.add_argument("--port", type=int, default=8500)
+    parser.add_argument("--port", type=whole_number(0, 65535), default=8500)
     parser.add_argument("--host", default="127.0.0.1",
                         help="interface to listen on (default: loopback only; 0.0.0.0 opens it to the network, where "
                         "authentication belongs in front of the server, as for TF Serving)")
     parser.add_argument("--tls-cert", metavar="PEM", help="certificate chain: serve over TLS (with --tls-key)")
     parser.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert")
-    parser.add_argument("--poll-seconds", type=float, default=1.0, help="how often to look for new versions")
-    parser.add_argument("--max-batch-size", type=int, default=32,
+    parser.add_argument("--poll-seconds", type=real_number(0, above_minimum=True), default=1.0,
+                        help="how often to look for new versions")
+    parser.add_argument("--max-batch-size", type=whole_number(1), default=32,
                         help="sequences per batched model call; larger requests run in parts of this size")
-    parser.add_argument("--max-request-residues", type=int, default=MAX_REQUEST_RESIDUES,
+    parser.add_argument("--max-request-residues", type=whole_number(1), default=MAX_REQUEST_RESIDUES,
                         help="residues one request may hold (a single sequence is always taken); larger requests get "
                         "RESOURCE_EXHAUSTED")
-    parser.add_argument("--max-message-mib", type=int, default=MAX_MESSAGE_BYTES >> 20,
+    parser.add_argument("--max-sequence-residues", type=whole_number(1), default=MAX_SEQUENCE_RESIDUES,
+                        help="residues one sequence may hold (titin has 34,350); a longer one gets RESOURCE_EXHAUSTED")
+    parser.add_argument("--max-message-mib", type=whole_number(1, 2047), default=MAX_MESSAGE_BYTES >> 20,
                         help="largest gRPC message received or sent; a larger response gets RESOURCE_EXHAUSTED")
-    parser.add_argument("--batch-timeout-ms", type=float, default=2.0)
+    parser.add_argument("--batch-timeout-ms", type=real_number(0), default=2.0)
     parser.add_argument("--label", action="append", default=[], metavar="LABEL=VERSION",
                         help="a version label (repeatable), e.g. --label stable=3")
     args = parser.parse_args(argv)
@@ -464,6 +482,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return guarded("prottrans-serve", lambda: _main(argv), argv)
+
+
+def check_key_pair(certificate: str, key: str) -> None:
+    """ValueError naming both files unless they are a PEM certificate chain and its private key (gRPC's own
+    failure says only "Failed to bind")."""
+    import ssl
+
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(certificate, key)
+    except ssl.SSLError as error:
+        raise ValueError(f"--tls-cert {certificate} and --tls-key {key} are not a certificate and its private key "
+                         f"({error.reason or error})") from None
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         labels = {label: int(version) for label, _, version in (item.partition("=") for item in args.label)}
@@ -471,10 +505,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.tls_cert:
             with open(args.tls_cert, "rb") as certificate, open(args.tls_key, "rb") as key:
                 tls = (certificate.read(), key.read())
+            check_key_pair(args.tls_cert, args.tls_key)
         server = DevServer(args.model_base_path, args.model_name, args.port, args.host, args.poll_seconds,
                            args.max_batch_size, args.batch_timeout_ms / 1000, labels,
                            max_request_residues=args.max_request_residues, tls=tls,
-                           max_message_bytes=args.max_message_mib << 20).start()
+                           max_message_bytes=args.max_message_mib << 20,
+                           max_sequence_residues=args.max_sequence_residues).start()
     except (OSError, ValueError) as error:
         print(f"prottrans-serve: error: {error}", file=sys.stderr)
         return 2

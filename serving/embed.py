@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 
-from beam_jobs.console import quiet_start
+from beam_jobs.console import guarded, quiet_start, whole_number
 
 quiet_start()  # before TensorFlow is imported
 
@@ -29,8 +29,8 @@ from typing import Iterator, Sequence
 import grpc
 
 from serving.embedding_file import Output, dataset_key
-from serving.model_input import (ScreenedRecord, add_model_source, chunks_of, make_embedder, run_or_reject,
-                                 screened_records, server_refusal)
+from serving.model_input import (ScreenedRecord, add_model_source, chunks_of, make_embedder, run_holding,
+                                 run_or_reject, screened_records, server_refusal)
 
 CHUNK_RESIDUES = 200_000  # residues embedded (and written) per round
 
@@ -40,7 +40,7 @@ def embed_file(fasta: str, output: Output, embedder, progress) -> dict[str, int]
 
     def to_embed() -> Iterator[ScreenedRecord]:
         for record in screened_records(fasta, output.reject, key=dataset_key):
-            if output.done(dataset_key(record.id)):
+            if output.done(dataset_key(record.id), record.id, record.sequence):
                 counts["skipped_done"] += 1
                 progress.update(1)
             else:
@@ -50,18 +50,22 @@ def embed_file(fasta: str, output: Output, embedder, progress) -> dict[str, int]
         embedded = run_or_reject(lambda records: embedder.embed([record.sequence for record in records]), chunk,
                                  lambda record, reason: output.reject(record.line, record.id, reason))
         for record, embedding in embedded:
-            output.write(dataset_key(record.id), record.id, embedding)
+            output.write(dataset_key(record.id), record.id, record.sequence, embedding)
         output.flush()
         counts["embedded"] += len(embedded)
         progress.update(len(chunk))
-    counts["rejected"], counts["repaired"] = output.rejects.count, output.repaired
+    counts["rejected"], counts["repaired"], counts["changed"] = output.rejects.count, output.repaired, output.changed
     return counts
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return guarded("prottrans-embed", lambda: _main(argv), argv)
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="prottrans-embed", description=__doc__.split("\n\n")[0])
     add_model_source(parser)
-    parser.add_argument("--max-residues", type=int, default=None,
+    parser.add_argument("--max-residues", type=whole_number(1), default=None,
                         help="with --server: the model's limit; longer sequences are embedded in pieces")
     parser.add_argument("input", metavar="IN.fasta")
     parser.add_argument("output", metavar="OUT.h5")
@@ -72,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                            "(--runner, --direct_num_workers, --project, --temp_location, ...)")
     beam_group.add_argument("--beam", action="store_true",
                             help="run as a Beam job: IN is a file pattern, OUT a folder of sharded HDF5 files")
-    beam_group.add_argument("--num-shards", type=int, default=4, help="HDF5 files written (default 4)")
+    beam_group.add_argument("--num-shards", type=whole_number(1), default=4, help="HDF5 files written (default 4)")
     beam_group.add_argument("--overwrite", action="store_true", help="replace the embeddings already in OUT")
     args, beam_args = parser.parse_known_args(argv)
     if beam_args and not args.beam:
@@ -83,9 +87,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.beam:
         if not args.saved_model:
             parser.error("--beam runs a SavedModel on the workers: pass --saved-model DIR")
-        if args.num_shards < 1:
-            parser.error("--num-shards must be at least 1")
         return _run_beam(args, beam_args, per_protein)
+    return run_holding(args.output, "prottrans-embed", lambda: _embed(args, per_protein))
+
+
+def _embed(args: argparse.Namespace, per_protein: bool) -> int:
     from tqdm import tqdm
 
     try:
@@ -117,6 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         output.close(complete)
     repaired = f"; damaged and embedded again: {counts['repaired']:,}" if counts["repaired"] else ""
+    if counts["changed"]:
+        repaired += (f"; embedded again because the id's sequence differs from the stored entry's (or the entry "
+                     f"has no sequence digest): {counts['changed']:,}")
     print(f"embedded {counts['embedded']:,}; already in {args.output}: {counts['skipped_done']:,}{repaired}; "
           f"rejected {counts['rejected']:,} (see {args.output}.rejects.jsonl)")
     return 0

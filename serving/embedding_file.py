@@ -7,13 +7,17 @@ ProtTrans write them: ``[length, hidden]`` per residue or ``[hidden]`` per prote
 the layout and the dtype; every dataset carries a Fletcher-32 checksum.
 
 Until a run is complete the file is ``OUT.h5.partial``, flushed after every chunk; the finished file is renamed to
-OUT.h5. A rerun resumes: proteins already in the file are kept once their checksum and values are verified (a
-damaged one is embedded again), a partial file left unreadable by a kill is started again, and a file of another
-model, layout or dtype is refused. Rejected records are listed, once per run, in ``OUT.h5.rejects.jsonl``.
+OUT.h5. One run writes it at a time: the command holds ``OUT.h5.lock`` (:mod:`beam_jobs.output_lock`) before it
+touches either file. A rerun resumes: an entry is kept when its id is the record's exactly, the
+digest of the sequence it was embedded from (the ``sequence_sha256`` attribute) is the record's, and its checksum
+and values verify; otherwise it is embedded again (an entry written before digests were stored, too). A partial
+file left unreadable by a kill is started again, and a file of another model, layout or dtype is refused.
+Rejected records are listed, once per run, in ``OUT.h5.rejects.jsonl``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -25,15 +29,20 @@ from serving.model_input import RejectsFile
 HEADER = "prottrans_embed"
 FORMAT_VERSION = 1
 PARTIAL_SUFFIX = ".partial"
+SEQUENCE_DIGEST = "sequence_sha256"  # attribute: what an entry was embedded from, checked on resume
 
 
 class OutputError(ValueError):
     """OUT.h5 cannot be used for this run; the message says why and what to do."""
 
 
+def sequence_digest(sequence: str) -> str:
+    return hashlib.sha256(sequence.encode("ascii")).hexdigest()
+
+
 def dataset_key(record_id: str) -> str:
     """`record_id` as an HDF5 dataset name: no ``/`` (a path separator) and no leading ``.`` (``.`` names the group
-    itself), reversibly."""
+    itself), reversibly. (Ids with control characters or bytes that are not UTF-8 are rejected before this.)"""
     key = record_id.replace("%", "%25").replace("/", "%2F")
     return "%2E" + key[1:] if key.startswith(".") else key
 
@@ -55,12 +64,16 @@ def layout_groups(handle: h5py.File, per_residue: bool, per_protein: bool) -> di
     return groups
 
 
-def store(groups: dict[str, h5py.Group], key: str, record_id: str, embedding, dtype: str) -> None:
-    """One protein's datasets, in `dtype`, with a Fletcher-32 checksum and its id as an attribute."""
+def store(groups: dict[str, h5py.Group], key: str, record_id: str, embedding, dtype: str,
+          sequence: str | None = None) -> None:
+    """One protein's datasets, in `dtype`, with a Fletcher-32 checksum, its id and (given `sequence`) the digest of
+    the sequence as attributes."""
     for kind, group in groups.items():
         data = np.asarray(getattr(embedding, kind)).astype(dtype)
         dataset = group.create_dataset(key, data=data, fletcher32=True, chunks=data.shape or None)
         dataset.attrs["id"] = record_id
+        if sequence is not None:
+            dataset.attrs[SEQUENCE_DIGEST] = sequence_digest(sequence)
 
 
 class Output:
@@ -76,7 +89,6 @@ class Output:
         self.dtype = dtype
         self.header = {"format_version": FORMAT_VERSION, "model": identity, "layout": layout_of(per_residue, per_protein),
                        "dtype": dtype}
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.restarted = self._take_over_earlier()
         self.file = h5py.File(self.partial, "a")
         if HEADER not in self.file.attrs:
@@ -84,7 +96,7 @@ class Output:
         self.groups = layout_groups(self.file, per_residue, per_protein)
         self.rejects = RejectsFile(path)
         self.reject = self.rejects.record
-        self.repaired = 0
+        self.repaired = self.changed = 0
 
     def _take_over_earlier(self) -> bool:
         """Move a finished OUT.h5 back to OUT.h5.partial to extend it, after checking that it records this run's
@@ -92,7 +104,10 @@ class Output:
         if os.path.exists(self.partial):
             try:
                 self._check_header(self.partial)
-            except OSError:  # a kill before the first flush leaves no readable HDF5 superblock: nothing to keep
+            except OSError as error:  # a kill before the first flush leaves no readable superblock: nothing to keep
+                if "lock" in str(error).lower():  # HDF5's own file lock: another program has it open
+                    raise OutputError(f"{self.partial} is open in another program ({error}); close it and rerun "
+                                      "to resume") from error
                 os.remove(self.partial)
                 return True
         elif os.path.exists(self.path):
@@ -118,25 +133,32 @@ class Output:
             raise OutputError(f"{path} holds other embeddings ({'; '.join(differences)}): a rerun can only add to "
                               "a file of the same model, layout and dtype; choose another output file or delete it")
 
-    def done(self, key: str) -> bool:
-        """True when every group holds `key` intact; a damaged entry is deleted (and counted) to be embedded again."""
+    def done(self, key: str, record_id: str, sequence: str) -> bool:
+        """True when every group holds `key` for exactly `record_id`, embedded from `sequence`, intact. Otherwise
+        the entry is deleted to be embedded again, and counted: `changed` (another id or sequence, or no digest
+        recorded) or `repaired` (damaged)."""
         present = [group for group in self.groups.values() if key in group]
         if not present:
             return False
+        digest = sequence_digest(sequence)
+        same = all(group[key].attrs.get("id") == record_id and group[key].attrs.get(SEQUENCE_DIGEST) == digest
+                   for group in present)
         try:
-            intact = all(np.isfinite(group[key][()]).all() for group in present)
+            intact = same and all(np.isfinite(group[key][()]).all() for group in present)
         except OSError:  # Fletcher-32 mismatch: bytes changed since they were written
             intact = False
         if intact and len(present) == len(self.groups):
             return True
-        if not intact:
+        if not same:
+            self.changed += 1
+        elif not intact:
             self.repaired += 1
         for group in present:
             del group[key]
         return False
 
-    def write(self, key: str, record_id: str, embedding) -> None:
-        store(self.groups, key, record_id, embedding, self.dtype)
+    def write(self, key: str, record_id: str, sequence: str, embedding) -> None:
+        store(self.groups, key, record_id, embedding, self.dtype, sequence)
 
     def flush(self) -> None:
         self.file.flush()

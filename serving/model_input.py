@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+import unicodedata
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, NamedTuple, TypeVar
 
 import grpc
 
-from beam_jobs.console import VERBOSE_FLAG, VERBOSE_HELP
-from beam_jobs.fasta import read_fasta
+from beam_jobs.console import VERBOSE_FLAG, VERBOSE_HELP, real_number
+from beam_jobs import fasta as fasta_reader
+from beam_jobs.output_lock import OutputLock
 from beam_jobs.sequences import Reject, normalise
 
 if TYPE_CHECKING:
@@ -50,6 +53,20 @@ class RejectsFile:
         self.handle.close()
 
 
+def run_holding(output: str, command: str, run: Callable[[], int]) -> int:
+    """`run()` while this process holds `output`'s writer lock (:mod:`beam_jobs.output_lock`), taken before anything
+    is read or written; when another live run holds it, exit status 2 and one line naming that run."""
+    try:
+        lock = OutputLock(output, command)
+    except OSError as error:
+        print(f"{command}: error: {error}", file=sys.stderr)
+        return 2
+    try:
+        return run()
+    finally:
+        lock.release()
+
+
 def make_embedder(args):
     """`.embed(list[str])` of the server or of a local SavedModel."""
     if args.saved_model:
@@ -67,9 +84,15 @@ def screened_records(fasta: str, reject: Callable[[int, str, str], None],
     """A FASTA file's records as ``(id, normalised sequence, line)``: the first record of each `key` whose sequence
     normalises; every other record goes to ``reject(line, id, reason)``, so none is dropped unseen."""
     seen: set[str] = set()
-    for record in read_fasta(fasta):
+    for record in fasta_reader.read_fasta(fasta):
         if not record.id:
             reject(record.line, "", "missing id")
+            continue
+        if (problem := id_problem(record.id)) is not None:
+            reject(record.line, printable_id(record.id), problem)
+            continue
+        if record.oversized:
+            reject(record.line, record.id, f"record larger than {fasta_reader.DEFAULT_MAX_RECORD_CHARS:,} characters")
             continue
         if key(record.id) in seen:
             reject(record.line, record.id, "duplicate id (the first record with it was kept)")
@@ -80,6 +103,21 @@ def screened_records(fasta: str, reject: Callable[[int, str, str], None],
             reject(record.line, record.id, normalised.detail or normalised.reason)
             continue
         yield ScreenedRecord(record.id, normalised.sequence.decode("ascii"), record.line)
+
+
+def id_problem(record_id: str) -> str | None:
+    """Why `record_id` cannot name an output entry exactly (bytes that are not UTF-8, a control character such as
+    NUL, which HDF5 names and attributes cut), or None."""
+    if any("\udc80" <= char <= "\udcff" for char in record_id):
+        return "the id is not valid UTF-8"
+    if any(unicodedata.category(char) == "Cc" for char in record_id):
+        return "the id holds a control character (such as NUL)"
+    return None
+
+
+def printable_id(record_id: str) -> str:
+    """`record_id` as a rejects file can hold it: Python's escapes for what is not printable ASCII."""
+    return ascii(record_id)[1:-1]
 
 
 def chunks_of(records: Iterable[T], residues: int, length: Callable[[T], int]) -> Iterator[list[T]]:
@@ -101,7 +139,8 @@ def add_model_source(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--server", metavar="HOST:PORT", help="TF Serving (or prottrans-serve) gRPC address")
     source.add_argument("--saved-model", metavar="DIR", help="a SavedModel (or model folder) run in this process")
     parser.add_argument("--model", help="model name on the server (with --server)")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request (deadline)")
+    parser.add_argument("--timeout", type=real_number(0, above_minimum=True), default=120.0,
+                        help="seconds per request (deadline)")
 
 
 def server_refusal(error: grpc.RpcError) -> str:

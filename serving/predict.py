@@ -13,21 +13,20 @@ cannot be predicted (no id, an empty or illegal sequence, an id seen twice) are 
 
 from __future__ import annotations
 
-from beam_jobs.console import quiet_start
+from beam_jobs.console import guarded, quiet_start
 
 quiet_start()  # before TensorFlow is imported
 
 import argparse
 import json
-import os
 import sys
 from typing import Callable, Sequence
 
 import grpc
 import numpy as np
 
-from serving.model_input import (RejectsFile, add_model_source, chunks_of, run_or_reject, screened_records,
-                                 server_refusal)
+from serving.model_input import (RejectsFile, add_model_source, chunks_of, run_holding, run_or_reject,
+                                 screened_records, server_refusal)
 
 CHUNK_RESIDUES = 50_000  # residues predicted (and written) per round
 RESIDUES_PER_CALL = 16_384  # tokens per model call
@@ -89,7 +88,6 @@ class Writer:
         self.tsv = path.endswith(".tsv")
         if not (self.tsv or path.endswith((".jsonl", ".json"))):
             raise ValueError(f"{path}: the output's extension picks its format: .tsv or .jsonl")
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.out = open(path, "w")
         self.rejects = RejectsFile(path)
         self.reject = self.rejects.record
@@ -121,6 +119,10 @@ def _described(error: Exception) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return guarded("prottrans-predict", lambda: _main(argv), argv)
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="prottrans-predict", description=__doc__.split("\n\n")[0])
     add_model_source(parser)
     parser.add_argument("--residue-probabilities", action="store_true",
@@ -130,6 +132,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.server and not args.model:
         parser.error("--server needs --model NAME")
+    return run_holding(args.output, "prottrans-predict", lambda: _predict(args))
+
+
+def _predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     try:

@@ -20,13 +20,12 @@ records that cannot be read are listed there too. The counts reconcile: mutants 
 
 from __future__ import annotations
 
-from beam_jobs.console import quiet_start
+from beam_jobs.console import guarded, quiet_start
 
 quiet_start()  # before TensorFlow is imported
 
 import argparse
 import csv
-import os
 import re
 import sys
 from collections import defaultdict
@@ -37,7 +36,8 @@ import grpc
 import numpy as np
 
 from beam_jobs.sequences import STANDARD_RESIDUES
-from serving.model_input import RejectsFile, add_model_source, model_refusal, screened_records, server_refusal
+from serving.model_input import (RejectsFile, add_model_source, model_refusal, run_holding, screened_records,
+                                 server_refusal)
 
 MUTANT_COLUMN, PROTEIN_COLUMN, SCORE_COLUMN = "mutant", "protein", "score"
 SUBSTITUTION = re.compile(rf"^([{STANDARD_RESIDUES}])([1-9][0-9]*)([{STANDARD_RESIDUES}])$")
@@ -200,6 +200,10 @@ class Rejects(RejectsFile):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return guarded("prottrans-score", lambda: _main(argv), argv)
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="prottrans-score", description=__doc__.split("\n\n")[0])
     add_model_source(parser)
     parser.add_argument("proteins", metavar="PROTEINS.fasta")
@@ -208,7 +212,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.server and not args.model:
         parser.error("--server needs --model NAME")
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    return run_holding(args.output, "prottrans-score", lambda: _score(args))
+
+
+def _score(args: argparse.Namespace) -> int:
     rejects = Rejects(args.output)
     try:
         unread: dict[str, str] = {}

@@ -139,6 +139,46 @@ def test_wrong_family_and_broken_folders_are_clear_errors(tmp_path):
         FAMILIES["protbert"].import_checkpoint(str(broken))
 
 
+def _broken_safetensors(header: bytes | None = None, length: int | None = None) -> bytes:
+    header = header if header is not None else b'{"w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}}'
+    return (length if length is not None else len(header)).to_bytes(8, "little") + header + b"\0" * 8
+
+
+@pytest.mark.parametrize("damage, message", [
+    ({"model.safetensors": _broken_safetensors()}, "model.safetensors: not a readable safetensors file"),
+    ({"model.safetensors": _broken_safetensors(length=1 << 62)}, "model.safetensors: not a readable safetensors"),
+    ({"model.safetensors": _broken_safetensors(b'{"w": {"dtype": "Q9", "shape": [1], "data_offsets": [0, 4]}}')},
+     "model.safetensors: not a readable safetensors file"),
+    ({"config.json": b'{"model_type": "bert", '}, "config.json: not valid JSON"),
+    ({"config.json": b"[1, 2]"}, "config.json: expected a JSON object, not list"),
+    ({"weights": "nan"}, "weight 'bert.embeddings.word_embeddings.weight' holds NaN or infinite values"),
+    ({"config": {"hidden_size": 48}}, "the weights do not fit the model its config.json describes"),
+])
+def test_a_damaged_checkpoint_is_refused_in_one_line_naming_the_file(tmp_path, capsys, damage, message):
+    from safetensors.numpy import load_file, save_file
+
+    from models.cli import import_checkpoint
+
+    folder = tmp_path / "damaged"
+    shutil.copytree(FIXTURES / "protbert", folder)
+    (folder / "pytorch_model.bin").unlink(missing_ok=True)
+    for name, content in damage.items():
+        if name == "weights":
+            weights = load_file(folder / "model.safetensors")
+            weights["bert.embeddings.word_embeddings.weight"][3, 1] = np.nan
+            save_file(weights, folder / "model.safetensors")
+        elif name == "config":
+            config = json.loads((folder / "config.json").read_text())
+            (folder / "config.json").write_text(json.dumps({**config, **content}))
+        else:
+            (folder / name).write_bytes(content)
+    assert import_checkpoint.main(["--from-hf", str(folder), "--family", "protbert",
+                                   "--output", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert len(error.strip().splitlines()) == 1 and message in error and "Traceback" not in error
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_exports_a_serving_version_that_embeds_like_transformers(tmp_path):
     from models.cli import import_checkpoint
 

@@ -27,6 +27,20 @@ def test_a_user_mistake_prints_one_error_line_and_no_library_noise(command):
     assert verbose.returncode == result.returncode and lines[0] in verbose.stderr
 
 
+def test_an_error_no_command_foresaw_is_one_line_and_its_traceback_only_with_verbose(capsys):
+    from beam_jobs.console import guarded
+
+    def fails() -> int:
+        raise RuntimeError("the library failed:\n" + "[0.1 0.2 0.3]\n" * 500)
+
+    assert guarded("prottrans-x", fails, []) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("prottrans-x: error: RuntimeError: the library failed: [0.1 0.2 0.3]")
+    assert line.endswith("… (--verbose shows the traceback)") and len(line) < 700
+    with pytest.raises(RuntimeError, match="the library failed"):
+        guarded("prottrans-x", fails, ["--verbose"])
+
+
 def test_progress_in_a_log_file_is_whole_lines(capsys):
     from beam_jobs.console import Progress
 

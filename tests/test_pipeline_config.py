@@ -32,6 +32,12 @@ def test_a_config_file_and_overrides_change_the_defaults(tmp_path):
     ("valid_fraction=2.0", "valid_fraction must be in"),
     ("gate.floors={q3: high}", "gate.floors.q3: expected float, got 'high'"),
     ("training.steps=[1", "--set training.steps=\\[1: not valid YAML: line 1, column 3"),
+    ("training.learning_rate=.nan", "learning_rate must be in \\(0, 1.0\\], not nan"),
+    ("training.learning_rate=.inf", "learning_rate must be in \\(0, 1.0\\], not inf"),
+    ("training.learning_rate=1.0e+6", "learning_rate must be in \\(0, 1.0\\], not 1000000.0"),
+    ("training.weight_decay=-.inf", "weight_decay must be in \\[0, 1\\), not -inf"),
+    ("training.dropout=.nan", "dropout must be in \\[0, 1\\), not nan"),
+    ("training.seed=-1", "seed must be >= 0"),
 ])
 def test_bad_settings_are_refused_with_the_key_named(override, message):
     with pytest.raises(ValueError, match=message):

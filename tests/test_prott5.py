@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from models import vocabulary
 from models.export import embedding
-from models.export.signatures import export_saved_model, read_model_info
+from models.export.signatures import export_saved_model, read_model_info, write_saved_model
 from models.objectives.denoising import DECODER_IDS
 from models.prott5.layers import relative_position_bucket
 from models.registry import FAMILIES, build_backbone
@@ -152,47 +152,28 @@ def test_prott5_pretrains_by_denoising_with_the_common_trainer(tmp_path):
     assert losses[-1] < losses[0] - 0.3, losses
 
 
-def test_the_tfx_trainers_run_fn_trains_and_exports_prott5(tmp_path):
-    from types import SimpleNamespace
-
-    from beam_jobs import fasta_to_tfrecords
-    from models.training.run_fn import custom_config, run_fn
-    from models.training.settings import TrainingSettings
-    from tests.conftest import SAMPLE_FASTA
-
-    data = tmp_path / "data"
-    fasta_to_tfrecords.run(["--input", str(SAMPLE_FASTA), "--output-dir", str(data), "--num-shards", "2"])
-    settings = TrainingSettings(family="prott5", preset="tiny", global_batch=8, sequence_length=64, log_every=2,
-                                eval_batches=2)
-    fn_args = SimpleNamespace(train_steps=4, custom_config=custom_config(settings, str(tmp_path / "checkpoints")),
-                              model_run_dir=str(tmp_path / "model_run"),
-                              train_files=[str(data / "train" / "*")], eval_files=[str(data / "valid" / "*")],
-                              serving_model_dir=str(tmp_path / "serving_model"))
-    run_fn(fn_args)
-    info = read_model_info(str(tmp_path / "serving_model"))
-    assert info["backbone_config"]["num_layers"] == 2 and info["max_residues"] is None
-    served = tf.saved_model.load(str(tmp_path / "serving_model")).signatures["serving_default"](
-        sequences=tf.constant(["MKTAYIAKQR"]))
-    assert served["residue_embeddings"].shape == (1, 10, 32)
-
-
 def test_a_long_input_attends_in_query_blocks_with_the_plain_path_s_numerics(monkeypatch):
-    """Past SCORE_BYTES of scores per layer the encoder holds one block of queries at a time; here the budget is
-    shrunk so that a 300-residue batch spans five blocks."""
+    """At inference the encoder holds one block of queries' scores and one block of positions' feed-forward
+    activations at a time; here the budgets are shrunk so that a 300-residue batch spans five blocks of each. The
+    reference is the plain path (whole attention and feed-forward, as in training; dropout 0)."""
     from models.layers import query_blocks
-    from models.prott5.layers import T5Attention
+    from models.prott5.layers import T5Attention, T5FeedForward
 
     keras.utils.set_random_seed(0)
-    backbone = build_backbone("prott5", "tiny")
+    tiny = build_backbone("prott5", "tiny")
+    backbone = type(tiny).from_config({**tiny.get_config(), "dropout": 0.0})
     token_ids, _ = _our_inputs(["MKTAYIAKQRQISFVKSHFSRQLEERLG" * 11, "MKT" * 40])
-    plain = backbone(token_ids).numpy()
+    plain = backbone(token_ids, training=True).numpy()
     blocks = []
-    original = T5Attention.in_query_blocks
-    monkeypatch.setattr(T5Attention, "in_query_blocks", lambda *a, **k: blocks.append(1) or original(*a, **k))
+    for layer, method in ((T5Attention, "in_query_blocks"), (T5FeedForward, "in_position_blocks")):
+        original = getattr(layer, method)
+        monkeypatch.setattr(layer, method, lambda *a, _original=original, _name=method, **k:
+                            blocks.append(_name) or _original(*a, **k))
     monkeypatch.setattr(query_blocks, "SMALLEST_QUERY_BLOCK", 8)
     monkeypatch.setattr(query_blocks, "SCORE_BYTES", 4 * 2 * backbone.num_heads * token_ids.shape[1] * 64)  # 64 queries
+    monkeypatch.setattr(query_blocks, "FEED_FORWARD_BYTES", 4 * 2 * backbone.intermediate_dim * 64)  # 64 positions
     in_blocks = tf.function(lambda ids: backbone(ids))(token_ids).numpy()
-    assert blocks and token_ids.shape[1] > 4 * 64
+    assert set(blocks) == {"in_query_blocks", "in_position_blocks"} and token_ids.shape[1] > 4 * 64
     np.testing.assert_allclose(in_blocks, plain, rtol=1e-5, atol=1e-5 * np.abs(plain).max())
 
 
@@ -217,8 +198,11 @@ def test_a_non_finite_embedding_is_an_error_naming_the_sequence_never_an_answer(
     table = backbone.token_embedding.embeddings
     # C's embedding is NaN (the serving warm-up requests hold no C: the version loads)
     table.assign(tf.tensor_scatter_nd_update(table, [[vocabulary.TOKEN_IDS["C"]]], [[np.nan] * backbone.hidden_dim]))
-    signature = tf.saved_model.load(export_saved_model(backbone, str(tmp_path / "broken"))).signatures[
-        "serving_default"]
+    with pytest.raises(ValueError, match="not exported: 1 weights hold NaN"):
+        export_saved_model(backbone, str(tmp_path / "refused"))
+    # written past that check, as a damaged copy would be: the graph refuses what the weights produce
+    write_saved_model(backbone, str(tmp_path / "broken" / "1"))
+    signature = tf.saved_model.load(str(tmp_path / "broken" / "1")).signatures["serving_default"]
     assert np.isfinite(signature(sequences=tf.constant(["MKT"]))["residue_embeddings"].numpy()).all()
     with pytest.raises(tf.errors.InvalidArgumentError, match="embedding of a sequence is not finite.*sequence. .1"):
         signature(sequences=tf.constant(["MKT", "MKCT"]))
@@ -245,3 +229,16 @@ def test_a_non_finite_embedding_is_an_error_naming_the_sequence_never_an_answer(
             assert reject["id"] == "b" and reject["line"] == 3 and "not finite" in reject["reason"]
     finally:
         server.stop()
+    # a version whose own warm-up requests (which hold M) are refused is not served, and the server says why
+    table.assign(tf.tensor_scatter_nd_update(table, [[vocabulary.TOKEN_IDS["M"]]], [[np.nan] * backbone.hidden_dim]))
+    write_saved_model(backbone, str(tmp_path / "unwarmed" / "1"))
+    with pytest.raises(ValueError, match="not loaded: the model refused its warm-up request 1 .*not finite"):
+        DevServer(str(tmp_path / "unwarmed"), "unwarmed", port=0).start()
+    # and so does the Beam job, one reject record per refused protein, its counts reconciled
+    sharded = tmp_path / "sharded"
+    assert embed.main(["--saved-model", str(tmp_path / "broken"), "--beam", "--num-shards", "1", str(fasta),
+                       str(sharded), "--per-protein"]) == 0
+    manifest = json.loads((sharded / "manifest.json").read_text())
+    assert manifest["counts"]["embedded"] == 2 and manifest["counts"]["rejected_by_reason"] == {"model_refused": 1}
+    [reject] = [json.loads(line) for path in (sharded / "rejects").iterdir() for line in path.read_text().splitlines()]
+    assert reject["id"] == "b" and "not finite" in reject["detail"] and reject["file"].endswith("in.fasta")

@@ -385,6 +385,68 @@ def test_embed_cli_embeds_damaged_entries_again(model_folder, tmp_path, capsys):
         np.testing.assert_allclose(handle["P2"][()], expected.residues, atol=1e-5)
 
 
+def test_embed_cli_resumes_on_id_and_sequence_never_keeping_an_entry_of_another_sequence(model_folder, tmp_path,
+                                                                                         capsys):
+    from serving import embed
+    from serving.embedding_file import SEQUENCE_DIGEST
+
+    folder, backbone = model_folder
+    fasta, out = tmp_path / "in.fasta", tmp_path / "out.h5"
+    _write_fasta(fasta, [("P1", PROTEINS[0]), ("P2", PROTEINS[1]), ("P3", PROTEINS[2])])
+    assert embed.main(["--saved-model", str(folder), str(fasta), str(out)]) == 0
+    with h5py.File(out, "r+") as handle:
+        del handle["P3"].attrs[SEQUENCE_DIGEST]  # as a file written before digests were stored
+    _write_fasta(fasta, [("P1", PROTEINS[0]), ("P2", PROTEINS[2]), ("P3", PROTEINS[2])])  # P2's sequence changed
+    capsys.readouterr()
+    assert embed.main(["--saved-model", str(folder), str(fasta), str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "embedded 2; already in" in printed and "sequence differs from the stored entry's" in printed
+    with h5py.File(out) as handle:
+        np.testing.assert_allclose(handle["P2"][()], embedding.embed(backbone, [PROTEINS[2]])[0].protein, atol=1e-5)
+        assert handle["P2"].attrs[SEQUENCE_DIGEST] == handle["P3"].attrs[SEQUENCE_DIGEST]
+
+
+def test_embed_cli_rejects_ids_an_output_cannot_hold_exactly_and_never_merges_two(model_folder, tmp_path):
+    from serving import embed
+
+    folder, _ = model_folder
+    fasta, out = tmp_path / "in.fasta", tmp_path / "out.h5"
+    fasta.write_bytes(b">P\x001\n" + PROTEINS[0].encode() + b"\n>P\xff\n" + PROTEINS[1].encode()
+                      + b"\n>P\xfe\n" + PROTEINS[2].encode() + b"\n>P\n" + PROTEINS[2].encode() + b"\n")
+    assert embed.main(["--saved-model", str(folder), str(fasta), str(out)]) == 0
+    with h5py.File(out) as handle:
+        assert sorted(handle) == ["P"]
+    rejects = [json.loads(line) for line in Path(f"{out}.rejects.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["reason"]) for r in rejects] == [
+        ("P\\x001", "the id holds a control character (such as NUL)"),
+        ("P\\udcff", "the id is not valid UTF-8"), ("P\\udcfe", "the id is not valid UTF-8")]
+
+
+def test_embed_cli_reads_an_endless_line_in_bounded_memory_and_rejects_an_oversized_record(model_folder, tmp_path,
+                                                                                           capsys, monkeypatch):
+    import resource
+
+    from beam_jobs import fasta as fasta_reader
+    from serving import embed
+
+    folder, _ = model_folder
+    out = tmp_path / "out.h5"
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert embed.main(["--saved-model", str(folder), "/dev/zero", str(out)]) == 1
+    assert "/dev/zero:1: residues before the first '>' header: not FASTA" in capsys.readouterr().err
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 1 << 20  # KiB: under 1 GiB more
+
+    monkeypatch.setattr(fasta_reader, "DEFAULT_MAX_RECORD_CHARS", 64)
+    fasta = tmp_path / "in.fasta"
+    fasta.write_text(f">big\n{'M' * 40}\n{'K' * 40}\n>long_line\n{'A' * 500}\n>P1\n{PROTEINS[1]}\n")
+    assert embed.main(["--saved-model", str(folder), str(fasta), str(out)]) == 0
+    with h5py.File(out) as handle:
+        assert sorted(handle) == ["P1"]
+    rejects = [json.loads(line) for line in Path(f"{out}.rejects.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["line"], r["reason"]) for r in rejects] == [
+        ("big", 1, "record larger than 64 characters"), ("long_line", 4, "record larger than 64 characters")]
+
+
 @pytest.mark.parametrize("change", ["layout", "dtype", "model"])
 def test_embed_cli_refuses_to_mix_models_layouts_or_dtypes_in_one_file(model_folder, tmp_path, capsys, change):
     from serving import embed
@@ -509,7 +571,8 @@ def test_a_large_request_runs_in_batch_sized_parts_and_a_too_large_one_is_refuse
 
     folder, backbone = model_folder
     sequences = [PROTEINS[i % 3][: 5 + i] for i in range(20)]
-    running = DevServer(str(folder), "protbert", port=0, max_batch_size=8, max_request_residues=400).start()
+    running = DevServer(str(folder), "protbert", port=0, max_batch_size=8, max_request_residues=400,
+                        max_sequence_residues=100).start()
     try:
         calls = running.batcher.model_calls
         response = stub(running).Predict(request(sequences), timeout=60)
@@ -521,6 +584,10 @@ def test_a_large_request_runs_in_batch_sized_parts_and_a_too_large_one_is_refuse
             stub(running).Predict(request([PROTEINS[2]] * 7), timeout=60)  # 7 × 60 = 420 residues
         assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "420 residues in 7 sequences" in error.value.details()
+        with pytest.raises(grpc.RpcError) as error:  # one sequence alone is bounded too
+            stub(running).Predict(request(["M" * 101]), timeout=60)
+        assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "sequence 0 holds 101 characters; this server takes at most 100 per sequence" in error.value.details()
     finally:
         running.stop()
 
@@ -534,7 +601,7 @@ def test_the_server_speaks_tls_when_given_a_certificate(model_folder, tmp_path):
     from cryptography.x509.oid import NameOID
 
     from serving.client import EmbeddingClient
-    from serving.dev_server import DevServer
+    from serving.dev_server import DevServer, check_key_pair
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
@@ -547,6 +614,13 @@ def test_the_server_speaks_tls_when_given_a_certificate(model_folder, tmp_path):
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
     folder, _ = model_folder
+    other_key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    (tmp_path / "cert.pem").write_bytes(pem)
+    (tmp_path / "other.key").write_bytes(other_key)
+    with pytest.raises(ValueError, match="cert.pem and --tls-key .*other.key are not a certificate and its private "
+                                         "key .*KEY_VALUES_MISMATCH"):
+        check_key_pair(str(tmp_path / "cert.pem"), str(tmp_path / "other.key"))
     running = DevServer(str(folder), "protbert", port=0, tls=(pem, key_pem)).start()
     try:
         with EmbeddingClient(f"localhost:{running.port}", "protbert", tls_root_certificates=pem) as client:

@@ -259,6 +259,17 @@ def test_the_pipeline_compiles_for_vertex_ai_and_kfp_loads_the_spec(tmp_path):
     assert "a2-highgpu-4g" in text and "multi_worker" in text and "gs://bucket/prottrans/checkpoints" in text
 
 
+def test_a_second_run_on_one_output_folder_is_refused_while_the_first_runs(tmp_path, capsys):
+    from beam_jobs.output_lock import OutputLock
+    from tfx_pipeline import cli
+
+    output_dir = tmp_path / "pipeline"
+    with OutputLock(str(output_dir), "prottrans-pipeline run"):
+        assert cli.main(["run", "--set", f"output_dir={output_dir}", "--set", "training.preset=tiny"]) == 2
+    assert f"{output_dir} is being written by another run (prottrans-pipeline run, pid" in capsys.readouterr().err
+    assert not (output_dir / "metadata.sqlite").exists()
+
+
 def test_the_cli_refuses_a_bad_override(capsys):
     from tfx_pipeline import cli
 
@@ -266,9 +277,36 @@ def test_the_cli_refuses_a_bad_override(capsys):
     assert "unknown config key 'stepz'" in capsys.readouterr().err
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("family", one_family_per_objective(leaving_out=TrainingSettings().family))
-def test_a_family_of_each_other_objective_runs_through_the_same_pipeline_by_name(first_run, family):
+def test_the_trainer_component_s_run_fn_trains_and_exports_a_family_of_each_other_objective(tmp_path, family):
+    """What the pipeline runs per family is the Trainer's run_fn (the rest of the DAG takes any SavedModel): each
+    objective through it here, and one of them through the whole pipeline in the slow test below."""
+    from types import SimpleNamespace
+
+    from beam_jobs import fasta_to_tfrecords
+    from models.export.signatures import read_model_info
+    from models.training.run_fn import custom_config, run_fn
+    from tests.conftest import SAMPLE_FASTA
+
+    data = tmp_path / "data"
+    fasta_to_tfrecords.run(["--input", str(SAMPLE_FASTA), "--output-dir", str(data), "--num-shards", "2"])
+    settings = TrainingSettings(family=family, preset="tiny", global_batch=8, sequence_length=64, log_every=2,
+                                eval_batches=2)
+    fn_args = SimpleNamespace(train_steps=4, custom_config=custom_config(settings, str(tmp_path / "checkpoints")),
+                              model_run_dir=str(tmp_path / "model_run"),
+                              train_files=[str(data / "train" / "*")], eval_files=[str(data / "valid" / "*")],
+                              serving_model_dir=str(tmp_path / "serving_model"))
+    run_fn(fn_args)
+    info = read_model_info(str(tmp_path / "serving_model"))
+    assert info["backbone_config"]["num_layers"] == 2
+    served = tf.saved_model.load(str(tmp_path / "serving_model")).signatures["serving_default"](
+        sequences=tf.constant(["MKTAYIAKQR"]))
+    assert served["residue_embeddings"].shape == (1, 10, 32)
+
+
+@pytest.mark.slow
+def test_a_family_of_another_objective_runs_through_the_same_pipeline_by_name(first_run):
+    family = "prottxl"  # the objective least like the default's: a causal LM whose state carries memory
     output_dir, _, _ = first_run
     config, nodes = run_pipeline(output_dir, f"training.family={family}")
     assert nodes["FastaExampleGen"].state == "CACHED" and nodes["Trainer"].state == "COMPLETE"

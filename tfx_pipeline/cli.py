@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 
-from beam_jobs.console import VERBOSE_FLAG, VERBOSE_HELP, quiet_start
+from beam_jobs.console import VERBOSE_FLAG, VERBOSE_HELP, guarded, quiet_start
+from beam_jobs.output_lock import OutputLock, OutputLocked
 
 quiet_start()  # before TensorFlow is imported
 
@@ -39,6 +40,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return guarded("prottrans-pipeline", lambda: _main(argv), argv)
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         config = load_config(args.config, args.overrides)
@@ -59,11 +64,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tfx_pipeline.runners import local
         from tfx_pipeline.summary import describe_last_run
 
-        local.run(config)
+        # One local run per output folder (its SQLite ML Metadata takes concurrent writers poorly, and two runs
+        # would push the same model twice): a second is refused, naming the first. Held through the summary, so
+        # the summary reads this run's artifacts.
+        with OutputLock(config.root("local"), "prottrans-pipeline run"):
+            local.run(config)
+            outcome = describe_last_run(config)
     except ValueError as error:
         print(f"prottrans-pipeline: error: {error}", file=sys.stderr)
         return 2
-    outcome = describe_last_run(config)
+    except OutputLocked as error:
+        print(f"prottrans-pipeline: error: {error}", file=sys.stderr)
+        return 2
     print(outcome.text)
     print(f"total {time.perf_counter() - started:.0f} s")
     if args.fail_if_not_blessed and not outcome.blessed:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from beam_jobs.console import VERBOSE_FLAG, VERBOSE_HELP, quiet_start
+from beam_jobs.console import VERBOSE_FLAG, VERBOSE_HELP, guarded, quiet_start
 
 quiet_start()  # before TensorFlow is imported
 
@@ -18,6 +18,10 @@ IMPORTABLE = {name: family for name, family in FAMILIES.items() if family.import
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return guarded("prottrans-import", lambda: _main(argv), argv)
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="prottrans-import", description=__doc__,
         epilog="files read per family: " + "; ".join(
@@ -37,6 +41,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         model = family.import_checkpoint(args.from_hf, log=lambda line: print(f"prottrans-import: {line}"))
     except CheckpointError as error:
         print(f"prottrans-import: error: {error}", file=sys.stderr)
+        return 2
+    except ValueError as error:  # a weight whose shape is not the one config.json gives the model
+        print(f"prottrans-import: error: {args.from_hf}: the weights do not fit the model its config.json describes: "
+              f"{' '.join(str(error).split())[:300]}", file=sys.stderr)
         return 2
     head = head_signatures(family.objective, model)
     if head and args.dtype != "float32":

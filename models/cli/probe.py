@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from beam_jobs.console import VERBOSE_FLAG, VERBOSE_HELP, quiet_start
+from beam_jobs.console import VERBOSE_FLAG, VERBOSE_HELP, guarded, quiet_start, whole_number
 
 quiet_start()  # before TensorFlow is imported
 
@@ -21,6 +21,10 @@ from models.probes.profile import PROFILE, ProfileEmbedder
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return guarded("prottrans-probe", lambda: _main(argv), argv)
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="prottrans-probe", description=__doc__)
     parser.add_argument(VERBOSE_FLAG, action="store_true", help=VERBOSE_HELP)
     parser.add_argument("--model", required=True, help="'onehot', 'profile' (MMseqs2 profiles against "
@@ -29,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--profile-db", default=None, metavar="FASTA",
                         help="the database MMseqs2 profiles are searched in (plain or gzip): with --model profile the "
                         "model itself; with another model, the evolutionary-profile reference probed beside it")
-    parser.add_argument("--max-residues", type=int, default=None,
+    parser.add_argument("--max-residues", type=whole_number(1), default=None,
                         help="a SavedModel's residue limit where it carries none (longer sequences are embedded in "
                         "pieces); default: its prottrans_model.json, else no limit")
     parser.add_argument("--data-dir", required=True, help="ss/{train,valid,test}.tsv and "
@@ -39,9 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-baseline", action="store_true", help="skip the one-hot baseline run")
     parser.add_argument("--no-maps", action="store_true",
                         help="skip the t-SNE maps of amino acids, residues and proteins (and their silhouettes)")
-    parser.add_argument("--limit", type=int, default=None, help="use only the first N rows of each split")
-    parser.add_argument("--seed", type=int, default=0, help="the first probe's seed")
-    parser.add_argument("--seeds", type=int, default=probe.ProbeSettings.seeds, metavar="N",
+    parser.add_argument("--limit", type=whole_number(1), default=None, help="use only the first N rows of each split")
+    parser.add_argument("--seed", type=whole_number(0), default=0, help="the first probe's seed")
+    parser.add_argument("--seeds", type=whole_number(1), default=probe.ProbeSettings.seeds, metavar="N",
                         help="train each probe from N seeds (seed, seed+1, …) and average their probabilities, so "
                         "that round-off differences between machines move the metrics less (1: one probe)")
     parser.add_argument("--predictor-dir", default=None, metavar="MODEL_FOLDER",

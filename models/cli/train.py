@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from beam_jobs.console import VERBOSE_FLAG, VERBOSE_HELP, quiet_start
+from beam_jobs.console import VERBOSE_FLAG, VERBOSE_HELP, guarded, quiet_start
 
 quiet_start()  # before TensorFlow is imported
 
@@ -19,7 +19,7 @@ from beam_jobs import schema
 from models.export.signatures import export_saved_model, head_signatures, latest_version_holding
 from models.training import settings as training_settings
 from models.training.summary import SUMMARY_FILE
-from models.training.trainer import TrainJob, build_trainer
+from models.training.trainer import TrainJob, TrainingDiverged, build_trainer
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -42,6 +42,10 @@ def split_files(data_dir: str, split: str) -> tuple[str, ...]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    return guarded("prottrans-train", lambda: _main(argv), argv)
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         job = TrainJob(training_settings.from_arguments(args), split_files(args.data, schema.TRAIN), args.model_dir,
@@ -51,14 +55,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:  # bad settings, unusable data, a model dir of another shape: named, no traceback
         print(f"prottrans-train: error: {error}", file=sys.stderr)
         return 2
+    except TrainingDiverged as error:
+        print(f"prottrans-train: error: {error}", file=sys.stderr)
+        return 1
     if args.export_dir and trainer.state.chief:
         unchanged = latest_version_holding(trainer.state.backbone, args.export_dir)
         if unchanged:
             print(f"not exported: the latest version, {unchanged}, already holds this model")
         else:
-            path = export_saved_model(trainer.state.backbone, args.export_dir,
-                                      extra_assets={SUMMARY_FILE: trainer.summary.to_dict()},
-                                      head=head_signatures(trainer.objective, trainer.state.model))
+            try:
+                path = export_saved_model(trainer.state.backbone, args.export_dir,
+                                          extra_assets={SUMMARY_FILE: trainer.summary.to_dict()},
+                                          head=head_signatures(trainer.objective, trainer.state.model))
+            except ValueError as error:  # non-finite weights are never exported
+                print(f"prottrans-train: error: {error}", file=sys.stderr)
+                return 1
             print(f"exported SavedModel to {path}")
     return 0
 

@@ -8,7 +8,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from models.layers.query_blocks import over_query_blocks, query_block
+from models.layers.query_blocks import over_blocks, query_block
 
 _ACTIVATIONS: dict[str, Callable] = {
     "gelu": lambda x: keras.activations.gelu(x, approximate=False),  # BERT's erf GELU
@@ -113,7 +113,7 @@ class TransformerEncoderLayer(keras.layers.Layer):
             output, _ = attention._compute_attention(query[:, start:stop], key, value, mask, training=False)
             return output
 
-        return attention.output_dense(over_query_blocks(length, block, attend, value.dtype, tuple(value.shape[2:])))
+        return attention.output_dense(over_blocks(length, block, attend, value.dtype, tuple(value.shape[2:])))
 
     def compute_output_shape(self, hidden_shape, padding_mask_shape=None):
         return hidden_shape

@@ -140,6 +140,8 @@ def read_deeploc_fasta(path: str) -> list[LocalizationRecord]:
     for entry in read_fasta(path):
         where = f"{path}:{entry.line}"
         record_id, location, membrane, is_test = _parse_deeploc_header(where, entry.header)
+        if entry.oversized:
+            raise DatasetError(f"{where}: {record_id!r} is larger than the FASTA reader's bound")
         if not entry.sequence:
             raise DatasetError(f"{where}: {record_id!r} has an empty sequence")
         records.append(LocalizationRecord(record_id, entry.sequence.upper(), location, membrane, is_test))

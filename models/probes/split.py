@@ -32,6 +32,8 @@ def read_fasta_records(path: str) -> dict[str, FastaRecord]:
     for record in read_fasta(path):
         if not record.id:
             raise ValueError(f"{path}:{record.line}: a header without an id")
+        if record.oversized:
+            raise ValueError(f"{path}:{record.line}: {record.id!r} is larger than the FASTA reader's bound")
         if record.id in records:
             raise ValueError(f"{path}:{record.line}: duplicate id {record.id!r}")
         records[record.id] = record

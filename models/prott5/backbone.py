@@ -14,7 +14,7 @@ import keras
 import tensorflow as tf
 
 from models import vocabulary
-from models.layers.query_blocks import query_block
+from models.layers.query_blocks import position_block, query_block
 from models.prott5.layers import RelativePositionBias, T5Attention, T5FeedForward, rms_norm
 
 BLOCKED = -1e9  # added to the scores of keys a query may not see (float32)
@@ -28,6 +28,7 @@ class T5Stack(keras.layers.Layer):
                  decoder: bool, **kwargs):
         super().__init__(**kwargs)
         self.num_layers, self.hidden_dim, self.num_heads, self.decoder = num_layers, hidden_dim, num_heads, decoder
+        self.intermediate_dim = intermediate_dim
         self.position_bias = RelativePositionBias(num_heads, not decoder, num_buckets, max_distance,
                                                   name="relative_position_bias")
         self.self_attention = [T5Attention(hidden_dim, num_heads, head_dim, dropout, name=f"self_attention_{i}")
@@ -55,32 +56,36 @@ class T5Stack(keras.layers.Layer):
     def call(self, embedded: tf.Tensor, padding: tf.Tensor, encoded: tf.Tensor | None = None,
              encoder_padding: tf.Tensor | None = None, training=None) -> tf.Tensor:
         """`embedded` ``[batch, length, hidden]``; `padding` ``[batch, length]`` True at padding tokens; a decoder
-        also takes the encoder's output and padding. Returns float32 ``[batch, length, hidden]``. An encoder whose
-        scores would pass ``SCORE_BYTES`` attends in query blocks (:mod:`models.layers.query_blocks`), with equal
-        results."""
+        also takes the encoder's output and padding. Returns float32 ``[batch, length, hidden]``. An encoder at
+        inference attends in query blocks and runs its feed-forward networks in position blocks
+        (:mod:`models.layers.query_blocks`; one block for a short protein), with the numerics of the whole."""
         length = tf.shape(embedded)[1]
         blocked = padding[:, None, None, :]
         if self.decoder:
             blocked = blocked | (tf.range(length)[None, :] > tf.range(length)[:, None])[None, None]
         key_bias = tf.where(blocked, BLOCKED, 0.0)
-
-        def whole():
-            bias = self.position_bias(length, length) + key_bias
-            return self._blocks(embedded, lambda index, normed: self.self_attention[index](
-                normed, normed, bias, training=training), encoded, encoder_padding, training)
-
         if self.decoder or training:  # training lengths are bounded, and XLA compiles no dynamic block loop
-            return whole()
-        block = query_block(tf.shape(embedded)[0], self.num_heads, length)
+            bias = self.position_bias(length, length) + key_bias
+            return self._blocks(
+                embedded, lambda index, normed: self.self_attention[index](normed, normed, bias, training=training),
+                lambda index, normed: self.feed_forwards[index](normed, training=training),
+                encoded, encoder_padding, training)
+        # One graph for every length, not a cond between this and the above: that held the encoder twice in every
+        # SavedModel (0.2 GiB of graph for ProtT5-XL). Where one block holds every query, the bias is computed once
+        # for all layers, as above.
+        batch = tf.shape(embedded)[0]
+        queries, positions = query_block(batch, self.num_heads, length), position_block(batch, self.intermediate_dim)
+        whole_bias = tf.cond(queries >= length, lambda: self.position_bias(length, length) + key_bias,
+                             lambda: tf.zeros([1, self.num_heads, 0, 0]))
+        return self._blocks(
+            embedded, lambda index, normed: self.self_attention[index].in_query_blocks(
+                normed, key_bias, self.position_bias, queries, whole_bias),
+            lambda index, normed: self.feed_forwards[index].in_position_blocks(normed, positions),
+            None, None, training)
 
-        def in_blocks():
-            return self._blocks(embedded, lambda index, normed: self.self_attention[index].in_query_blocks(
-                normed, key_bias, self.position_bias, block, training=training), None, None, training)
-
-        return tf.cond(block < length, in_blocks, whole)
-
-    def _blocks(self, embedded, self_attention, encoded, encoder_padding, training) -> tf.Tensor:
-        """The blocks over `embedded`, `self_attention(index, normed)` giving layer index's attention output."""
+    def _blocks(self, embedded, self_attention, feed_forward, encoded, encoder_padding, training) -> tf.Tensor:
+        """The blocks over `embedded`; `self_attention(index, normed)` and `feed_forward(index, normed)` give layer
+        index's outputs."""
         cross_bias = None if encoded is None else tf.where(encoder_padding[:, None, None, :], BLOCKED, 0.0)
         hidden = self.drop(tf.cast(embedded, tf.float32), training=training)
         for index in range(self.num_layers):
@@ -91,8 +96,8 @@ class T5Stack(keras.layers.Layer):
                 hidden += self.drop(tf.cast(self.cross_attention[index](normed, encoded, cross_bias,
                                                                         training=training), tf.float32),
                                     training=training)
-            hidden += self.drop(tf.cast(self.feed_forwards[index](self.feed_forward_norms[index](hidden),
-                                                                  training=training), tf.float32), training=training)
+            hidden += self.drop(tf.cast(feed_forward(index, self.feed_forward_norms[index](hidden)), tf.float32),
+                                training=training)
         return self.drop(self.final_norm(hidden), training=training)
 
 

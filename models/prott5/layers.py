@@ -13,7 +13,7 @@ import math
 import keras
 import tensorflow as tf
 
-from models.layers.query_blocks import over_query_blocks
+from models.layers.query_blocks import over_blocks
 
 
 def relative_position_bucket(relative_position: tf.Tensor, bidirectional: bool, num_buckets: int,
@@ -101,19 +101,22 @@ class T5Attention(keras.layers.Layer):
         return self.output_dense(context)
 
     def in_query_blocks(self, hidden: tf.Tensor, key_bias: tf.Tensor, position_bias: RelativePositionBias,
-                        block: tf.Tensor, training=None) -> tf.Tensor:
+                        block: tf.Tensor, whole_bias: tf.Tensor, training=None) -> tf.Tensor:
         """Self-attention of `hidden` ``[batch, length, hidden]`` equal to :meth:`call` with the full bias, holding
         the scores of `block` queries at a time (``[batch, heads, block, length]``) instead of all of them: memory
-        beyond the projections grows linearly with the length. `key_bias` ``[batch, 1, 1, length]``: the mask."""
+        beyond the projections grows linearly with the length. `key_bias` ``[batch, 1, 1, length]``: the mask;
+        `whole_bias`: position bias plus mask for every query, computed once for all layers, used when one block
+        holds every query (a block's own bias is computed in the block otherwise)."""
         query, key, value = (self._heads(dense(hidden)) for dense in (self.query, self.key, self.value))
         length = tf.shape(hidden)[1]
 
         def attend(start, stop):
-            bias = position_bias(stop - start, length, start) + key_bias
+            bias = tf.cond(stop - start >= length, lambda: whole_bias,
+                           lambda: position_bias(stop - start, length, start) + key_bias)
             context = self._attend(query[:, :, start:stop], key, value, bias, training)  # [batch, heads, q, d]
             return tf.transpose(context, [0, 2, 1, 3])
 
-        context = over_query_blocks(length, block, attend, value.dtype, (self.num_heads, self.head_dim))
+        context = over_blocks(length, block, attend, value.dtype, (self.num_heads, self.head_dim))
         shape = tf.shape(context)
         return self.output_dense(tf.reshape(context, [shape[0], shape[1], self.num_heads * self.head_dim]))
 
@@ -164,6 +167,12 @@ class T5FeedForward(keras.layers.Layer):
         else:
             inner = tf.nn.gelu(self.inner(hidden), approximate=True) * self.gate(hidden)
         return self.outer(tf.cast(self.drop(inner, training=training), self.outer.compute_dtype))
+
+    def in_position_blocks(self, hidden: tf.Tensor, block: tf.Tensor) -> tf.Tensor:
+        """:meth:`call` at inference on `block` positions at a time: the inner activations of one block are live,
+        not those of the whole protein."""
+        return over_blocks(tf.shape(hidden)[1], block, lambda start, stop: self(hidden[:, start:stop]),
+                           self.outer.compute_dtype, (self.hidden_dim,))
 
     def get_config(self):
         return {**super().get_config(), "hidden_dim": self.hidden_dim, "intermediate_dim": self.intermediate_dim,

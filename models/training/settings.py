@@ -20,6 +20,7 @@ from models.registry import FAMILIES
 from models.training.strategy import STRATEGIES
 
 MIXED_PRECISION = ("none", "bfloat16", "float16")
+MAX_LEARNING_RATE = 1.0  # far above any rate that trains these models; above it, a typo
 # LAMB is the paper's (huge batches); AdamW takes larger steps per update, which suits small batches.
 OPTIMIZERS = {"adamw": keras.optimizers.AdamW, "lamb": keras.optimizers.Lamb}
 
@@ -90,8 +91,16 @@ class TrainingSettings:
             choices = _choices(name)
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {choices}, not {getattr(self, name)!r}")
-        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:  # NaN fails every comparison
             raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
+        if not 0.0 < self.learning_rate <= MAX_LEARNING_RATE:
+            raise ValueError(f"learning_rate must be in (0, {MAX_LEARNING_RATE}], not {self.learning_rate}")
+        if not 0.0 <= self.weight_decay < 1.0:
+            raise ValueError(f"weight_decay must be in [0, 1), not {self.weight_decay}")
+        if self.warmup_steps is not None and self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, not {self.warmup_steps}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, not {self.seed}")
         if self.steps < 1 or self.global_batch < 1 or self.sequence_length < 3:
             raise ValueError("steps and global_batch must be >= 1 and sequence_length >= 3")
         if self.accumulation_steps < 1 or self.steps_per_execution < 1:

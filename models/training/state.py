@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import os
 from dataclasses import dataclass
+from typing import Callable
 
 import keras
 import tensorflow as tf
@@ -41,18 +42,30 @@ class TrainingState:
         """Optimizer updates done so far (restored from the checkpoint on resume)."""
         return int(self.optimizer.iterations.numpy())
 
-    def restore(self, model_dir: str) -> str | None:
-        """Load the latest checkpoint, if any, after checking it holds a model of this shape; returns its path."""
-        latest = self.manager.latest_checkpoint
-        if latest:
-            changes = config_changes(self.backbone, self.family.name, model_dir)
-            if changes:
-                raise ValueError(
-                    f"{model_dir} holds checkpoints of another model shape ({'; '.join(changes)}; "
-                    "max_sequence_length follows --sequence-length): resume with that run's settings or use a new "
-                    "model dir")
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
-        return latest
+    def restore(self, model_dir: str, log: Callable[[str], None] = print) -> str | None:
+        """Load the latest readable checkpoint, if any, after checking it holds a model of this shape; returns its
+        path. A damaged newest checkpoint (a truncated file, a lost shard) is passed over with a warning for the one
+        before it; none readable is a ValueError naming them."""
+        if not self.manager.checkpoints:
+            return None
+        changes = config_changes(self.backbone, self.family.name, model_dir)
+        if changes:
+            raise ValueError(
+                f"{model_dir} holds checkpoints of another model shape ({'; '.join(changes)}; "
+                "max_sequence_length follows --sequence-length): resume with that run's settings or use a new "
+                "model dir")
+        damaged = []
+        for path in reversed(self.manager.checkpoints):
+            try:
+                self.checkpoint.restore(path).assert_existing_objects_matched()
+            except (tf.errors.OpError, ValueError, AssertionError, IndexError) as error:  # IndexError: cut short
+                reason = " ".join(str(error).split())[:200]
+                log(f"warning: checkpoint {path} is not readable ({reason}); trying the one before it")
+                damaged.append(path)
+                continue
+            return path
+        raise ValueError(f"no checkpoint in {model_dir} is readable ({', '.join(damaged)}): move them away to "
+                         "start again")
 
 
 def build_training_state(settings: TrainingSettings, model_dir: str, phases, total_steps: int) -> TrainingState:

@@ -39,6 +39,12 @@ from models.training.validation import Validation, target_losses
 # After SIGTERM, the seconds a step may take to finish before the process exits without a checkpoint (a step
 # that waits for input that never comes would otherwise hold it forever).
 SIGTERM_GRACE_S = 60.0
+MAX_NON_FINITE_UPDATES = 20  # consecutive updates with a NaN or infinite loss before a run stops as diverged
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss stayed non-finite: the run stopped without a checkpoint or an export of non-finite weights."""
+
 
 @dataclass(frozen=True)
 class TrainJob:
@@ -103,6 +109,7 @@ class Trainer:
         self.objective = state.family.objective
         self.summary = TrainingSummary.load_or_new(job.model_dir, state.family, floor)
         self._preempted = False
+        self._non_finite_updates = 0
         self._sigterm_watchdog: threading.Timer | None = None
         # Clusters coordinate a preemption across workers (all save the same step, then exit); one process
         # handles SIGTERM itself (see train()).
@@ -118,8 +125,9 @@ class Trainer:
     def train(self) -> dict[str, float]:
         """Run (or finish) every phase; returns the last logged metrics."""
         state = self.state
-        if state.restore(self.job.model_dir):
-            self.log(f"resumed from {state.manager.latest_checkpoint} at step {self.step}")
+        restored = state.restore(self.job.model_dir, self.log)
+        if restored:
+            self.log(f"resumed from {restored} at step {self.step}")
         if state.chief:
             write_backbone_config(state.backbone, state.family.name, self.job.model_dir)
         previous_handler = signal.getsignal(signal.SIGTERM)
@@ -182,9 +190,11 @@ class Trainer:
             updates = min(config.steps_per_execution, end_of_phase - self.step)
             micro_steps = tf.constant(updates * config.accumulation_steps)
             if self._preemption_handler is not None:
-                totals += self._preemption_handler.run(train_steps, iterator, micro_steps).numpy()
+                call_totals = self._preemption_handler.run(train_steps, iterator, micro_steps).numpy()
             else:
-                totals += train_steps(iterator, micro_steps).numpy()
+                call_totals = train_steps(iterator, micro_steps).numpy()
+            totals += call_totals
+            finite = self._count_non_finite(call_totals[0], updates)
             if self._sigterm_watchdog is not None:
                 self._sigterm_watchdog.cancel()  # the step finished: the checkpoint below ends the run
             step = self.step
@@ -197,11 +207,26 @@ class Trainer:
                 last_log, last_time = step, now
             if self.validation and config.eval_every and step % config.eval_every < updates:
                 self._validate(phase, writer)
-            if step % config.checkpoint_every < updates or self._preempted:
+            if (step % config.checkpoint_every < updates or self._preempted) and finite:
                 state.manager.save(checkpoint_number=step)
             if self._preempted:
                 raise _Preempted
         return metrics
+
+    def _count_non_finite(self, loss_sum: float, updates: int) -> bool:
+        """Whether these `updates` had a finite loss; raises :class:`TrainingDiverged` once
+        :data:`MAX_NON_FINITE_UPDATES` updates in a row had not. (Float16 steps that loss scaling skips have a finite
+        loss: they do not count.)"""
+        if np.isfinite(loss_sum):
+            self._non_finite_updates = 0
+            return True
+        self._non_finite_updates += updates
+        if self._non_finite_updates >= MAX_NON_FINITE_UPDATES:
+            raise TrainingDiverged(
+                f"the training loss was NaN or infinite for {self._non_finite_updates} updates in a row (to step "
+                f"{self.step}): the model diverged; try a lower --learning-rate. Checkpoints were written only at "
+                f"finite losses (latest: {self.state.manager.latest_checkpoint}); nothing was exported")
+        return False
 
     def _train_function(self):
         model, optimizer, strategy = self.state.model, self.state.optimizer, self.state.strategy
