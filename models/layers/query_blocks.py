@@ -26,7 +26,7 @@ def _rows_within(budget: int, bytes_per_row: tf.Tensor) -> tf.Tensor:
 
 def query_block(batch: tf.Tensor, heads: int, length: tf.Tensor) -> tf.Tensor:
     """Queries per block such that a block's float32 scores fit :data:`SCORE_BYTES` (at least
-    :data:`SMALLEST_QUERY_BLOCK`); `length` or more means one block: the plain path."""
+    :data:`SMALLEST_QUERY_BLOCK`, which bounds position blocks too); `length` or more means one block."""
     return _rows_within(SCORE_BYTES, 4 * tf.cast(batch, tf.int64) * heads * tf.cast(tf.maximum(length, 1), tf.int64))
 
 
