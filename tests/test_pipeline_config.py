@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tfx_pipeline import blessing
@@ -266,3 +268,33 @@ def test_the_next_steps_a_run_prints_are_the_readmes_with_the_folder_it_wrote(mo
     assert "refused" in refused[0] and "prottrans-pipeline/candidates/protbert" in refused[0]
     assert [line.replace("candidates", "serving") for line in refused[1:]] == blessed[1:]
     assert Path(config.candidate_model_dir("local")).parent != Path(config.serving_model_dir("local")).parent
+
+
+def test_a_starting_checkpoint_keys_the_trainer_by_its_contents_not_its_path(tmp_path):
+    """The Trainer's exec properties (TFX's cache key) and its checkpoint folder change when the files of
+    `training.init_from` change, and not when the same files sit at another path."""
+    import shutil
+
+    from models.training.run_fn import INIT_FROM_DIGEST, checkpoint_dir, custom_config, training_settings
+    from models.training.settings import TrainingSettings
+
+    source = Path(__file__).resolve().parent / "fixtures" / "hf" / "protbert"
+    first, second = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(source, first)
+    shutil.copytree(source, second)
+
+    def keys(folder):
+        custom = custom_config(TrainingSettings(init_from=str(folder)), "/root")
+        assert training_settings(custom).init_from == str(folder)
+        digest = custom[INIT_FROM_DIGEST]
+        return digest, checkpoint_dir(["/e/*"], TrainingSettings(init_from="/mounted"), "/root", digest)
+
+    assert keys(first) == keys(second)
+    before = keys(first)
+    with open(first / "model.safetensors", "r+b") as handle:
+        handle.seek(-4, 2)
+        handle.write(b"\x00\x00\x80\x3f")  # one weight changed
+    after = keys(first)
+    assert after[0] != before[0] and after[1] != before[1]
+    with pytest.raises(ValueError, match="no such folder"):
+        custom_config(TrainingSettings(init_from=str(tmp_path / "missing")), "/root")

@@ -356,3 +356,50 @@ def test_multi_worker_strategy_trains_across_two_processes(dataset_dir, tmp_path
     assert len(names) > 20 and chief.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 6
     for name in names:
         np.testing.assert_array_equal(chief.get_tensor(name), other.get_tensor(name))
+
+
+PROTBERT_CHECKPOINT = REPO / "tests" / "fixtures" / "hf" / "protbert"
+
+
+def _valid_losses(output: str) -> dict[int, float]:
+    return {int(line.split()[1]): float(line.split("loss ")[1].split()[0])
+            for line in output.splitlines() if line.startswith("valid")}
+
+
+def test_training_continues_from_a_transformers_checkpoint_or_a_training_folder(dataset_dir, tmp_path, capsys):
+    """`--init-from` a transformers folder: its config, vocabulary and LM head, validated before the first step;
+    then `--init-from` that run's folder starts where it ended (the same valid batches give the same loss)."""
+    from models.cli import train
+
+    common = ["--data", str(dataset_dir), "--family", "protbert", "--steps", "3", "--global-batch", "4",
+              "--sequence-length", "64", "--eval-every", "0", "--eval-batches", "2", "--log-every", "1"]
+    first_dir = tmp_path / "continued"
+    assert train.main([*common, "--init-from", str(PROTBERT_CHECKPOINT), "--model-dir", str(first_dir),
+                       "--export-dir", str(tmp_path / "serving")]) == 0
+    first = capsys.readouterr().out
+    assert f"initialised from the protbert checkpoint in {PROTBERT_CHECKPOINT}" in first
+    first_valid = _valid_losses(first)
+    assert sorted(first_valid) == [0, 3]
+    trained, _ = load_trained_backbone(str(first_dir))
+    assert trained.max_sequence_length == 64 and trained.token_rows is not None  # the checkpoint's own config
+    served = tf.saved_model.load(str(tmp_path / "serving" / "1")).signatures["serving_default"]
+    assert served(sequences=tf.constant(["MKTAYIAKQRX"]))["residue_embeddings"].shape == (1, 11, 32)
+
+    assert train.main([*common, "--init-from", str(first_dir), "--model-dir", str(tmp_path / "again")]) == 0
+    again = capsys.readouterr().out
+    assert f"initialised from {first_dir}" in again
+    assert _valid_losses(again)[0] == pytest.approx(first_valid[3], rel=1e-5)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--family", "protalbert", "--init-from", str(PROTBERT_CHECKPOINT)], "expects a 'albert' checkpoint, not 'bert'"),
+    (["--family", "protbert", "--init-from", str(PROTBERT_CHECKPOINT), "--sequence-length", "128"],
+     "its position table holds 64 positions"),
+    (["--family", "protbert", "--init-from", "/no/such/checkpoint"], "no such folder"),
+])
+def test_an_unusable_starting_checkpoint_is_refused_naming_why(dataset_dir, tmp_path, capsys, flags, message):
+    from models.cli import train
+
+    code = train.main(["--data", str(dataset_dir), "--steps", "1", "--global-batch", "2", "--model-dir",
+                       str(tmp_path / "m"), *flags])
+    assert code != 0 and message in capsys.readouterr().err

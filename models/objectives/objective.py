@@ -55,6 +55,11 @@ class Objective(abc.ABC):
         batch may not change during a run)."""
         return False
 
+    def with_lanes(self, task_model: keras.Model, lanes: int) -> keras.Model:
+        """`task_model` (built elsewhere, e.g. imported) ready to train `lanes` memory rows per replica; unchanged
+        for an objective without memory."""
+        return task_model
+
     def serving_signatures(self, task_model: keras.Model) -> dict[str, tf.types.experimental.GenericFunction]:
         """What the objective's head serves beside the embeddings, by signature name (tf.functions with their
         input signatures, :mod:`models.objectives.scoring`); none for an objective whose head scores nothing."""

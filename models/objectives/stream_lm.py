@@ -57,6 +57,13 @@ class StreamLM(keras.Model):
         object.__setattr__(self, "lane_memory", lane_memory)  # bypasses Keras tracking on purpose
         self.built = True
 
+    def set_lanes(self, lanes: int) -> None:
+        """One memory row per lane for `lanes` lanes, all zero (a model imported for one lane, trained on more)."""
+        self.lanes = lanes
+        if self.lane_memory is not None:
+            object.__setattr__(self, "lane_memory", LaneMemory(lanes, self.backbone.num_layers,
+                                                               self.backbone.memory_length, self.backbone.hidden_dim))
+
 
 class StreamObjective(Objective):
     """An objective whose task model is a :class:`StreamLM`: with a backbone memory, its batches are segments of
@@ -66,3 +73,7 @@ class StreamObjective(Objective):
 
     def keeps_memory(self, backbone) -> bool:
         return bool(getattr(backbone, "memory_length", 0))
+
+    def with_lanes(self, task_model, lanes):
+        task_model.set_lanes(lanes)
+        return task_model

@@ -211,9 +211,17 @@ def structure_probe(embedder: Embedder, train: Sequence[StructureRecord], valid:
     model = average_probabilities(members, "residue_cnn")
     if heads is not None:
         heads["ss"] = model
+    sets = {name: (valid_x if name == GATE_SET else embed(records, name), records)
+            for name, records in {**tests, GATE_SET: valid}.items()}
+    return structure_results(model, sets)
+
+
+def structure_results(model: keras.Model, sets: dict[str, tuple[Sequence[np.ndarray], Sequence[StructureRecord]]]
+                      ) -> dict:
+    """Q3/Q8 (with per-protein counts for paired intervals) of the residue head `model` on each set, ``{name:
+    (residue embeddings, records)}``; each protein is predicted alone."""
     results = {}
-    for name, records in {**tests, GATE_SET: valid}.items():
-        test_x = valid_x if name == GATE_SET else embed(records, name)
+    for name, (test_x, records) in sets.items():
         ss3, ss8, masks = _structure_arrays(records)
         truth3, truth8, pred3, pred8, groups = [], [], [], [], []
         for index, (x, y3, y8, mask) in enumerate(zip(test_x, ss3, ss8, masks)):
@@ -263,9 +271,17 @@ def localization_probe(embedder: Embedder, train: Sequence[LocalizationRecord], 
     model = average_probabilities(members, "protein_fnn")
     if heads is not None:
         heads["localization"] = model
+    sets = {name: (valid_data[0] if name == GATE_SET else embed(records, name), records)
+            for name, records in {**tests, GATE_SET: valid}.items()}
+    return localization_results(model, sets)
+
+
+def localization_results(model: keras.Model, sets: dict[str, tuple[np.ndarray, Sequence[LocalizationRecord]]]) -> dict:
+    """Q10/Q2 (with per-protein outcomes for paired intervals) of the protein head `model` on each set, ``{name:
+    (protein embeddings, records)}``."""
     results = {}
-    for name, records in {**tests, GATE_SET: valid}.items():
-        x, y, w = valid_data if name == GATE_SET else _protein_arrays(embed(records, name), records)
+    for name, (embeddings, records) in sets.items():
+        x, y, w = _protein_arrays(embeddings, records)
         out = model.predict(x, verbose=0, batch_size=256)
         location, membrane = np.argmax(out["location"], -1), np.argmax(out["membrane"], -1)
         q10 = metrics.report(y["location"], location, LOCATIONS)

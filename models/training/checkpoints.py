@@ -61,6 +61,17 @@ def config_changes(backbone, family: str, model_dir: str) -> list[str]:
 def load_trained_backbone(model_dir: str) -> tuple[Backbone, str]:
     """The backbone of a training run's latest checkpoint (``--model-dir`` of ``prottrans-train``), and that
     checkpoint's path."""
+    _, model, latest = load_trained_model(model_dir)
+    return model.backbone, latest
+
+
+def is_training_dir(directory: str) -> bool:
+    return tf.io.gfile.exists(os.path.join(directory, BACKBONE_CONFIG))
+
+
+def load_trained_model(model_dir: str) -> tuple[str, keras.Model, str]:
+    """The family name, the task model (backbone and head) of a training run's latest checkpoint, and that
+    checkpoint's path."""
     config_path = os.path.join(model_dir, BACKBONE_CONFIG)
     latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
     if not tf.io.gfile.exists(config_path) or latest is None:
@@ -76,7 +87,7 @@ def load_trained_backbone(model_dir: str) -> tuple[Backbone, str]:
     model = family.objective.task_model(backbone)
     model.build({TOKEN_IDS: (None, None)})
     restore_model_weights(model, latest)
-    return backbone, latest
+    return family.name, model, latest
 
 
 def restore_model_weights(model: keras.Model, checkpoint_path: str) -> None:

@@ -26,17 +26,38 @@ from models.training.trainer import TrainJob, build_trainer
 
 TRAINING = "training"
 CHECKPOINT_ROOT = "checkpoint_root"
+# The digest of the files of `init_from`: in the Trainer's exec properties, so that TFX's cache and the checkpoint
+# folder's key follow the starting checkpoint's contents, not its path.
+INIT_FROM_DIGEST = "init_from_digest"
 
 
 def custom_config(settings: TrainingSettings, checkpoint_root: str) -> dict[str, Any]:
     """The Trainer's custom_config for `settings`."""
-    return {TRAINING: settings.to_dict(), CHECKPOINT_ROOT: checkpoint_root}
+    config = {TRAINING: settings.to_dict(), CHECKPOINT_ROOT: checkpoint_root}
+    if settings.init_from:
+        config[INIT_FROM_DIGEST] = folder_digest(settings.init_from)
+    return config
+
+
+def folder_digest(directory: str) -> str:
+    """SHA-256 over the relative names and contents of every file below `directory`."""
+    if not tf.io.gfile.isdir(directory):
+        raise ValueError(f"training.init_from {directory}: no such folder")
+    digest = hashlib.sha256()
+    for folder, _, names in sorted(tf.io.gfile.walk(directory)):
+        for name in sorted(names):
+            path = os.path.join(folder, name)
+            digest.update(os.path.relpath(path, directory).encode() + b"\0")
+            with tf.io.gfile.GFile(path, "rb") as handle:
+                while chunk := handle.read(1 << 24):
+                    digest.update(chunk)
+    return digest.hexdigest()
 
 
 def training_settings(custom: dict[str, Any] | None, steps: int | None = None) -> TrainingSettings:
     """The settings a Trainer's custom_config carries (keys of the Vertex Trainer's own, ``ai_platform_*``, and
     the checkpoint root aside); unknown keys are refused. `steps`: the Trainer's train_args.num_steps."""
-    unknown = sorted(key for key in (custom or {}) if key not in (TRAINING, CHECKPOINT_ROOT)
+    unknown = sorted(key for key in (custom or {}) if key not in (TRAINING, CHECKPOINT_ROOT, INIT_FROM_DIGEST)
                      and not key.startswith("ai_platform_"))
     if unknown:
         raise ValueError(f"unknown Trainer custom_config keys {unknown}: training settings go under {TRAINING!r}")
@@ -46,9 +67,11 @@ def training_settings(custom: dict[str, Any] | None, steps: int | None = None) -
     return TrainingSettings.from_dict(values)
 
 
-def checkpoint_dir(train_patterns: list[str], settings: TrainingSettings, root: str) -> str:
-    """The checkpoint folder of one training job: the same examples and settings (steps included) resume in it."""
-    key = json.dumps({"examples": sorted(train_patterns), "settings": settings.to_dict()}, sort_keys=True)
+def checkpoint_dir(train_patterns: list[str], settings: TrainingSettings, root: str, init_digest: str = "") -> str:
+    """The checkpoint folder of one training job: the same examples, settings (steps included) and starting
+    checkpoint contents resume in it."""
+    key = json.dumps({"examples": sorted(train_patterns), "settings": settings.to_dict(),
+                      **({"init_from": init_digest} if init_digest else {})}, sort_keys=True)
     return os.path.join(root, hashlib.sha256(key.encode()).hexdigest()[:16])
 
 
@@ -82,7 +105,8 @@ def run_fn(fn_args) -> None:
         raise ValueError("set the Trainer's train_args.num_steps: the number of optimizer updates")
     settings = training_settings(fn_args.custom_config, fn_args.train_steps)
     root = (fn_args.custom_config or {}).get(CHECKPOINT_ROOT) or fn_args.model_run_dir
-    model_dir = checkpoint_dir(list(fn_args.train_files), settings, root)
+    model_dir = checkpoint_dir(list(fn_args.train_files), settings, root,
+                               (fn_args.custom_config or {}).get(INIT_FROM_DIGEST, ""))
     valid_files = _files(list(fn_args.eval_files or []), required=False)
     trainer = build_trainer(TrainJob(settings, _files(list(fn_args.train_files)), model_dir, valid_files=valid_files))
     print(f"checkpoints: {model_dir}", flush=True)

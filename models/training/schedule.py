@@ -1,4 +1,5 @@
-"""LAMB's learning rate as the paper used it: linear warm-up to a peak, then linear decay to zero."""
+"""The learning rate as the paper used it and transformers' `get_linear_schedule_with_warmup` computes it: linear
+warm-up to a peak, then linear decay to zero."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from keras import ops
 
 @keras.saving.register_keras_serializable(package="prottrans")
 class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """`peak` after `warmup_steps` optimizer updates, falling linearly to 0 at `total_steps`.
+    """`peak` after `warmup_steps` optimizer updates, falling linearly to 0 at `total_steps`. Update n (from 0)
+    takes ``peak · n / warmup_steps`` during the warm-up (so the first update takes 0, as in transformers), then
+    ``peak · (total_steps − n) / (total_steps − warmup_steps)``.
 
     Keras calls a schedule with its micro-step counter; with gradient accumulation that counts every
     micro-batch, so the count is divided by `accumulation_steps` to give optimizer updates.
@@ -24,7 +27,7 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
         step = ops.cast(ops.floor_divide(micro_step, self.accumulation_steps), "float32")
         warmup = ops.cast(max(self.warmup_steps, 1), "float32")
         decay = ops.cast(max(self.total_steps - self.warmup_steps, 1), "float32")
-        rising = self.peak * (step + 1.0) / warmup
+        rising = self.peak * step / warmup
         falling = self.peak * ops.maximum(0.0, (self.total_steps - step) / decay)
         return ops.where(step < self.warmup_steps, rising, falling)
 

@@ -14,15 +14,13 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-import keras
 
 from models.registry import FAMILIES
+from models.training.optimizers import OPTIMIZERS
 from models.training.strategy import STRATEGIES
 
 MIXED_PRECISION = ("none", "bfloat16", "float16")
 MAX_LEARNING_RATE = 1.0  # far above any rate that trains these models; above it, a typo
-# LAMB is the paper's (huge batches); AdamW takes larger steps per update, which suits small batches.
-OPTIMIZERS = {"adamw": keras.optimizers.AdamW, "lamb": keras.optimizers.Lamb}
 
 
 @dataclass(frozen=True)
@@ -56,6 +54,10 @@ class TrainingSettings:
 
     family: str = _setting("protbert", "model family", tuple(FAMILIES))
     preset: str = _setting("small", "tiny, small or paper (or the family's name, meaning paper)")
+    init_from: typing.Optional[str] = _setting(
+        None, "start from a checkpoint instead of random weights: a transformers folder of this family or a "
+              "prottrans-train model folder; its own config, weights and LM head are used (not --preset, not "
+              "--dropout)")
     steps: int = _setting(300, "optimizer updates in all")
     global_batch: int = _setting(16, "sequences per optimizer update")
     sequence_length: int = _setting(256, "tokens per sequence, with [CLS]/[SEP]; longer proteins are cropped at "
@@ -68,7 +70,10 @@ class TrainingSettings:
                               tuple(OPTIMIZERS))
     learning_rate: float = _setting(1e-3, "peak learning rate, after the linear warm-up")
     warmup_steps: typing.Optional[int] = _setting(None, "linear warm-up steps (default: 10%% of steps)")
-    weight_decay: float = _setting(0.01, "decoupled weight decay (not on biases and LayerNorm parameters)")
+    weight_decay: float = _setting(0.01, "decoupled weight decay (not on biases and norm parameters)")
+    gradient_clip_norm: float = _setting(1.0, "clip each update's global gradient norm to this (0: no clipping); "
+                                              "transformers' Trainer default")
+    adam_epsilon: float = _setting(1e-8, "the optimizer's epsilon (torch's and transformers' default)")
     accumulation_steps: int = _setting(1, "micro-batches accumulated per optimizer update")
     steps_per_execution: int = _setting(1, "optimizer updates per tf.function call")
     mixed_precision: str = _setting("none", "bfloat16 for TPUs, float16 (with loss scaling) for GPUs",
@@ -97,6 +102,10 @@ class TrainingSettings:
             raise ValueError(f"learning_rate must be in (0, {MAX_LEARNING_RATE}], not {self.learning_rate}")
         if not 0.0 <= self.weight_decay < 1.0:
             raise ValueError(f"weight_decay must be in [0, 1), not {self.weight_decay}")
+        if not self.gradient_clip_norm >= 0.0 or self.gradient_clip_norm == float("inf"):
+            raise ValueError(f"gradient_clip_norm must be >= 0 and finite, not {self.gradient_clip_norm}")
+        if not 0.0 < self.adam_epsilon < 1.0:
+            raise ValueError(f"adam_epsilon must be in (0, 1), not {self.adam_epsilon}")
         if self.warmup_steps is not None and self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, not {self.warmup_steps}")
         if self.seed < 0:

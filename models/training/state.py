@@ -15,13 +15,19 @@ from models.family import Family
 from models.input_pipeline import TOKEN_IDS
 from models.networks.backbone import Backbone
 from models.registry import get_family
-from models.training.checkpoints import config_changes, model_weights
+from models.training.checkpoints import config_changes, is_training_dir, load_trained_model, model_weights
 from models.training.schedule import WarmupLinearDecay
-from models.training.settings import OPTIMIZERS, TrainingSettings
+from models.training.optimizers import OPTIMIZERS
+from models.training.settings import TrainingSettings
 from models.training.strategy import is_chief, make_strategy
 
-# Neither LayerNorm parameters nor biases are decayed (as in BERT/LAMB).
-NO_WEIGHT_DECAY = ["gamma", "beta", "bias"]
+
+def decays(variable) -> bool:
+    """Whether weight decay applies to `variable`: not to norm parameters (LayerNorm, T5's RMS norm) nor to biases
+    (any weight whose name says bias: T5's relative-position bias table, XLNet's and Transformer-XL's content and
+    position biases), as transformers' Trainer decides by parameter name."""
+    layer = variable.path.split("/")[-2] if "/" in variable.path else ""
+    return "bias" not in variable.path and "norm" not in layer
 
 
 @dataclass
@@ -68,25 +74,38 @@ class TrainingState:
                          "start again")
 
 
-def build_training_state(settings: TrainingSettings, model_dir: str, phases, total_steps: int) -> TrainingState:
+def build_training_state(settings: TrainingSettings, model_dir: str, phases, total_steps: int,
+                         log: Callable[[str], None] = print) -> TrainingState:
     """The state of a run of `settings` over `phases`: sets the global dtype policy and seed, then builds the
-    strategy, the family's backbone and its objective's task model, the optimizer and the checkpoint."""
+    strategy, the family's backbone and its objective's task model (new, or from `settings.init_from`), the
+    optimizer and the checkpoint."""
     family = get_family(settings.family)
     strategy = make_strategy(settings.strategy, settings.tpu)
     if settings.mixed_precision != "none":
         keras.config.set_dtype_policy(f"mixed_{settings.mixed_precision}")
     keras.utils.set_random_seed(settings.seed)
     with strategy.scope():
-        backbone = family.build_backbone(settings.preset, **_backbone_overrides(family, settings, phases))
-        model = family.objective.task_model(backbone, _lanes(family, backbone, settings, phases, strategy))
-        model.build({TOKEN_IDS: (None, None)})
+        if settings.init_from:
+            model = initial_model(family, settings.init_from, log)
+            backbone = model.backbone
+            model = family.objective.with_lanes(model, _lanes(family, backbone, settings, phases, strategy))
+            _check_position_table(family, backbone, phases, settings.init_from)
+        else:
+            backbone = family.build_backbone(settings.preset, **_backbone_overrides(family, settings, phases))
+            model = family.objective.task_model(backbone, _lanes(family, backbone, settings, phases, strategy))
+            model.build({TOKEN_IDS: (None, None)})
+        # Keras clips before it sums the replicas' gradients: the trainer hands every replica the global
+        # gradient over the replica count, so the norm of that share is clipped at the same share of the limit.
+        clip_norm = settings.gradient_clip_norm / strategy.num_replicas_in_sync
         optimizer = OPTIMIZERS[settings.optimizer](
             learning_rate=WarmupLinearDecay(settings.learning_rate, _warmup_steps(settings, total_steps), total_steps,
                                             settings.accumulation_steps),
             weight_decay=settings.weight_decay,
+            epsilon=settings.adam_epsilon,
+            global_clipnorm=clip_norm or None,
             gradient_accumulation_steps=settings.accumulation_steps if settings.accumulation_steps > 1 else None,
         )
-        optimizer.exclude_from_weight_decay(var_names=NO_WEIGHT_DECAY)
+        optimizer.exclude_from_weight_decay(var_list=[v for v in model.trainable_variables if not decays(v)])
         if settings.mixed_precision == "float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(model.trainable_variables)
@@ -95,6 +114,33 @@ def build_training_state(settings: TrainingSettings, model_dir: str, phases, tot
     manager = tf.train.CheckpointManager(checkpoint, _checkpoint_dir(model_dir, strategy, chief), max_to_keep=3,
                                          step_counter=optimizer.iterations)
     return TrainingState(family, strategy, backbone, model, optimizer, checkpoint, manager, chief)
+
+
+def initial_model(family: Family, directory: str, log: Callable[[str], None] = print) -> keras.Model:
+    """The task model a run continues from, built in the current strategy's scope: a `prottrans-train` model folder's
+    latest checkpoint, or a transformers checkpoint folder of `family` imported whole (its config, vocabulary and
+    LM head)."""
+    if is_training_dir(directory):
+        name, model, latest = load_trained_model(directory)
+        if name != family.name:
+            raise ValueError(f"--init-from {directory} holds a {name} model, not {family.name}: set --family {name}")
+        log(f"initialised from {latest}")
+        return model
+    if not os.path.isdir(directory):
+        raise ValueError(f"--init-from {directory}: no such folder (a transformers checkpoint folder or a "
+                         "prottrans-train model folder)")
+    if family.import_checkpoint is None:
+        raise ValueError(f"--init-from: {family.name} has no published checkpoint format to import")
+    model = family.import_checkpoint(directory, log=log)
+    log(f"initialised from the {family.name} checkpoint in {directory}")
+    return model
+
+
+def _check_position_table(family: Family, backbone: Backbone, phases, directory: str) -> None:
+    longest = max(phase.sequence_length for phase in phases)
+    if family.position_table and longest > backbone.max_sequence_length:
+        raise ValueError(f"--init-from {directory}: its position table holds {backbone.max_sequence_length} positions, "
+                         f"fewer than the {longest} tokens a training sequence holds: lower --sequence-length")
 
 
 def _lanes(family: Family, backbone: Backbone, settings: TrainingSettings, phases, strategy) -> int:

@@ -28,13 +28,13 @@ import numpy as np
 import tensorflow as tf
 
 from models.input_pipeline import TOKEN_IDS
-from models.objectives.objective import TARGET_IDS, TARGET_WEIGHTS
+from models.objectives.objective import TARGET_WEIGHTS
 from models.training.checkpoints import write_backbone_config
 from models.training.data import distributed_batches, holds_records, training_floor, unreadable_data_error
 from models.training.settings import Phase, TrainingSettings
 from models.training.state import TrainingState, build_training_state
 from models.training.summary import TrainingSummary
-from models.training.validation import Validation, target_losses
+from models.training.validation import Validation, target_losses, target_rows
 
 # After SIGTERM, the seconds a step may take to finish before the process exits without a checkpoint (a step
 # that waits for input that never comes would otherwise hold it forever).
@@ -80,7 +80,7 @@ class TrainJob:
 def build_trainer(job: TrainJob, log: Callable[[str], None] = print) -> "Trainer":
     """A run of `job`, put together: its state, the no-context floor of its training split, and its validation
     (none when the job has no valid split, or one without records)."""
-    state = build_training_state(job.settings, job.model_dir, job.phases, job.total_steps)
+    state = build_training_state(job.settings, job.model_dir, job.phases, job.total_steps, log)
     floor = training_floor(state.family.objective, job.train_files, job.all_files)
     log(f"no-context floor of {state.family.objective.name}: {floor:.4f} nats (from the training split's residue "
         "composition)")
@@ -92,6 +92,18 @@ def build_trainer(job: TrainJob, log: Callable[[str], None] = print) -> "Trainer
             log("the valid split holds no record: no validation loss, no valid context gain")
             job = dataclasses.replace(job, valid_files=())
     return Trainer(job, state, floor, validation, log)
+
+
+def global_gradient_shares(context: tf.distribute.ReplicaContext, gradients: list, replicas: int) -> list:
+    """Each replica's gradients replaced by the global gradient over `replicas`: Keras clips the gradients it is
+    given before it sums the replicas' (so a norm limit would see one replica's share); it then sums these shares
+    back to the global gradient, clipped as a whole (the optimizer's limit is the same share of the setting's)."""
+    present = [index for index, gradient in enumerate(gradients) if gradient is not None]
+    summed = context.all_reduce("sum", [tf.convert_to_tensor(gradients[index]) for index in present])
+    shares = list(gradients)
+    for index, gradient in zip(present, summed):
+        shares[index] = gradient / replicas
+    return shares
 
 
 class _Preempted(Exception):
@@ -134,6 +146,8 @@ class Trainer:
         if self._preemption_handler is None:
             signal.signal(signal.SIGTERM, self._on_sigterm)
         metrics: dict[str, float] = {}
+        if self.validation and self.settings.init_from and self.step == 0 and self.summary.last_valid_step != 0:
+            self._validate(self.job.phases[0])  # where the checkpoint starts, against the floor
         try:
             start_of_phase = 0
             for index, phase in enumerate(self.job.phases):
@@ -181,7 +195,7 @@ class Trainer:
         # A resumed run does not replay the training data it has seen.
         iterator = iter(distributed_batches(state, config, self.job.train_files, phase, config.seed + self.step,
                                             shard=True))
-        train_steps = self._train_function()
+        train_steps = self.train_function()
         writer = tf.summary.create_file_writer(os.path.join(self.job.model_dir, "tensorboard")) if state.chief \
             else tf.summary.create_noop_writer()
         totals = np.zeros(4)
@@ -228,7 +242,10 @@ class Trainer:
                 f"finite losses (latest: {self.state.manager.latest_checkpoint}); nothing was exported")
         return False
 
-    def _train_function(self):
+    def train_function(self) -> tf.types.experimental.GenericFunction:
+        """The training step: ``train_steps(iterator, micro_steps)`` runs `micro_steps` micro-batches of a
+        distributed iterator through the model and the optimizer, and returns the sums ``[loss, targets, correct,
+        tokens]``."""
         model, optimizer, strategy = self.state.model, self.state.optimizer, self.state.strategy
         objective = self.objective
 
@@ -239,7 +256,8 @@ class Trainer:
                 loss = tf.reduce_sum(losses * weights) / tf.maximum(global_weight, 1.0)
                 scaled = optimizer.scale_loss(loss)
             gradients = tape.gradient(scaled, model.trainable_variables)
-            correct = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), batch[TARGET_IDS]), tf.float32)
+            correct = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), target_rows(model, batch)),
+                              tf.float32)
             stats = tf.stack([
                 tf.reduce_sum(losses * weights), tf.reduce_sum(weights), tf.reduce_sum(correct * weights),
                 tf.reduce_sum(tf.cast(batch[TOKEN_IDS] != 0, tf.float32)),
@@ -250,10 +268,15 @@ class Trainer:
             # Only the pure computation is compiled: it holds no cross-replica synchronisation.
             loss_and_gradients = tf.function(loss_and_gradients, jit_compile=True)
 
+        replicas = strategy.num_replicas_in_sync
+        clip_global_gradient = replicas > 1 and self.settings.gradient_clip_norm > 0
+
         def replica_step(batch):
             context = tf.distribute.get_replica_context()
             global_weight = context.all_reduce("sum", tf.reduce_sum(batch[TARGET_WEIGHTS]))
             gradients, stats = loss_and_gradients(batch, global_weight)
+            if clip_global_gradient:
+                gradients = global_gradient_shares(context, gradients, replicas)
             optimizer.apply_gradients(zip(gradients, model.trainable_variables))
             return stats
 

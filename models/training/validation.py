@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from models import vocabulary
 from models.objectives.objective import TARGET_IDS, TARGET_WEIGHTS, Objective
 from models.training.data import distributed_batches
 from models.training.settings import Phase, TrainingSettings
@@ -17,11 +18,17 @@ from models.training.state import TrainingState
 from models.training.summary import validation_result
 
 
+def target_rows(model: keras.Model, batch: dict) -> tf.Tensor:
+    """The batch's targets (our token ids) as rows of the model's output vocabulary: the same ids for our own
+    vocabulary, the imported checkpoint's rows for a published one (its head keeps the publisher's vocabulary)."""
+    return vocabulary.checkpoint_rows(batch[TARGET_IDS], model.backbone.token_rows)
+
+
 def target_losses(model: keras.Model, objective: Objective, batch: dict,
                   training: bool) -> tuple[tf.Tensor, tf.Tensor]:
     """The float32 logits and the cross-entropy of every target slot."""
     logits = tf.cast(model(objective.model_inputs(batch, training), training=training), tf.float32)
-    return logits, keras.losses.sparse_categorical_crossentropy(batch[TARGET_IDS], logits, from_logits=True)
+    return logits, keras.losses.sparse_categorical_crossentropy(target_rows(model, batch), logits, from_logits=True)
 
 
 class Validation:
