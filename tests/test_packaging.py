@@ -1,4 +1,4 @@
-"""The project installs its nine commands, and Beam workers can install it from its own files."""
+"""The project installs its ten commands, and Beam workers can install it from its own files."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 COMMANDS = ("prottrans-preprocess", "prottrans-train", "prottrans-import", "prottrans-probe", "prottrans-pipeline",
-            "prottrans-serve", "prottrans-embed", "prottrans-predict", "prottrans-score")
+            "prottrans-serve", "prottrans-embed", "prottrans-predict", "prottrans-score", "prottrans-finetune")
 
 
 def test_every_design_command_is_a_console_script():
