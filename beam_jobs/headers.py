@@ -8,6 +8,7 @@ Other:   the first whitespace-separated token is the id (BFD, bare accessions, D
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from beam_jobs import schema
@@ -20,6 +21,22 @@ _TAX_ID = re.compile(r"\s(?:TaxID|OX)=(\d+)(?=\s|$)")
 _UNIPROT_OS = re.compile(r"\sOS=(.*?)(?=\s[A-Z]{2}=|$)")
 _REP_ID = re.compile(r"\sRepID=(\S+)")
 _DESCRIPTION_END = re.compile(r"\s(?:n|Tax|TaxID|RepID|OS|OX|GN|PE|SV)=")
+
+
+def id_problem(record_id: str) -> str | None:
+    """Why `record_id` cannot name a record exactly (bytes that are not UTF-8: read as surrogate escapes, or as
+    U+FFFD where a reader replaced them, as the Beam sources do so that Beam can encode the header; a control
+    character such as NUL, which HDF5 names and attributes cut), or None."""
+    if any("\udc80" <= char <= "\udcff" or char == "\ufffd" for char in record_id):
+        return "the id is not valid UTF-8"
+    if any(unicodedata.category(char) == "Cc" for char in record_id):
+        return "the id holds a control character (such as NUL)"
+    return None
+
+
+def printable_id(record_id: str) -> str:
+    """`record_id` as a rejects file can hold it: Python's escapes for what is not printable ASCII."""
+    return ascii(record_id)[1:-1]
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from beam_jobs import schema, sequences
 from beam_jobs.fasta_source import DEFAULT_MAX_RECORD_BYTES, FastaSource, RawRecord
 from beam_jobs.ffindex import ReadA3mEntries
-from beam_jobs.headers import parse_header
+from beam_jobs.headers import id_problem, parse_header, printable_id
 from beam_jobs.stats import DatasetStats, MergeStats
 from beam_jobs.tfrecord_sink import WriteTFRecordShards
 
@@ -220,6 +220,10 @@ class ParseRecords(_CountingDoFn):
         source = self._forced_source or header.source
         if not header.id:
             yield from self._rejected(sequences.MISSING_ID, "", source, path, offset, body)
+            return
+        if (problem := id_problem(header.id)) is not None:
+            yield from self._rejected(sequences.INVALID_ID, printable_id(header.id), source, path, offset, body,
+                                      problem)
             return
         if oversized:
             yield from self._rejected(sequences.RECORD_TOO_LARGE, header.id, source, path, offset, body,

@@ -29,6 +29,7 @@ class Reject(NamedTuple):
 # Every reason a record can be rejected for, in the order a reader of the manifest meets them.
 MISSING_HEADER = "missing_header"
 MISSING_ID = "missing_id"
+INVALID_ID = "invalid_id"
 RECORD_TOO_LARGE = "record_too_large"
 EMPTY_SEQUENCE = "empty_sequence"
 ILLEGAL_CHARACTERS = "illegal_characters"
@@ -38,6 +39,7 @@ CONFLICTING_DUPLICATE_ID = "conflicting_duplicate_id"
 REJECT_REASONS = (
     MISSING_HEADER,
     MISSING_ID,
+    INVALID_ID,
     RECORD_TOO_LARGE,
     EMPTY_SEQUENCE,
     ILLEGAL_CHARACTERS,

@@ -35,6 +35,7 @@ from beam_jobs.fasta_source import DEFAULT_MAX_RECORD_BYTES, FastaSource
 from beam_jobs.output_lock import OutputLock
 from beam_jobs.pipeline import write_manifest
 from beam_jobs.schema import MANIFEST_FILE, REJECT_EXCERPT_CHARS, REJECTS_DIR, SHARD_TEMPLATE
+from beam_jobs.headers import id_problem, printable_id
 from beam_jobs.sequences import Reject, normalise
 from models.export.embedding import SPECIAL_TOKENS_PER_SEQUENCE, ProteinEmbedding
 from serving.embedding_file import FORMAT_VERSION, HEADER, OutputError, dataset_key, layout_groups, layout_of, store
@@ -44,6 +45,7 @@ SHARD_PREFIX = "embeddings"
 RESIDUES_PER_BATCH = 65_536  # RunInference batch: the model call groups it by length within its own token budget
 DUPLICATE_ID = "duplicate_id"
 MISSING_ID = "missing_id"
+INVALID_ID = "invalid_id"  # not valid UTF-8, or a control character: it could not name an HDF5 entry exactly
 MISSING_HEADER = "missing_header"
 RECORD_TOO_LARGE = "record_too_large"
 MODEL_REFUSED = "model_refused"  # the model's graph refused the protein (a non-finite embedding); detail says why
@@ -105,6 +107,9 @@ class ParseForEmbedding(beam.DoFn):
             yield beam.pvalue.TaggedOutput(REJECTS_DIR, _reject(path, offset, "", MISSING_HEADER, body=body))
         elif not words:
             yield beam.pvalue.TaggedOutput(REJECTS_DIR, _reject(path, offset, "", MISSING_ID, body=body))
+        elif (problem := id_problem(words[0])) is not None:
+            yield beam.pvalue.TaggedOutput(REJECTS_DIR, _reject(path, offset, printable_id(words[0]), INVALID_ID,
+                                                                problem, body))
         elif oversized:
             yield beam.pvalue.TaggedOutput(REJECTS_DIR, _reject(
                 path, offset, words[0], RECORD_TOO_LARGE, "record larger than the reader's max_record_bytes", body))

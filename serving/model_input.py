@@ -7,12 +7,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import unicodedata
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, NamedTuple, TypeVar
 
 import grpc
 
 from beam_jobs.console import VERBOSE_FLAG, VERBOSE_HELP, real_number
+from beam_jobs.headers import id_problem, printable_id
 from beam_jobs import fasta as fasta_reader
 from beam_jobs.output_lock import OutputLock
 from beam_jobs.sequences import Reject, normalise
@@ -103,21 +103,6 @@ def screened_records(fasta: str, reject: Callable[[int, str, str], None],
             reject(record.line, record.id, normalised.detail or normalised.reason)
             continue
         yield ScreenedRecord(record.id, normalised.sequence.decode("ascii"), record.line)
-
-
-def id_problem(record_id: str) -> str | None:
-    """Why `record_id` cannot name an output entry exactly (bytes that are not UTF-8, a control character such as
-    NUL, which HDF5 names and attributes cut), or None."""
-    if any("\udc80" <= char <= "\udcff" for char in record_id):
-        return "the id is not valid UTF-8"
-    if any(unicodedata.category(char) == "Cc" for char in record_id):
-        return "the id holds a control character (such as NUL)"
-    return None
-
-
-def printable_id(record_id: str) -> str:
-    """`record_id` as a rejects file can hold it: Python's escapes for what is not printable ASCII."""
-    return ascii(record_id)[1:-1]
 
 
 def chunks_of(records: Iterable[T], residues: int, length: Callable[[T], int]) -> Iterator[list[T]]:

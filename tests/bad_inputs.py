@@ -40,7 +40,9 @@ def write_bad_inputs(directory: Path) -> Expected:
         ">ok\nACDEFGHIKLMNPQRSTVWY\n"
     )
     (directory / "messy.fasta").write_text(messy)
-    (directory / "windows.fasta").write_bytes(b">crlf_record\r\nMKTA\r\nYIAK\r\n>conflict second copy\r\nMKTGGG\r\n")
+    (directory / "windows.fasta").write_bytes(b">crlf_record\r\nMKTA\r\nYIAK\r\n>conflict second copy\r\nMKTGGG\r\n"
+                                              # ids that could not name a record exactly: not UTF-8, a NUL
+                                              b">latin1_\xe9\r\nMKTA\r\n>nul\x00id\r\nMKTA\r\n")
     (directory / "more.fasta.gz").write_bytes(gzip.compress(b">same_twice\nGGGSSS\n>gz_ok\nMSTNPKPQ\n"))
     return Expected(
         written={
@@ -59,6 +61,7 @@ def write_bad_inputs(directory: Path) -> Expected:
             "illegal_characters": 3,
             "too_long": 1,
             "conflicting_duplicate_id": 2,
+            "invalid_id": 2,
         },
         duplicates=1,
         repairs={"lowercase_uppercased": 1, "terminator_stripped": 1, "rare_residues_mapped_to_x": 1},

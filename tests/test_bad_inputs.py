@@ -53,6 +53,9 @@ def test_rejects_file_names_each_record_and_reason(bad_run):
     conflicts = [r for r in rejects if r["reason"] == "conflicting_duplicate_id"]
     assert {r["excerpt"] for r in conflicts} == {"MKTAAA", "MKTGGG"}
     assert {r["id"] for r in rejects if r["reason"] in ("missing_header", "missing_id")} == {""}
+    # escaped, so that an id that is not UTF-8 never becomes another one (a replacement character would merge ids)
+    assert {r["id"]: r["detail"] for r in rejects if r["reason"] == "invalid_id"} == {
+        "latin1_\\ufffd": "the id is not valid UTF-8", "nul\\x00id": "the id holds a control character (such as NUL)"}
 
 
 def test_truncated_gzip_fails_the_job_with_the_file_name(tmp_path):

@@ -640,22 +640,23 @@ def test_the_beam_job_writes_what_the_single_process_command_writes(model_folder
     _write_fasta(fasta, [("P1", PROTEINS[0]), ("P2", PROTEINS[1]), ("BAD", "MK1T"), ("P1", PROTEINS[2]),
                          ("LONG", "MKTAYIAKQR" * 20), ("a/b", PROTEINS[2])])
     with fasta.open("a") as handle:
-        handle.write(">\nMKT\n")  # no id
+        handle.write(">\nMKT\n>nul\x00id\nMKT\n")  # no id; an id an HDF5 name would cut at the NUL
     single, sharded = tmp_path / "single.h5", tmp_path / "sharded"
     flags = ["--saved-model", str(folder), "--per-residue", "--per-protein", "--float16"]
     assert embed.main([*flags, str(fasta), str(single)]) == 0
     assert embed.main([*flags, "--beam", "--num-shards", "6", str(fasta), str(sharded)]) == 0
-    assert "read 7; embedded 4 into 6 shards; rejected 3" in capsys.readouterr().out  # empty shards are files too
+    assert "read 8; embedded 4 into 6 shards; rejected 4" in capsys.readouterr().out  # empty shards are files too
     manifest = json.loads((sharded / "manifest.json").read_text())
-    assert manifest["counts"] == {"read": 7, "embedded": 4, "rejected": 3, "reconciled": True, "rejected_by_reason": {
-        "duplicate_id": 1, "illegal_characters": 1, "missing_id": 1}}
+    assert manifest["counts"] == {"read": 8, "embedded": 4, "rejected": 4, "reconciled": True, "rejected_by_reason": {
+        "duplicate_id": 1, "illegal_characters": 1, "invalid_id": 1, "missing_id": 1}}
     assert sum(count for _, count in manifest["shards"]["embeddings"]) == 4
     assert sorted(path.name for path in sharded.glob("embeddings-*.h5")) == [
         f"embeddings-{shard:05d}-of-00006.h5" for shard in range(6)]
     beam_rejects = [json.loads(line) for path in manifest["shards"]["rejects"]
                     for line in (sharded / path).read_text().splitlines()]
     single_rejects = [json.loads(line) for line in Path(str(single) + ".rejects.jsonl").read_text().splitlines()]
-    assert sorted(r["id"] for r in beam_rejects) == sorted(r["id"] for r in single_rejects) == ["", "BAD", "P1"]
+    assert sorted(r["id"] for r in beam_rejects) == sorted(r["id"] for r in single_rejects) == [
+        "", "BAD", "P1", "nul\\x00id"]
     found = beam_embed.read_embeddings(str(sharded))
     with h5py.File(single) as handle:
         assert json.loads(handle.attrs["prottrans_embed"]) == manifest["prottrans_embed"]
