@@ -38,7 +38,8 @@ from beam_jobs.schema import MANIFEST_FILE, REJECT_EXCERPT_CHARS, REJECTS_DIR, S
 from beam_jobs.headers import id_problem, printable_id
 from beam_jobs.sequences import Reject, normalise
 from models.export.embedding import SPECIAL_TOKENS_PER_SEQUENCE, ProteinEmbedding
-from serving.embedding_file import FORMAT_VERSION, HEADER, OutputError, dataset_key, layout_groups, layout_of, store
+from serving.embedding_file import FORMAT_VERSION, HEADER, OutputError, dataset_key, layout_groups, layout_of, \
+    sequence_digest, store
 from serving.model_input import run_or_reject
 
 SHARD_PREFIX = "embeddings"
@@ -134,14 +135,14 @@ def keep_first_of_id(item: tuple[str, Iterable[tuple[str, int, str]]]) -> Iterat
 
 
 def as_stored(item: tuple[Keyed, Any], dtype: str, per_residue: bool) -> Iterator[Any]:
-    """An embedding as it is stored, ``(id, ProteinEmbedding, sequence)``; a refused protein goes to the ``rejects``
-    output."""
+    """An embedding as it is stored, ``(id, ProteinEmbedding, digest of the sequence)`` (the digest, not the
+    sequence, crosses the shuffle to the shard writers); a refused protein goes to the ``rejects`` output."""
     (record_id, sequence, (path, offset)), embedding = item
     if isinstance(embedding, Refused):
         yield beam.pvalue.TaggedOutput(REJECTS_DIR, _reject(path, offset, record_id, MODEL_REFUSED, embedding.reason))
         return
     residues = embedding.residues.astype(dtype) if per_residue else np.zeros((0, 0), dtype)
-    yield record_id, ProteinEmbedding(residues, embedding.protein.astype(dtype)), sequence
+    yield record_id, ProteinEmbedding(residues, embedding.protein.astype(dtype)), sequence_digest(sequence)
 
 
 def shard_of(record_id: str, num_shards: int) -> int:
@@ -168,8 +169,8 @@ class WriteShard(beam.DoFn):
             with h5py.File(local, "w") as handle:
                 handle.attrs[HEADER] = json.dumps(self.header)
                 groups = layout_groups(handle, self.per_residue, self.per_protein)
-                for record_id, embedding, sequence in filter(None, embeddings):  # None: makes every shard
-                    store(groups, dataset_key(record_id), record_id, embedding, self.dtype, sequence)
+                for record_id, embedding, digest in filter(None, embeddings):  # None: makes every shard
+                    store(groups, dataset_key(record_id), record_id, embedding, self.dtype, digest)
                     count += 1
             target = FileSystems.join(self.output_dir, name)
             with open(local, "rb") as source, FileSystems.create(target) as sink:

@@ -65,15 +65,15 @@ def layout_groups(handle: h5py.File, per_residue: bool, per_protein: bool) -> di
 
 
 def store(groups: dict[str, h5py.Group], key: str, record_id: str, embedding, dtype: str,
-          sequence: str | None = None) -> None:
-    """One protein's datasets, in `dtype`, with a Fletcher-32 checksum, its id and (given `sequence`) the digest of
-    the sequence as attributes."""
+          digest: str | None = None) -> None:
+    """One protein's datasets, in `dtype`, with a Fletcher-32 checksum, its id and (given) the digest of its
+    sequence (:func:`sequence_digest`) as attributes."""
     for kind, group in groups.items():
         data = np.asarray(getattr(embedding, kind)).astype(dtype)
         dataset = group.create_dataset(key, data=data, fletcher32=True, chunks=data.shape or None)
         dataset.attrs["id"] = record_id
-        if sequence is not None:
-            dataset.attrs[SEQUENCE_DIGEST] = sequence_digest(sequence)
+        if digest is not None:
+            dataset.attrs[SEQUENCE_DIGEST] = digest
 
 
 class Output:
@@ -158,7 +158,7 @@ class Output:
         return False
 
     def write(self, key: str, record_id: str, sequence: str, embedding) -> None:
-        store(self.groups, key, record_id, embedding, self.dtype, sequence)
+        store(self.groups, key, record_id, embedding, self.dtype, sequence_digest(sequence))
 
     def flush(self) -> None:
         self.file.flush()

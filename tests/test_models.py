@@ -170,7 +170,7 @@ def test_a_long_input_attends_in_query_blocks_with_the_plain_path_s_numerics(bac
     original = TransformerEncoderLayer._in_query_blocks
     monkeypatch.setattr(TransformerEncoderLayer, "_in_query_blocks",
                         lambda *a, **k: blocks.append(1) or original(*a, **k))
-    monkeypatch.setattr(query_blocks, "SMALLEST_QUERY_BLOCK", 8)
+    monkeypatch.setattr(query_blocks, "SMALLEST_BLOCK", 8)
     monkeypatch.setattr(query_blocks, "SCORE_BYTES", 4 * 2 * long.num_heads * token_ids.shape[1] * 64)
     in_blocks = tf.function(lambda ids: long(ids))(token_ids).numpy()
     assert blocks

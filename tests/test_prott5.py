@@ -169,7 +169,7 @@ def test_a_long_input_attends_in_query_blocks_with_the_plain_path_s_numerics(mon
         original = getattr(layer, method)
         monkeypatch.setattr(layer, method, lambda *a, _original=original, _name=method, **k:
                             blocks.append(_name) or _original(*a, **k))
-    monkeypatch.setattr(query_blocks, "SMALLEST_QUERY_BLOCK", 8)
+    monkeypatch.setattr(query_blocks, "SMALLEST_BLOCK", 8)
     monkeypatch.setattr(query_blocks, "SCORE_BYTES", 4 * 2 * backbone.num_heads * token_ids.shape[1] * 64)  # 64 queries
     monkeypatch.setattr(query_blocks, "FEED_FORWARD_BYTES", 4 * 2 * backbone.intermediate_dim * 64)  # 64 positions
     in_blocks = tf.function(lambda ids: backbone(ids))(token_ids).numpy()

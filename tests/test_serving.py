@@ -666,6 +666,14 @@ def test_the_beam_job_writes_what_the_single_process_command_writes(model_folder
             for record_id, value in stored.items():
                 assert found[record_id][kind].dtype == np.float16
                 np.testing.assert_allclose(found[record_id][kind], value, atol=2e-3)
+        digests = {handle["per_protein"][key].attrs["id"]: handle["per_protein"][key].attrs["sequence_sha256"]
+                   for key in handle["per_protein"]}
+    shard_digests = {}
+    for shard in sharded.glob("embeddings-*.h5"):
+        with h5py.File(shard) as handle:
+            shard_digests.update({handle["per_protein"][key].attrs["id"]: handle["per_protein"][key].attrs[
+                "sequence_sha256"] for key in handle["per_protein"]})
+    assert shard_digests == digests  # what each entry was embedded from, as a resumed run checks it
     assert embed.main([*flags, "--beam", str(fasta), str(sharded)]) == 2  # a second run does not overwrite
     assert "already holds embeddings" in capsys.readouterr().err
 

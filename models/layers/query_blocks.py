@@ -17,22 +17,22 @@ import tensorflow as tf
 # block up to about 1,000 residues in ProtT5-XL, since a second block cost 3% at 1,000 (bench/prott5_xl.md).
 SCORE_BYTES = 128 << 20
 FEED_FORWARD_BYTES = 64 << 20  # float32 inner activations of a feed-forward network held at once
-SMALLEST_QUERY_BLOCK = 64
+SMALLEST_BLOCK = 64
 
 
 def _rows_within(budget: int, bytes_per_row: tf.Tensor) -> tf.Tensor:
-    return tf.cast(tf.maximum(budget // bytes_per_row, SMALLEST_QUERY_BLOCK), tf.int32)
+    return tf.cast(tf.maximum(budget // bytes_per_row, SMALLEST_BLOCK), tf.int32)
 
 
 def query_block(batch: tf.Tensor, heads: int, length: tf.Tensor) -> tf.Tensor:
     """Queries per block such that a block's float32 scores fit :data:`SCORE_BYTES` (at least
-    :data:`SMALLEST_QUERY_BLOCK`, which bounds position blocks too); `length` or more means one block."""
+    :data:`SMALLEST_BLOCK`, which bounds position blocks too); `length` or more means one block."""
     return _rows_within(SCORE_BYTES, 4 * tf.cast(batch, tf.int64) * heads * tf.cast(tf.maximum(length, 1), tf.int64))
 
 
 def position_block(batch: tf.Tensor, width: int) -> tf.Tensor:
     """Positions per block such that a block's float32 activations `width` wide fit :data:`FEED_FORWARD_BYTES` (at
-    least :data:`SMALLEST_QUERY_BLOCK`)."""
+    least :data:`SMALLEST_BLOCK`)."""
     return _rows_within(FEED_FORWARD_BYTES, 4 * tf.cast(tf.maximum(batch, 1), tf.int64) * width)
 
 
