@@ -38,6 +38,9 @@ def test_a_config_file_and_overrides_change_the_defaults(tmp_path):
     ("training.learning_rate=.inf", "learning_rate must be in \\(0, 1.0\\], not inf"),
     ("training.learning_rate=1.0e+6", "learning_rate must be in \\(0, 1.0\\], not 1000000.0"),
     ("training.weight_decay=-.inf", "weight_decay must be in \\[0, 1\\), not -inf"),
+    ("training.gradient_clip_norm=-1", "gradient_clip_norm must be >= 0 and finite, not -1.0"),
+    ("training.gradient_clip_norm=.nan", "gradient_clip_norm must be >= 0 and finite, not nan"),
+    ("training.adam_epsilon=0", "adam_epsilon must be in \\(0, 1\\), not 0.0"),
     ("training.dropout=.nan", "dropout must be in \\[0, 1\\), not nan"),
     ("training.seed=-1", "seed must be >= 0"),
 ])
