@@ -304,6 +304,31 @@ def test_the_trainer_component_s_run_fn_trains_and_exports_a_family_of_each_othe
     assert served["residue_embeddings"].shape == (1, 10, 32)
 
 
+def test_the_trainer_continues_from_a_published_checkpoint_keyed_by_its_contents(tmp_path):
+    """``training.init_from``: the run_fn starts from the transformers folder (its vocabulary kept in the served
+    model) and keeps its checkpoints under a key that holds the folder's digest."""
+    from types import SimpleNamespace
+
+    from beam_jobs import fasta_to_tfrecords
+    from models.export.signatures import read_model_info
+    from models.training.run_fn import INIT_FROM_DIGEST, custom_config, folder_digest, run_fn
+    from tests.conftest import SAMPLE_FASTA
+
+    checkpoint = Path(__file__).resolve().parent / "fixtures" / "hf" / "protbert"
+    data = tmp_path / "data"
+    fasta_to_tfrecords.run(["--input", str(SAMPLE_FASTA), "--output-dir", str(data), "--num-shards", "2"])
+    settings = TrainingSettings(init_from=str(checkpoint), global_batch=4, sequence_length=64, log_every=2,
+                                eval_batches=2)
+    custom = custom_config(settings, str(tmp_path / "checkpoints"))
+    assert custom[INIT_FROM_DIGEST] == folder_digest(str(checkpoint))
+    fn_args = SimpleNamespace(train_steps=2, custom_config=custom, model_run_dir=str(tmp_path / "model_run"),
+                              train_files=[str(data / "train" / "*")], eval_files=[str(data / "valid" / "*")],
+                              serving_model_dir=str(tmp_path / "serving_model"))
+    run_fn(fn_args)
+    config = read_model_info(str(tmp_path / "serving_model"))["backbone_config"]
+    assert config["max_sequence_length"] == 64 and config["token_rows"]  # the checkpoint's, not a preset's
+
+
 @pytest.mark.slow
 def test_a_family_of_another_objective_runs_through_the_same_pipeline_by_name(first_run):
     family = "prottxl"  # the objective least like the default's: a causal LM whose state carries memory
