@@ -46,7 +46,6 @@ def _main(argv: Sequence[str] | None = None) -> int:
                         help="training crop per protein (evaluation embeds whole proteins)")
     parser.add_argument("--limit", type=whole_number(1), default=None, help="use only the first N rows of each split")
     parser.add_argument("--seed", type=whole_number(0), default=0)
-    parser.add_argument("--no-baseline", action="store_true", help="skip the frozen probes of the starting model")
     parser.add_argument("--output", required=True, metavar="DIR", help="where metrics.json goes")
     parser.add_argument("--export-dir", default=None, metavar="MODEL_FOLDER",
                         help="add the fine-tuned model (LoRA merged) with its heads as the 'predict' signature as a "
@@ -56,19 +55,17 @@ def _main(argv: Sequence[str] | None = None) -> int:
                                 lora_rank=args.lora_rank, epochs=args.epochs, batch_size=args.batch_size,
                                 learning_rate=args.learning_rate, max_residues=args.max_residues, seed=args.seed)
     model = initial_model(FAMILIES[args.family], args.init_from, log=print)
-    result = finetune(model.backbone, args.init_from, args.data_dir, settings, args.limit, not args.no_baseline)
+    result = finetune(model.backbone, args.init_from, args.data_dir, settings, args.limit)
     os.makedirs(args.output, exist_ok=True)
     report = result.report
     for metric, family, set_name, key, value in probe.headline_results(report):
         line = f"{metric} {value[key]:.3f}"
-        if FROZEN in report:
-            paired = report["paired"][FROZEN].get(metric)
-            frozen_value = report[FROZEN][family][set_name][key]
-            if paired:
-                low, high = paired["ci95"]
-                verdict = "better" if low > 0 else "worse" if high < 0 else "a tie: the interval holds 0"
-                line += (f"   frozen probe {frozen_value:.3f}, difference {paired['difference']:+.3f} "
-                         f"[{low:+.3f}, {high:+.3f}] ({verdict})")
+        paired = report["paired"][FROZEN].get(metric)
+        if paired:
+            low, high = paired["ci95"]
+            verdict = "better" if low > 0 else "worse" if high < 0 else "a tie: the interval holds 0"
+            line += (f"   frozen probe {report[FROZEN][family][set_name][key]:.3f}, difference "
+                     f"{paired['difference']:+.3f} [{low:+.3f}, {high:+.3f}] ({verdict})")
         print(line)
     print(f"metrics: {write_metrics(report, args.output)} ({report['trainable_parameters']:,} trainable parameters, "
           f"{report['wall_seconds']:.0f} s)")

@@ -9,7 +9,6 @@ import numpy as np
 from models import vocabulary
 from models.export.embedding import pool
 from models.export.predict import PROTEIN_HEAD, RESIDUE_HEAD
-from models.probes.probe import protein_fnn, residue_cnn
 
 METHODS = ("lora", "full")
 PROJECTIONS = (keras.layers.Dense, keras.layers.EinsumDense)
@@ -38,17 +37,6 @@ class ProbeTaskModel(keras.Model):
         if PROTEIN_HEAD in self.heads:
             outputs.update(self.heads[PROTEIN_HEAD](embedded["protein_embeddings"], training=training))
         return outputs
-
-
-def new_heads(tasks: tuple[str, ...], hidden_dim: int, protein_embeddings: np.ndarray | None) -> dict[str, keras.Model]:
-    """The probes' heads for `tasks` (``ss``, ``localization``): the residue CNN, and the protein FNN whose input
-    standardisation is fitted on `protein_embeddings` (the training proteins, embedded before fine-tuning)."""
-    heads = {}
-    if RESIDUE_HEAD in tasks:
-        heads[RESIDUE_HEAD] = residue_cnn(hidden_dim, "residue_cnn")
-    if PROTEIN_HEAD in tasks:
-        heads[PROTEIN_HEAD] = protein_fnn(protein_embeddings, "protein_fnn")
-    return heads
 
 
 def _projections(backbone) -> list[keras.layers.Layer]:

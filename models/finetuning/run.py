@@ -21,8 +21,7 @@ from models.export.embedders import BackboneEmbedder
 from models.export.predict import PROTEIN_HEAD, RESIDUE_HEAD, write_predictor
 from models.export.signatures import next_version, write_saved_model
 from models.networks.backbone import max_residues
-from models.finetuning.model import METHODS, ProbeTaskModel, enable_lora, merged_backbone, new_heads, \
-    trainable_parameters
+from models.finetuning.model import METHODS, ProbeTaskModel, enable_lora, merged_backbone, trainable_parameters
 from models.probes import probe
 from models.probes.datasets import LOCATIONS, LocalizationRecord, StructureRecord
 from models.probes.probe import GATE_SET, MEMBRANE_LABELS, SS3, SS8, load_shared_layout, localization_results, \
@@ -148,27 +147,24 @@ class Finetuned:
 
 
 def finetune(backbone, name: str, data_dir: str, settings: FinetuneSettings, limit: int | None = None,
-             frozen_baseline: bool = True, log: Callable[[str], None] = print) -> Finetuned:
+             log: Callable[[str], None] = print) -> Finetuned:
     """Fine-tune `backbone` (changed in place) with the heads of `settings.tasks` on the splits in `data_dir` (the
-    probes' layout; `limit` keeps the first rows of each split); report Q3/Q8 and Q10/Q2 on valid and test, and
-    with `frozen_baseline` the frozen probes of the starting backbone on the same sets, paired."""
+    probes' layout; `limit` keeps the first rows of each split); report Q3/Q8 and Q10/Q2 on valid and test beside
+    the frozen probes of the starting backbone on the same sets, paired.
+
+    The heads start as those frozen probes, trained first on the starting embeddings (linear probing, then fine-tuning:
+    heads trained from scratch together with the backbone spent the run catching up; measured in
+    bench/finetune.md), and the state before the first epoch competes with every epoch for the lowest valid loss."""
     started = time.perf_counter()
     splits = {task: load_shared_layout(data_dir, task, limit) for task in settings.tasks}
     report: dict = {"embedder": name, "method": settings.method}
-    if frozen_baseline:  # before the backbone changes
-        frozen = {"embedder": name}
-        embedder = BackboneEmbedder(backbone, name, name)
-        for task in settings.tasks:
-            frozen.update(probe.run_probes(embedder, data_dir, task, probe.ProbeSettings(seed=settings.seed), limit,
-                                           None)[0])
-        report[FROZEN] = frozen
-        log(f"frozen probes of {name}: " + _headline(frozen))
-    train_proteins = None
-    if PROTEIN_HEAD in settings.tasks:
-        embedded = BackboneEmbedder(backbone, name, name).embed([r.sequence for r in splits[PROTEIN_HEAD][0]])
-        train_proteins = np.stack([e.protein for e in embedded]).astype(np.float32)
-    keras.utils.set_random_seed(settings.seed)
-    heads = new_heads(settings.tasks, backbone.hidden_dim, train_proteins)
+    frozen, heads = {"embedder": name}, {}
+    embedder = BackboneEmbedder(backbone, name, name)
+    for task in settings.tasks:  # before the backbone changes
+        frozen.update(probe.run_probes(embedder, data_dir, task, probe.ProbeSettings(seed=settings.seed), limit, None,
+                                       heads=heads)[0])
+    report[FROZEN] = frozen
+    log(f"frozen probes of {name}: " + _headline(frozen))
     model = ProbeTaskModel(backbone, heads)
     lora_layers = enable_lora(backbone, settings.lora_rank) if settings.method == "lora" else []
     if lora_layers:
@@ -203,11 +199,16 @@ def finetune(backbone, name: str, data_dir: str, settings: FinetuneSettings, lim
 
     valid_batches = {task: _task_batches(task, splits[task][1], settings, np.random.default_rng(0))
                      for task in settings.tasks}
-    best, best_weights, history = np.inf, None, []
+    def valid_loss() -> float:
+        return sum(float(np.mean([float(valid_step(_tensors(b))) for b in valid_batches[task]]))
+                   for task in settings.tasks)
+
+    best = valid_loss()
+    best_weights, history = [w.numpy() for w in model.trainable_weights], [{"epoch": 0, "valid_loss": best}]
+    log(f"before fine-tuning  valid loss {best:.4f}")
     for index, epoch in enumerate(epochs):
         losses = [float(train_step([_tensors(batch) for batch in step])) for step in epoch]
-        valid = sum(float(np.mean([float(valid_step(_tensors(b))) for b in valid_batches[task]]))
-                    for task in settings.tasks)
+        valid = valid_loss()
         history.append({"epoch": index + 1, "train_loss": float(np.mean(losses)), "valid_loss": valid})
         log(f"epoch {index + 1}/{settings.epochs}  train loss {np.mean(losses):.4f}  valid loss {valid:.4f}")
         if valid < best:
@@ -215,13 +216,12 @@ def finetune(backbone, name: str, data_dir: str, settings: FinetuneSettings, lim
     for weight, value in zip(model.trainable_weights, best_weights):
         weight.assign(value)
     report["history"] = history
-    report["best_epoch"] = int(np.argmin([h["valid_loss"] for h in history])) + 1
+    report["best_epoch"] = int(np.argmin([h["valid_loss"] for h in history]))  # 0: fine-tuning did not help
     # Evaluated as served: LoRA merged into a new backbone (whose embedding function is traced afresh; one traced
     # before LoRA was enabled would not apply it).
     served = merged_backbone(backbone)
     report.update(evaluate(served, model.heads, splits, name))
-    if frozen_baseline:
-        report["paired"] = {FROZEN: paired_differences(report, report[FROZEN])}
+    report["paired"] = {FROZEN: paired_differences(report, report[FROZEN])}
     report["wall_seconds"] = time.perf_counter() - started
     return Finetuned(model, served, report, lora_layers)
 
