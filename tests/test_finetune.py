@@ -52,7 +52,7 @@ def test_lora_reaches_only_the_feed_forward_of_relative_attention_families():
 def test_finetuning_reports_against_the_frozen_probes_and_exports_what_it_evaluated(method, tmp_path):
     backbone = imported().backbone
     start = {w.path: w.numpy() for w in backbone.weights}
-    settings = FinetuneSettings(method=method, epochs=2, batch_size=8, seed=0)
+    settings = FinetuneSettings(method=method, epochs=2, batch_size=8, seed=0, probe_seeds=1)
     result = finetune(backbone, "protbert-fixture", SAMPLE_DATA_DIR, settings, limit=24, log=lambda line: None)
     report = result.report
     history = report["history"]
@@ -99,7 +99,7 @@ def test_fine_tuning_starts_from_the_frozen_probes_and_keeps_them_when_no_epoch_
     first epoch competes for the lowest valid loss. With a learning rate too small to move anything, the result
     is the frozen probes exactly: every paired difference is 0."""
     backbone = imported().backbone
-    settings = FinetuneSettings(epochs=1, batch_size=8, learning_rate=1e-12, tasks=("ss",))
+    settings = FinetuneSettings(epochs=1, batch_size=8, learning_rate=1e-12, tasks=("ss",), probe_seeds=1)
     report = finetune(backbone, "protbert-fixture", SAMPLE_DATA_DIR, settings, limit=16, log=lambda line: None).report
     assert report["ss"]["test"]["q3"] == report[FROZEN]["ss"]["test"]["q3"]
     assert all(line["difference"] == 0.0 for line in report["paired"][FROZEN].values())

@@ -46,6 +46,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
                         help="training crop per protein (evaluation embeds whole proteins)")
     parser.add_argument("--limit", type=whole_number(1), default=None, help="use only the first N rows of each split")
     parser.add_argument("--seed", type=whole_number(0), default=0)
+    parser.add_argument("--probe-seeds", type=whole_number(1, 100), default=defaults.probe_seeds, metavar="N",
+                        help="the frozen probes (the heads' starting point) from N seeds, averaged")
     parser.add_argument("--output", required=True, metavar="DIR", help="where metrics.json goes")
     parser.add_argument("--export-dir", default=None, metavar="MODEL_FOLDER",
                         help="add the fine-tuned model (LoRA merged) with its heads as the 'predict' signature as a "
@@ -53,7 +55,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = FinetuneSettings(tasks=TASKS if args.task == "all" else (args.task,), method=args.method,
                                 lora_rank=args.lora_rank, epochs=args.epochs, batch_size=args.batch_size,
-                                learning_rate=args.learning_rate, max_residues=args.max_residues, seed=args.seed)
+                                learning_rate=args.learning_rate, max_residues=args.max_residues, seed=args.seed,
+                                probe_seeds=args.probe_seeds)
     model = initial_model(FAMILIES[args.family], args.init_from, log=print)
     result = finetune(model.backbone, args.init_from, args.data_dir, settings, args.limit)
     os.makedirs(args.output, exist_ok=True)

@@ -48,14 +48,15 @@ class FinetuneSettings:
     weight_decay: float = 0.01
     max_residues: int = 512
     seed: int = 0
+    probe_seeds: int = 5  # the frozen probes (the heads' start): seeds averaged, as prottrans-probe --seeds
 
     def __post_init__(self):
         if not self.tasks or set(self.tasks) - set(TASKS):
             raise ValueError(f"tasks must be some of {TASKS}, not {self.tasks}")
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, not {self.method!r}")
-        if self.lora_rank < 1 or self.epochs < 1 or self.batch_size < 1 or self.max_residues < 1:
-            raise ValueError("lora_rank, epochs, batch_size and max_residues must be >= 1")
+        if min(self.lora_rank, self.epochs, self.batch_size, self.max_residues, self.probe_seeds) < 1:
+            raise ValueError("lora_rank, epochs, batch_size, max_residues and probe_seeds must be >= 1")
         if not 0.0 < self.learning_rate <= 1.0 or not 0.0 <= self.weight_decay < 1.0:
             raise ValueError("learning_rate must be in (0, 1] and weight_decay in [0, 1)")
 
@@ -161,8 +162,9 @@ def finetune(backbone, name: str, data_dir: str, settings: FinetuneSettings, lim
     frozen, heads = {"embedder": name}, {}
     embedder = BackboneEmbedder(backbone, name, name)
     for task in settings.tasks:  # before the backbone changes
-        frozen.update(probe.run_probes(embedder, data_dir, task, probe.ProbeSettings(seed=settings.seed), limit, None,
-                                       heads=heads)[0])
+        frozen.update(probe.run_probes(embedder, data_dir, task,
+                                       probe.ProbeSettings(seed=settings.seed, seeds=settings.probe_seeds), limit,
+                                       None, heads=heads)[0])
     report[FROZEN] = frozen
     log(f"frozen probes of {name}: " + _headline(frozen))
     model = ProbeTaskModel(backbone, heads)
