@@ -20,7 +20,7 @@ MODEL_LAYERS = (
     ("models.objectives",),
     ("models.family", "models.protbert", "models.protalbert", "models.protxlnet", "models.prottxl", "models.prott5"),
     ("models.registry",),
-    ("models.training", "models.export", "models.probes", "models.cli"),
+    ("models.training", "models.export", "models.probes", "models.finetuning", "models.cli"),
 )
 
 
