@@ -23,9 +23,9 @@ from models.export.signatures import next_version, write_saved_model
 from models.networks.backbone import max_residues
 from models.finetuning.model import METHODS, ProbeTaskModel, enable_lora, merged_backbone, trainable_parameters
 from models.probes import probe
-from models.probes.datasets import LOCATIONS, LocalizationRecord, StructureRecord
-from models.probes.probe import GATE_SET, MEMBRANE_LABELS, SS3, SS8, load_shared_layout, localization_results, \
-    paired_differences, structure_results
+from models.probes.datasets import LocalizationRecord, StructureRecord
+from models.probes.probe import GATE_SET, load_shared_layout, localization_results, paired_differences, \
+    protein_labels, structure_labels, structure_results
 from models.training.optimizers import AdamW
 from models.training.schedule import WarmupLinearDecay
 from models.training.state import decays
@@ -82,37 +82,35 @@ def _by_length(lengths: Sequence[int], batch_size: int, rng: np.random.Generator
 def structure_batches(records: Sequence[StructureRecord], settings: FinetuneSettings, rng: np.random.Generator
                       ) -> list[dict[str, np.ndarray]]:
     """One epoch of secondary-structure batches: ``sequences`` (cropped), ``ss3``/``ss8`` labels and ``weights``
-    (the resolved residues), padded."""
+    (the resolved residues), padded; the labels are the probes' (:func:`models.probes.probe.structure_labels`)."""
+    ss3, ss8, masks = structure_labels(records)
     batches = []
     for rows in _by_length([min(len(r.sequence), settings.max_residues) for r in records], settings.batch_size, rng):
-        crops = [(records[i], _window(len(records[i].sequence), settings.max_residues, rng)) for i in rows]
-        width = max(len(record.sequence[window]) for record, window in crops)
-        ss3, ss8 = np.zeros((len(rows), width), np.int32), np.zeros((len(rows), width), np.int32)
+        windows = [_window(len(records[i].sequence), settings.max_residues, rng) for i in rows]
+        width = max(len(ss3[i][window]) for i, window in zip(rows, windows))
+        labels3, labels8 = np.zeros((len(rows), width), np.int32), np.zeros((len(rows), width), np.int32)
         weights = np.zeros((len(rows), width), np.float32)
-        for row, (record, window) in enumerate(crops):
-            length = len(record.sequence[window])
-            ss3[row, :length] = [SS3.index(s) for s in record.dssp3[window]]
-            ss8[row, :length] = [SS8.index(s) for s in record.dssp8[window]]
-            mask = record.mask if record.mask is not None else [True] * len(record.sequence)
-            weights[row, :length] = np.asarray(mask[window], np.float32)
-        batches.append({"sequences": np.array([record.sequence[window] for record, window in crops], object),
-                        "ss3": ss3, "ss8": ss8, "weights": weights})
+        for row, (i, window) in enumerate(zip(rows, windows)):
+            length = len(ss3[i][window])
+            labels3[row, :length], labels8[row, :length], weights[row, :length] = \
+                ss3[i][window], ss8[i][window], masks[i][window]
+        batches.append({"sequences": np.array([records[i].sequence[window] for i, window in zip(rows, windows)],
+                                              object), "ss3": labels3, "ss8": labels8, "weights": weights})
     return batches
 
 
 def localization_batches(records: Sequence[LocalizationRecord], settings: FinetuneSettings,
                          rng: np.random.Generator) -> list[dict[str, np.ndarray]]:
     """One epoch of localization batches: ``sequences`` (both ends kept when cropped), ``location``, ``membrane``
-    and ``membrane_weights`` (0 where the membrane label is unknown)."""
+    and ``membrane_weights`` (0 where the membrane label is unknown); the labels are the probes'
+    (:func:`models.probes.probe.protein_labels`)."""
+    _, labels, label_weights = protein_labels(None, records)
     batches = []
     for rows in _by_length([min(len(r.sequence), settings.max_residues) for r in records], settings.batch_size, rng):
-        chosen = [records[i] for i in rows]
         batches.append({
-            "sequences": np.array([_ends(r.sequence, settings.max_residues) for r in chosen], object),
-            "location": np.array([LOCATIONS.index(r.location) for r in chosen], np.int32),
-            "membrane": np.array([MEMBRANE_LABELS.index(r.membrane) if r.membrane in MEMBRANE_LABELS else 0
-                                  for r in chosen], np.int32),
-            "membrane_weights": np.array([r.membrane in MEMBRANE_LABELS for r in chosen], np.float32)})
+            "sequences": np.array([_ends(records[i].sequence, settings.max_residues) for i in rows], object),
+            "location": labels["location"][rows], "membrane": labels["membrane"][rows],
+            "membrane_weights": label_weights["membrane"][rows]})
     return batches
 
 

@@ -131,7 +131,8 @@ def _compile(model: keras.Model, settings: ProbeSettings) -> None:
 
 # ---- secondary structure --------------------------------------------------------------------------------------
 
-def _structure_arrays(records: Sequence[StructureRecord]) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+def structure_labels(records: Sequence[StructureRecord]) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """Per protein: Q3 and Q8 label indices and the weights of its residues (1 where resolved)."""
     ss3 = [np.array([SS3.index(s) for s in r.dssp3], np.int32) for r in records]
     ss8 = [np.array([SS8.index(s) for s in r.dssp8], np.int32) for r in records]
     masks = [np.array(r.mask if r.mask is not None else [True] * len(r.sequence), np.float32) for r in records]
@@ -154,7 +155,7 @@ def _residue_batches(embeddings: Sequence[np.ndarray], dim: int, ss3, ss8, masks
 
 
 def _residue_dataset(embeddings, records, settings: ProbeSettings, shuffle: bool) -> tf.data.Dataset:
-    ss3, ss8, masks = _structure_arrays(records)
+    ss3, ss8, masks = structure_labels(records)
     dim = embeddings[0].shape[1]
     # Sort by length so batches carry little padding; shuffle the batch order instead of the rows.
     by_length = np.argsort([len(a) for a in ss3], kind="stable")
@@ -222,7 +223,7 @@ def structure_results(model: keras.Model, sets: dict[str, tuple[Sequence[np.ndar
     (residue embeddings, records)}``; each protein is predicted alone."""
     results = {}
     for name, (test_x, records) in sets.items():
-        ss3, ss8, masks = _structure_arrays(records)
+        ss3, ss8, masks = structure_labels(records)
         truth3, truth8, pred3, pred8, groups = [], [], [], [], []
         for index, (x, y3, y8, mask) in enumerate(zip(test_x, ss3, ss8, masks)):
             out = model(x[None], training=False)
@@ -243,7 +244,9 @@ def structure_results(model: keras.Model, sets: dict[str, tuple[Sequence[np.ndar
 
 # ---- localization and membrane --------------------------------------------------------------------------------
 
-def _protein_arrays(x: np.ndarray, records: Sequence[LocalizationRecord]):
+def protein_labels(x: np.ndarray, records: Sequence[LocalizationRecord]):
+    """``(x, labels, weights)`` of the protein head: location and membrane indices, membrane weighted 0 where
+    unknown."""
     location = np.array([LOCATIONS.index(r.location) for r in records], np.int32)
     membrane = np.array([MEMBRANE_LABELS.index(r.membrane) if r.membrane in MEMBRANE_LABELS else 0
                          for r in records], np.int32)
@@ -258,8 +261,8 @@ def localization_probe(embedder: Embedder, train: Sequence[LocalizationRecord], 
     """Train the protein FNN on `train` (early stopping on `valid`), report Q10/Q2 on each test set; the trained
     FNN goes into `heads` (under ``localization``) when given."""
     embed = lambda records, label: _protein_embeddings(embedder, records, cache, f"localization {label}")  # noqa: E731
-    train_x, train_y, train_w = _protein_arrays(embed(train, "train"), train)
-    valid_data = _protein_arrays(embed(valid, "valid"), valid)
+    train_x, train_y, train_w = protein_labels(embed(train, "train"), train)
+    valid_data = protein_labels(embed(valid, "valid"), valid)
     members = _members(lambda suffix: protein_fnn(train_x, f"protein_fnn_{suffix}"), settings)
     joint = side_by_side(members, "protein_fnns")
     _compile(joint, settings)
@@ -281,7 +284,7 @@ def localization_results(model: keras.Model, sets: dict[str, tuple[np.ndarray, S
     (protein embeddings, records)}``."""
     results = {}
     for name, (embeddings, records) in sets.items():
-        x, y, w = _protein_arrays(embeddings, records)
+        x, y, w = protein_labels(embeddings, records)
         out = model.predict(x, verbose=0, batch_size=256)
         location, membrane = np.argmax(out["location"], -1), np.argmax(out["membrane"], -1)
         q10 = metrics.report(y["location"], location, LOCATIONS)
