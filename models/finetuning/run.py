@@ -26,9 +26,7 @@ from models.probes import probe
 from models.probes.datasets import LocalizationRecord, StructureRecord
 from models.probes.probe import GATE_SET, load_shared_layout, localization_results, paired_differences, \
     protein_labels, structure_labels, structure_results
-from models.training.optimizers import AdamW
-from models.training.schedule import WarmupLinearDecay
-from models.training.state import decays
+from models.training.optimizers import build_optimizer
 
 TASKS = (RESIDUE_HEAD, PROTEIN_HEAD)
 FROZEN = "frozen"
@@ -178,10 +176,8 @@ def finetune(backbone, name: str, data_dir: str, settings: FinetuneSettings, lim
     rng = np.random.default_rng(settings.seed)
     epochs = [_epoch(splits, settings, rng) for _ in range(settings.epochs)]
     steps = sum(len(epoch) for epoch in epochs)
-    optimizer = AdamW(learning_rate=WarmupLinearDecay(settings.learning_rate, max(1, steps // 10), steps),
-                      weight_decay=settings.weight_decay, epsilon=1e-8, global_clipnorm=1.0)
-    optimizer.exclude_from_weight_decay(var_list=[w for w in model.trainable_weights if not decays(w)])
-    optimizer.build(model.trainable_weights)
+    optimizer = build_optimizer(model.trainable_weights, learning_rate=settings.learning_rate,
+                                warmup_steps=max(1, steps // 10), total_steps=steps, weight_decay=settings.weight_decay)
     log(f"fine-tuning {name} ({settings.method}): {report['trainable_parameters']:,} trainable parameters, "
         f"{settings.epochs} epoch(s) of {len(epochs[0])} steps")
 

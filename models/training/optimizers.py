@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import keras
 from keras import ops
+
+from models.training.schedule import WarmupLinearDecay
 
 
 @keras.saving.register_keras_serializable(package="prottrans")
@@ -31,5 +35,33 @@ class AdamW(keras.optimizers.AdamW):
         self.assign_sub(variable, ops.multiply(ops.divide(m, denominator), lr / first_correction))
 
 
+def decays(variable) -> bool:
+    """Whether weight decay applies to `variable`: not to norm parameters (LayerNorm, T5's RMS norm) nor to biases
+    (any weight whose name says bias: T5's relative-position bias table, XLNet's and Transformer-XL's content and
+    position biases), as transformers' Trainer decides by parameter name."""
+    layer = variable.path.split("/")[-2] if "/" in variable.path else ""
+    return "bias" not in variable.path and "norm" not in layer
+
+
 # LAMB is the paper's (huge batches); AdamW takes larger steps per update, which suits small batches.
 OPTIMIZERS = {"adamw": AdamW, "lamb": keras.optimizers.Lamb}
+
+
+def build_optimizer(variables: Sequence, *, name: str = "adamw", learning_rate: float, warmup_steps: int,
+                    total_steps: int, weight_decay: float, epsilon: float = 1e-8, clip_norm: float = 1.0,
+                    accumulation_steps: int = 1, loss_scaling: bool = False) -> keras.optimizers.Optimizer:
+    """The optimizer `name` for `variables`, built: linear warm-up and decay (`WarmupLinearDecay`), decoupled weight
+    decay on what `decays` selects, the gradient clipped to `clip_norm` by global norm (0: no clipping), updates
+    every `accumulation_steps` micro-batches, and dynamic loss scaling for float16 when `loss_scaling`."""
+    optimizer = OPTIMIZERS[name](
+        learning_rate=WarmupLinearDecay(learning_rate, warmup_steps, total_steps, accumulation_steps),
+        weight_decay=weight_decay,
+        epsilon=epsilon,
+        global_clipnorm=clip_norm or None,
+        gradient_accumulation_steps=accumulation_steps if accumulation_steps > 1 else None,
+    )
+    optimizer.exclude_from_weight_decay(var_list=[v for v in variables if not decays(v)])
+    if loss_scaling:
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    optimizer.build(variables)
+    return optimizer

@@ -16,18 +16,9 @@ from models.input_pipeline import TOKEN_IDS
 from models.networks.backbone import Backbone
 from models.registry import get_family
 from models.training.checkpoints import config_changes, is_training_dir, load_trained_model, model_weights
-from models.training.schedule import WarmupLinearDecay
-from models.training.optimizers import OPTIMIZERS
+from models.training.optimizers import build_optimizer
 from models.training.settings import TrainingSettings
 from models.training.strategy import is_chief, make_strategy
-
-
-def decays(variable) -> bool:
-    """Whether weight decay applies to `variable`: not to norm parameters (LayerNorm, T5's RMS norm) nor to biases
-    (any weight whose name says bias: T5's relative-position bias table, XLNet's and Transformer-XL's content and
-    position biases), as transformers' Trainer decides by parameter name."""
-    layer = variable.path.split("/")[-2] if "/" in variable.path else ""
-    return "bias" not in variable.path and "norm" not in layer
 
 
 @dataclass
@@ -97,18 +88,11 @@ def build_training_state(settings: TrainingSettings, model_dir: str, phases, tot
         # Keras clips before it sums the replicas' gradients: the trainer hands every replica the global
         # gradient over the replica count, so the norm of that share is clipped at the same share of the limit.
         clip_norm = settings.gradient_clip_norm / strategy.num_replicas_in_sync
-        optimizer = OPTIMIZERS[settings.optimizer](
-            learning_rate=WarmupLinearDecay(settings.learning_rate, _warmup_steps(settings, total_steps), total_steps,
-                                            settings.accumulation_steps),
-            weight_decay=settings.weight_decay,
-            epsilon=settings.adam_epsilon,
-            global_clipnorm=clip_norm or None,
-            gradient_accumulation_steps=settings.accumulation_steps if settings.accumulation_steps > 1 else None,
-        )
-        optimizer.exclude_from_weight_decay(var_list=[v for v in model.trainable_variables if not decays(v)])
-        if settings.mixed_precision == "float16":
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-        optimizer.build(model.trainable_variables)
+        optimizer = build_optimizer(
+            model.trainable_variables, name=settings.optimizer, learning_rate=settings.learning_rate,
+            warmup_steps=_warmup_steps(settings, total_steps), total_steps=total_steps,
+            weight_decay=settings.weight_decay, epsilon=settings.adam_epsilon, clip_norm=clip_norm,
+            accumulation_steps=settings.accumulation_steps, loss_scaling=settings.mixed_precision == "float16")
         checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, weights=model_weights(model))
     chief = is_chief(strategy)
     manager = tf.train.CheckpointManager(checkpoint, _checkpoint_dir(model_dir, strategy, chief), max_to_keep=3,
