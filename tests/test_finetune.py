@@ -110,3 +110,16 @@ def test_bad_settings_are_refused_naming_them():
         FinetuneSettings(method="adapters")
     with pytest.raises(ValueError, match="tasks"):
         FinetuneSettings(tasks=("contacts",))
+
+
+def test_a_saved_model_of_ours_without_a_head_is_a_starting_model_for_fine_tuning(tmp_path):
+    """Fine-tuning needs the backbone only: an encoder-only or fine-tuned export (its TF Serving model folder) starts
+    a run with the embeddings it serves."""
+    from models.export.signatures import export_saved_model
+    from models.training.state import initial_model
+
+    backbone = imported().backbone
+    export_saved_model(backbone, str(tmp_path / "serving"))
+    model = initial_model(get_family("protbert"), str(tmp_path / "serving"), log=lambda line: None, with_head=False)
+    for ours, exported in zip(embed(model.backbone, PROTEINS), embed(backbone, PROTEINS)):
+        np.testing.assert_allclose(ours.residues, exported.residues, atol=1e-6)

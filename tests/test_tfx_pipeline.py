@@ -1,6 +1,7 @@
 """The TFX pipeline end to end on LocalDagRunner (tiny model, small probe sets): it pushes a blessed model that
 serves embeddings and its probes' predictions, serves reruns from the ML Metadata cache, refuses to push when the gate fails (a model that learned nothing, a missed floor), compares a
-retrained model with the last blessed one, resumes a killed run, and compiles for Vertex AI."""
+retrained model with the last blessed one, resumes a killed run, serves a fine-tuned model when asked, and compiles
+for Vertex AI."""
 
 from __future__ import annotations
 
@@ -340,3 +341,23 @@ def test_a_family_of_another_objective_runs_through_the_same_pipeline_by_name(fi
     served = tf.saved_model.load(os.path.join(config.serving_model_dir("local"), version))
     outputs = served.signatures["serving_default"](sequences=tf.constant(["MKTAYIAKQR"]))
     assert outputs["residue_embeddings"].shape == (1, 10, 32)
+
+
+@pytest.mark.slow
+def test_with_finetuning_on_the_pusher_serves_the_fine_tuned_model_with_its_own_heads(first_run):
+    from tfx_pipeline.summary import describe_last_run
+
+    output_dir, config, _ = first_run
+    before = set(versions(config))
+    config, nodes = run_pipeline(output_dir, "finetune.enabled=true", "finetune.epochs=1", "finetune.method=full")
+    assert nodes["Trainer"].state == "CACHED" and nodes["Finetuner"].state == "COMPLETE"
+    metrics = json.loads(Path(nodes["Finetuner"].outputs["evaluation"][0].uri, "metrics.json").read_text())
+    assert metrics["method"] == "full" and "ss/test/q3" in metrics["paired"]["frozen"]
+    (version,) = set(versions(config)) - before
+    path = Path(config.serving_model_dir("local"), version)
+    assert json.loads((path / "assets.extra" / "finetune_report.json").read_text())["method"] == "full"
+    served = tf.saved_model.load(str(path))
+    predicted = served.signatures["predict"](sequences=tf.constant(["MKTAYIAKQRQISFVKSHFSRQ"]))
+    assert predicted["ss3"].shape == (1, 22) and predicted["location_probabilities"].shape == (1, 10)
+    text = describe_last_run(config).text
+    assert "fine-tuned (full" in text and "frozen probe" in text and f"pushed model: {path}" in text

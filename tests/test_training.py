@@ -3,7 +3,9 @@ result is exported as the serving SavedModel."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +18,7 @@ import pytest
 import tensorflow as tf
 
 from models.export import embedding
+from models.registry import build_backbone
 from models.training.checkpoints import load_trained_backbone, restore_model_weights
 from models.training.settings import Phase, two_phase_schedule
 from models.training.trainer import TrainJob, build_trainer
@@ -141,7 +144,6 @@ def test_unknown_optimizer_is_refused(dataset_dir, tmp_path):
 
 def test_checkpoints_restore_into_a_model_without_its_optimizer(dataset_dir, tmp_path):
     from models.objectives.masked_lm import MaskedLM
-    from models.registry import build_backbone
 
     trainer = build_trainer(config(dataset_dir, tmp_path, phases=(Phase(64, 3, 8),)), log=quiet)
     trainer.train()
@@ -366,9 +368,11 @@ def _valid_losses(output: str) -> dict[int, float]:
             for line in output.splitlines() if line.startswith("valid")}
 
 
-def test_training_continues_from_a_transformers_checkpoint_or_a_training_folder(dataset_dir, tmp_path, capsys):
+def test_training_continues_from_a_transformers_checkpoint_a_training_folder_or_our_saved_model(dataset_dir, tmp_path,
+                                                                                               capsys):
     """`--init-from` a transformers folder: its config, vocabulary and LM head, validated before the first step;
-    then `--init-from` that run's folder starts where it ended (the same valid batches give the same loss)."""
+    then `--init-from` that run's folder, or the SavedModel it exported (its TF Serving model folder), starts where
+    it ended (the same valid batches give the same loss)."""
     from models.cli import train
 
     common = ["--data", str(dataset_dir), "--family", "protbert", "--steps", "3", "--global-batch", "4",
@@ -390,6 +394,11 @@ def test_training_continues_from_a_transformers_checkpoint_or_a_training_folder(
     assert f"initialised from {first_dir}" in again
     assert _valid_losses(again)[0] == pytest.approx(first_valid[3], rel=1e-5)
 
+    assert train.main([*common, "--init-from", str(tmp_path / "serving"), "--model-dir", str(tmp_path / "saved")]) == 0
+    from_saved_model = capsys.readouterr().out
+    assert f"initialised from the SavedModel {tmp_path / 'serving' / '1'}" in from_saved_model
+    assert _valid_losses(from_saved_model)[0] == pytest.approx(first_valid[3], rel=1e-5)
+
 
 @pytest.mark.parametrize("flags, message", [
     (["--family", "protalbert", "--init-from", str(PROTBERT_CHECKPOINT)], "expects a 'albert' checkpoint, not 'bert'"),
@@ -403,3 +412,24 @@ def test_an_unusable_starting_checkpoint_is_refused_naming_why(dataset_dir, tmp_
     code = train.main(["--data", str(dataset_dir), "--steps", "1", "--global-batch", "2", "--model-dir",
                        str(tmp_path / "m"), *flags])
     assert code != 0 and message in capsys.readouterr().err
+
+
+def test_a_saved_model_that_cannot_continue_training_is_refused_naming_why(dataset_dir, tmp_path, capsys):
+    """Training continues an objective: a SavedModel exported without its head (encoder-only, fine-tuned), one of
+    another family, and one exported before SavedModels listed their weights by name are each refused."""
+    from models.cli import train
+    from models.export.signatures import MODEL_INFO, export_saved_model
+
+    backbone_only = export_saved_model(build_backbone("protbert", "tiny"), str(tmp_path / "serving"))
+    unlisted = tmp_path / "unlisted"
+    shutil.copytree(backbone_only, unlisted)
+    info_path = unlisted / "assets.extra" / MODEL_INFO
+    info = json.loads(info_path.read_text())
+    del info["weights"]
+    info_path.write_text(json.dumps(info))
+    for family, folder, message in [("protbert", backbone_only, "without its masked_lm head"),
+                                    ("prottxl", backbone_only, "holds a EncoderBackbone model"),
+                                    ("protbert", str(unlisted), "does not list its weights by name")]:
+        code = train.main(["--data", str(dataset_dir), "--steps", "1", "--global-batch", "2", "--family", family,
+                           "--init-from", folder, "--model-dir", str(tmp_path / family)])
+        assert code != 0 and message in capsys.readouterr().err

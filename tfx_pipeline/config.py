@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from models.finetuning.run import TASKS, FinetuneSettings
 from models.training.settings import TrainingSettings, coerce
 from tfx_pipeline.blessing import GateRules
 
@@ -39,6 +40,33 @@ class VertexConfig:
 
 
 @dataclass
+class FinetuneConfig:
+    """Fine-tuning after training, when `enabled`: the Finetuner trains the probe tasks' heads together with the
+    trained backbone (`prottrans-finetune`'s settings; the tasks, seeds and probe sets are the evaluator's), and the
+    Pusher serves the fine-tuned model, its heads as ``predict``, under the evaluator's verdict on the backbone."""
+
+    enabled: bool = False
+    method: str = FinetuneSettings.method
+    lora_rank: int = FinetuneSettings.lora_rank
+    epochs: int = FinetuneSettings.epochs
+    batch_size: int = FinetuneSettings.batch_size
+    learning_rate: float = FinetuneSettings.learning_rate
+    weight_decay: float = FinetuneSettings.weight_decay
+    max_residues: int = FinetuneSettings.max_residues
+
+    def __post_init__(self):
+        self.settings()  # refuses what FinetuneSettings refuses, naming it
+
+    def settings(self, task: str = "all", seed: int = 0, probe_seeds: int = FinetuneSettings.probe_seeds
+                 ) -> FinetuneSettings:
+        """The run's settings for the probe task `task` (ss, localization or all)."""
+        return FinetuneSettings(tasks=TASKS if task == "all" else (task,), method=self.method,
+                                lora_rank=self.lora_rank, epochs=self.epochs, batch_size=self.batch_size,
+                                learning_rate=self.learning_rate, weight_decay=self.weight_decay,
+                                max_residues=self.max_residues, seed=seed, probe_seeds=probe_seeds)
+
+
+@dataclass
 class PipelineConfig:
     pipeline_name: str = "prottrans"
     output_dir: str = "prottrans-pipeline"  # local runs: ML Metadata, artifacts, checkpoints and serving root
@@ -61,6 +89,7 @@ class PipelineConfig:
     onehot_baseline: bool = True
     profile_db: str = ""  # a FASTA: also probe the MMseqs2 evolutionary-profile reference (needs mmseqs on PATH)
     gate: GateRules = field(default_factory=GateRules)  # when the ProbeEvaluator blesses (tfx_pipeline.blessing)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)  # off by default
     # Serving
     serving_root: str = ""  # default: <output_dir>/serving; models go to <serving_root>/<model_name>/<version>
     model_name: str = ""  # default: the family

@@ -1,6 +1,8 @@
 """The DAG: FastaExampleGen → Trainer (run_fn of `models`) → ProbeEvaluator (against the last blessed model; it
 adds the trained probes to the model as its `predict` signature) → Pusher (which skips a model it already
-serves, and writes a refused one to the candidates folder). Builds the pipeline only; runners live in `tfx_pipeline.runners`."""
+serves, and writes a refused one to the candidates folder). With ``finetune.enabled`` a Finetuner fine-tunes the
+trained backbone with the probe tasks' heads, and the Pusher takes its model under the evaluator's verdict. Builds
+the pipeline only; runners live in `tfx_pipeline.runners`."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from tfx import v1 as tfx
 
 from tfx_pipeline.components import pusher
 from tfx_pipeline.components.fasta_example_gen import FastaExampleGen
+from tfx_pipeline.components.finetuner import Finetuner
 from tfx_pipeline.components.probe_evaluator import ProbeEvaluator
 from models.training import run_fn
 from tfx_pipeline.config import PipelineConfig
@@ -45,8 +48,20 @@ def create_pipeline(config: PipelineConfig, runner: str = "local", vertex_job: d
         seed=config.training.seed, seeds=config.probe_seeds,
         onehot_baseline=config.onehot_baseline, profile_db=config.profile_db,
     )
+    components = [example_gen, trainer, last_blessed, evaluator]
+    served = evaluator.outputs["served_model"]  # the Trainer's model with its probes as `predict`
+    if config.finetune.enabled:
+        # The gate judges the backbone's embeddings through frozen probes, and the next run compares against the
+        # Trainer's model; what is served is the fine-tuned model with its own heads.
+        finetuner = Finetuner(
+            model_run=trainer.outputs["model_run"],
+            settings=config.finetune.settings(config.probe_task, config.training.seed, config.probe_seeds),
+            probe_data_dir=config.probe_data_dir, limit=config.probe_limit,
+        )
+        components.append(finetuner)
+        served = finetuner.outputs["finetuned_model"]
     push = tfx.components.Pusher(
-        model=evaluator.outputs["served_model"],  # the Trainer's model with its probes as `predict`
+        model=served,
         model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_model_dir(runner))),
@@ -58,7 +73,7 @@ def create_pipeline(config: PipelineConfig, runner: str = "local", vertex_job: d
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root(runner),
-        components=[example_gen, trainer, last_blessed, evaluator, push],
+        components=[*components, push],
         enable_cache=True,
         metadata_connection_config=metadata,
         beam_pipeline_args=list(config.beam_pipeline_args),

@@ -90,6 +90,9 @@ def describe_last_run(config: PipelineConfig) -> RunOutcome:
         blessed = bool(verdict["blessed"])
         lines += describe_verdict(verdict)
         lines.append(f"probe metrics: {os.path.join(folder, 'metrics.json')} (plots beside it)")
+    finetuner = by_name.get("Finetuner")
+    if finetuner and finetuner.outputs.get("evaluation"):
+        lines += describe_finetuning(os.path.join(finetuner.outputs["evaluation"][0].uri, "metrics.json"))
     model_dir = None
     pusher = by_name.get("Pusher")
     if pusher and pusher.outputs.get("pushed_model"):
@@ -128,6 +131,19 @@ def next_commands(config: PipelineConfig, model_dir: str, pushed: bool) -> list[
             f"  {tool('prottrans-embed')} --saved-model {model} {sample} out/sample_embeddings.h5",
             f"  {tool('prottrans-predict')} --saved-model {model} {sample} out/sample_predictions.tsv",
             f"  {tool('prottrans-serve')} --model-base-path {model} --model-name {name} --port 8500"]
+
+
+def describe_finetuning(metrics_path: str) -> list[str]:
+    """The fine-tuned model (what the Pusher takes) beside the frozen probes of the same backbone, paired."""
+    from models.finetuning.run import describe
+
+    with open(metrics_path) as handle:
+        report = json.load(handle)
+    kept = "the state before fine-tuning (no epoch lowered the valid loss)" if report["best_epoch"] == 0 else \
+        f"epoch {report['best_epoch']}"
+    return [f"fine-tuned ({report['method']}, {report['trainable_parameters']:,} trainable parameters; kept {kept}) "
+            "against the frozen probes:", *(f"  {line}" for line in describe(report)),
+            f"fine-tuning metrics: {metrics_path}"]
 
 
 def describe_verdict(verdict: dict) -> list[str]:

@@ -13,8 +13,7 @@ import sys
 from typing import Sequence
 
 from models.finetuning.model import METHODS
-from models.finetuning.run import FROZEN, TASKS, FinetuneSettings, export, finetune
-from models.probes import probe
+from models.finetuning.run import TASKS, FinetuneSettings, describe, export, finetune
 from models.probes.report import write_metrics
 from models.registry import FAMILIES
 from models.training.state import initial_model
@@ -30,7 +29,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(VERBOSE_FLAG, action="store_true", help=VERBOSE_HELP)
     parser.add_argument("--family", required=True, choices=sorted(FAMILIES))
     parser.add_argument("--init-from", required=True, metavar="DIR",
-                        help="the starting model: a transformers folder of --family or a prottrans-train model folder")
+                        help="the starting model: a transformers folder of --family, a prottrans-train model folder, or a "
+                        "SavedModel of ours (or its TF Serving model folder: the latest version)")
     parser.add_argument("--data-dir", required=True, help="ss/{train,valid,test}.tsv and "
                         "localization/{train,valid,test}.fasta, as in ../shared/data (the probes' splits)")
     parser.add_argument("--task", choices=(*TASKS, "all"), default="all")
@@ -57,18 +57,11 @@ def _main(argv: Sequence[str] | None = None) -> int:
                                 lora_rank=args.lora_rank, epochs=args.epochs, batch_size=args.batch_size,
                                 learning_rate=args.learning_rate, max_residues=args.max_residues, seed=args.seed,
                                 probe_seeds=args.probe_seeds)
-    model = initial_model(FAMILIES[args.family], args.init_from, log=print)
+    model = initial_model(FAMILIES[args.family], args.init_from, log=print, with_head=False)
     result = finetune(model.backbone, args.init_from, args.data_dir, settings, args.limit)
     os.makedirs(args.output, exist_ok=True)
     report = result.report
-    for metric, family, set_name, key, value in probe.headline_results(report):
-        line = f"{metric} {value[key]:.3f}"
-        paired = report["paired"][FROZEN].get(metric)
-        if paired:
-            low, high = paired["ci95"]
-            verdict = "better" if low > 0 else "worse" if high < 0 else "a tie: the interval holds 0"
-            line += (f"   frozen probe {report[FROZEN][family][set_name][key]:.3f}, difference "
-                     f"{paired['difference']:+.3f} [{low:+.3f}, {high:+.3f}] ({verdict})")
+    for line in describe(report):
         print(line)
     print(f"metrics: {write_metrics(report, args.output)} ({report['trainable_parameters']:,} trainable parameters, "
           f"{report['wall_seconds']:.0f} s)")

@@ -20,7 +20,7 @@ from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
 from models import vocabulary
 from models.export import embedding
-from models.networks.backbone import Backbone
+from models.networks.backbone import Backbone, weights_by_path
 
 SIGNATURE = "serving_default"
 # The same outputs with residue embeddings in float16: half the bytes on the wire for per-residue requests.
@@ -29,6 +29,8 @@ INPUT = "sequences"
 OUTPUTS = ("residue_embeddings", "protein_embeddings", "lengths")
 # Beside TF Serving's warm-up file in assets.extra (which the server copies and otherwise ignores).
 MODEL_INFO = "prottrans_model.json"
+# The SavedModel's attribute listing the exported model's variables in the order of its model info's "weights".
+WEIGHTS_COLLECTION = "prottrans_weights"
 WARMUP_FILE = "tf_serving_warmup_requests"
 
 
@@ -133,10 +135,17 @@ def write_saved_model(backbone: Backbone, path: str, extra_assets: dict[str, dic
             input_signature=sequences_spec)
     for name, function in (head.signatures if head else {}).items():
         archive.add_endpoint(name, function)
+    # The variables the endpoints capture, listed once more with their Keras paths, so that training can start
+    # from this SavedModel (`prottrans-train --init-from`). The same tf.Variables: saved once, not twice.
+    holder = head.task_model if head else backbone
+    weights = weights_by_path(holder)
+    archive.add_variable_collection(WEIGHTS_COLLECTION, [weight.value for weight in weights.values()])
     archive.write_out(staging_path, verbose=False)
     tf.io.gfile.makedirs(os.path.join(staging_path, "assets.extra"))
     with tf.io.gfile.GFile(os.path.join(staging_path, "assets.extra", MODEL_INFO), "w") as handle:
-        json.dump({**model_info(backbone, window), "head_signatures": sorted(head.signatures) if head else []},
+        json.dump({**model_info(backbone, window), "head_signatures": sorted(head.signatures) if head else [],
+                   "backbone_class": type(backbone).__name__,
+                   "weights": {"holder": "task_model" if head else "backbone", "paths": list(weights)}},
                   handle, indent=2)
     for name, content in (extra_assets or {}).items():
         with tf.io.gfile.GFile(os.path.join(staging_path, "assets.extra", name), "w") as handle:

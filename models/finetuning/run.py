@@ -260,15 +260,35 @@ def _headline(report: dict) -> str:
 
 
 def export(finetuned: Finetuned, model_folder: str) -> str:
-    """A new version of the TF Serving `model_folder`: the fine-tuned backbone (LoRA merged into its kernels) with
-    the serving signature, and its heads as the ``predict`` signature. Returns its path."""
+    """A new version of the TF Serving `model_folder` (see `export_to`). Returns its path."""
+    tf.io.gfile.makedirs(model_folder)
+    return export_to(finetuned, os.path.join(model_folder, str(next_version(model_folder))))
+
+
+def export_to(finetuned: Finetuned, path: str) -> str:
+    """The fine-tuned backbone (LoRA merged into its kernels) with the serving signature, and its heads as the
+    ``predict`` signature, as a SavedModel at `path` (local or a bucket). Returns `path`."""
     with tempfile.TemporaryDirectory() as staging:
         embedding_model = os.path.join(staging, "embedding")
         write_saved_model(finetuned.served_backbone, embedding_model,
                           extra_assets={"finetune_report.json": _summary(finetuned.report)})
-        tf.io.gfile.makedirs(model_folder)
-        return write_predictor(embedding_model, finetuned.model.heads,
-                               os.path.join(model_folder, str(next_version(model_folder))))
+        return write_predictor(embedding_model, finetuned.model.heads, path)
+
+
+def describe(report: dict) -> list[str]:
+    """One line per headline metric of a fine-tuning report: the fine-tuned value, the frozen probe's, and their
+    paired difference with its 95% interval and what it says."""
+    lines = []
+    for metric, family, set_name, key, value in probe.headline_results(report):
+        line = f"{metric} {value[key]:.3f}"
+        paired = report["paired"][FROZEN].get(metric)
+        if paired:
+            low, high = paired["ci95"]
+            verdict = "better" if low > 0 else "worse" if high < 0 else "a tie: the interval holds 0"
+            line += (f"   frozen probe {report[FROZEN][family][set_name][key]:.3f}, difference "
+                     f"{paired['difference']:+.3f} [{low:+.3f}, {high:+.3f}] ({verdict})")
+        lines.append(line)
+    return lines
 
 
 def _summary(report: dict) -> dict:

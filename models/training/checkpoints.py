@@ -1,4 +1,5 @@
-"""What a training run's folder holds beside TF checkpoints, and reading a trained backbone back from it.
+"""What a training run's folder holds beside TF checkpoints, and reading a trained backbone back from it (or from
+a SavedModel of ours).
 
 ``<model_dir>/backbone_config.json`` names the family and the backbone config; ``<model_dir>/checkpoints/`` holds
 TF checkpoints whose ``weights`` entry keys every model weight by its stable Keras path.
@@ -12,18 +13,18 @@ import os
 import keras
 import tensorflow as tf
 
+from models.export.signatures import WEIGHTS_COLLECTION, read_model_info
+from models.family import Family
 from models.input_pipeline import TOKEN_IDS
-from models.networks.backbone import Backbone
+from models.networks.backbone import Backbone, weights_by_path
 from models.registry import get_family
 
 def model_weights(model: keras.Model) -> dict[str, keras.Variable]:
-    """The model's weights keyed by their Keras paths below the model (``protbert_backbone/…/kernel``).
-
-    Saved in every checkpoint beside the object graph: Keras 3 layers do not expose all their sublayers'
-    variables to TF's object-based checkpointing (a MultiHeadAttention's projections are reached only
-    through the optimizer), so a model restored without its optimizer needs these stable names.
-    """
-    return {weight.path.split("/", 1)[-1]: weight for weight in model.weights}
+    """The model's weights by path (`weights_by_path`), saved in every checkpoint beside the object graph: Keras 3
+    layers do not expose all their sublayers' variables to TF's object-based checkpointing (a MultiHeadAttention's
+    projections are reached only through the optimizer), so a model restored without its optimizer needs these
+    stable names."""
+    return weights_by_path(model)
 
 
 BACKBONE_CONFIG = "backbone_config.json"
@@ -93,3 +94,42 @@ def load_trained_model(model_dir: str) -> tuple[str, keras.Model, str]:
 def restore_model_weights(model: keras.Model, checkpoint_path: str) -> None:
     """Load the weights of a training checkpoint into a built model of the same config (no optimizer)."""
     tf.train.Checkpoint(weights=model_weights(model)).restore(checkpoint_path).expect_partial().assert_existing_objects_matched()
+
+
+def is_saved_model(directory: str) -> bool:
+    return tf.io.gfile.exists(os.path.join(directory, "saved_model.pb"))
+
+
+def load_exported_model(family: Family, path: str, with_head: bool = True) -> keras.Model:
+    """The task model (backbone and head) of a SavedModel we exported, with its weights as exported (cast to
+    float32). The SavedModel lists its variables by Keras path (exports since this reader; older ones are refused,
+    saying what to use instead). `with_head`: the head's weights must be there too (training continues the
+    objective); without, a backbone-only export loads and the head keeps its initial weights."""
+    info = read_model_info(path) or {}
+    saved = info.get("weights")
+    if not saved:
+        raise ValueError(f"{path}: this SavedModel does not list its weights by name (exported before that was "
+                         "written): start from the training folder or the transformers checkpoint it came from")
+    if info.get("backbone_class") != family.backbone.__name__:
+        raise ValueError(f"{path} holds a {info.get('backbone_class')} model, which {family.name} is not: "
+                         "set --family to the model's family")
+    if with_head and saved["holder"] != "task_model":
+        raise ValueError(f"{path} holds the backbone without its {family.objective.name} head (an encoder-only "
+                         "or fine-tuned export): start from a SavedModel written with its head, such as the "
+                         "pipeline's Trainer or prottrans-train --export-dir writes")
+    backbone = family.backbone.from_config({key: value for key, value in info["backbone_config"].items()
+                                            if key != "dtype"})
+    model = family.objective.task_model(backbone)
+    model.build({TOKEN_IDS: (None, None)})
+    exported = dict(zip(saved["paths"], getattr(tf.saved_model.load(path), WEIGHTS_COLLECTION)))
+    targets = weights_by_path(model if saved["holder"] == "task_model" else backbone)
+    missing = [key for key in targets if key not in exported]
+    if missing:
+        raise ValueError(f"{path}: the SavedModel lacks {len(missing)} of the model's weights "
+                         f"({', '.join(missing[:3])}{', …' if len(missing) > 3 else ''})")
+    for key, weight in targets.items():
+        if tuple(exported[key].shape) != tuple(weight.shape):
+            raise ValueError(f"{path}: {key} is {tuple(exported[key].shape)} in the SavedModel, "
+                             f"{tuple(weight.shape)} in the model its config builds")
+        weight.assign(tf.cast(exported[key], weight.dtype))
+    return model

@@ -55,9 +55,10 @@ class TrainingSettings:
     family: str = _setting("protbert", "model family", tuple(FAMILIES))
     preset: str = _setting("small", "tiny, small or paper (or the family's name, meaning paper)")
     init_from: typing.Optional[str] = _setting(
-        None, "start from a checkpoint instead of random weights: a transformers folder of this family or a "
-              "prottrans-train model folder; its own config, weights and LM head are used (not --preset, not "
-              "--dropout)")
+        None, "start from a checkpoint instead of random weights: a transformers folder of this family, a "
+              "prottrans-train model folder, or a SavedModel of ours written with its LM head (or its TF Serving "
+              "model folder: the latest version); its own config, weights and LM head are used (not --preset, "
+              "not --dropout)")
     steps: int = _setting(300, "optimizer updates in all")
     global_batch: int = _setting(16, "sequences per optimizer update")
     sequence_length: int = _setting(256, "tokens per sequence, with [CLS]/[SEP]; longer proteins are cropped at "

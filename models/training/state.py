@@ -11,11 +11,13 @@ from typing import Callable
 import keras
 import tensorflow as tf
 
+from models.export.signatures import next_version
 from models.family import Family
 from models.input_pipeline import TOKEN_IDS
 from models.networks.backbone import Backbone
 from models.registry import get_family
-from models.training.checkpoints import config_changes, is_training_dir, load_trained_model, model_weights
+from models.training.checkpoints import config_changes, is_saved_model, is_training_dir, load_exported_model, \
+    load_trained_model, model_weights
 from models.training.optimizers import build_optimizer
 from models.training.settings import TrainingSettings
 from models.training.strategy import is_chief, make_strategy
@@ -100,19 +102,27 @@ def build_training_state(settings: TrainingSettings, model_dir: str, phases, tot
     return TrainingState(family, strategy, backbone, model, optimizer, checkpoint, manager, chief)
 
 
-def initial_model(family: Family, directory: str, log: Callable[[str], None] = print) -> keras.Model:
+def initial_model(family: Family, directory: str, log: Callable[[str], None] = print,
+                  with_head: bool = True) -> keras.Model:
     """The task model a run continues from, built in the current strategy's scope: a `prottrans-train` model folder's
-    latest checkpoint, or a transformers checkpoint folder of `family` imported whole (its config, vocabulary and
-    LM head)."""
+    latest checkpoint, a SavedModel of ours (`with_head`: one written with its objective's head, as training
+    needs), or a transformers checkpoint folder of `family` imported whole (its config, vocabulary and LM head)."""
     if is_training_dir(directory):
         name, model, latest = load_trained_model(directory)
         if name != family.name:
             raise ValueError(f"--init-from {directory} holds a {name} model, not {family.name}: set --family {name}")
         log(f"initialised from {latest}")
         return model
+    latest = os.path.join(directory, str(next_version(directory) - 1))  # a TF Serving model folder: its latest
+    if not is_saved_model(directory) and is_saved_model(latest):
+        directory = latest
+    if is_saved_model(directory):
+        model = load_exported_model(family, directory, with_head)
+        log(f"initialised from the SavedModel {directory}")
+        return model
     if not os.path.isdir(directory):
-        raise ValueError(f"--init-from {directory}: no such folder (a transformers checkpoint folder or a "
-                         "prottrans-train model folder)")
+        raise ValueError(f"--init-from {directory}: no such folder (a transformers checkpoint folder, a "
+                         "prottrans-train model folder or a SavedModel of ours)")
     if family.import_checkpoint is None:
         raise ValueError(f"--init-from: {family.name} has no published checkpoint format to import")
     model = family.import_checkpoint(directory, log=log)

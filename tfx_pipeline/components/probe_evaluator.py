@@ -75,7 +75,7 @@ def probe_data_fingerprint(data_dir: str, task: str, limit: int, seed: int, seed
     return digest.hexdigest()
 
 
-def _copy_folder(source: str, destination: str, skip: tuple[str, ...] = (), recursive: bool = False) -> None:
+def copy_folder(source: str, destination: str, skip: tuple[str, ...] = (), recursive: bool = False) -> None:
     """Files of `source` into `destination` (local paths or gs://: artifact URIs on Vertex are buckets); with
     `recursive`, its folders too."""
     tf.io.gfile.makedirs(destination)
@@ -86,7 +86,7 @@ def _copy_folder(source: str, destination: str, skip: tuple[str, ...] = (), recu
             continue
         if tf.io.gfile.isdir(path):
             if recursive:
-                _copy_folder(path, os.path.join(destination, name), recursive=True)
+                copy_folder(path, os.path.join(destination, name), recursive=True)
         else:
             tf.io.gfile.copy(path, os.path.join(destination, name), overwrite=True)
 
@@ -96,7 +96,7 @@ def _read_json(path: str) -> dict:
         return json.load(handle)
 
 
-def _serving_dir(model: types.Artifact) -> str:
+def serving_dir(model: types.Artifact) -> str:
     return _serving_dir_of_uri(model.uri)
 
 
@@ -133,17 +133,17 @@ class Executor(base_executor.BaseExecutor):
                 probe_model(SavedModelEmbedder(saved_model), data_dir, task, report_dir, settings, limit or None,
                             baseline, os.path.join(scratch, "embeddings.h5"), references=references if baseline else (),
                             heads=heads)
-                _copy_folder(report_dir, output_dir)
+                copy_folder(report_dir, output_dir)
             return _read_json(os.path.join(output_dir, "metrics.json"))
 
         heads: dict = {}
         earlier = self._earlier_report(input_dict, model, fingerprint)
         if earlier:  # the last blessed model is this one (a rerun with a cached Trainer): no need to re-probe
-            _copy_folder(earlier, evaluation.uri, skip=(CHECKS_FILE,))
+            copy_folder(earlier, evaluation.uri, skip=(CHECKS_FILE,))
             candidate = _read_json(os.path.join(earlier, "metrics.json"))
         else:
-            candidate = probe(_serving_dir(model), evaluation.uri, bool(exec_properties["onehot_baseline"]), heads)
-        summary = read_model_info(_serving_dir(model), SUMMARY_FILE)
+            candidate = probe(serving_dir(model), evaluation.uri, bool(exec_properties["onehot_baseline"]), heads)
+        summary = read_model_info(serving_dir(model), SUMMARY_FILE)
         baseline, baseline_model = self._baseline(input_dict, fingerprint, probe, evaluation.uri)
         checks = blessing.judge(candidate, summary, baseline, rules)
         blessed = all(check.passed for check in checks)
@@ -161,7 +161,7 @@ class Executor(base_executor.BaseExecutor):
         with tf.io.gfile.GFile(os.path.join(evaluation.uri, CHECKS_FILE), "w") as handle:
             handle.write(json.dumps(report, indent=2))
         # Blessed or not, the model with its heads: the Pusher serves it, or keeps it as the run's candidate.
-        self._write_served_model(input_dict, model, heads, _serving_dir(served))
+        self._write_served_model(input_dict, model, heads, serving_dir(served))
         verdict.set_string_custom_property(PREDICTOR_URI, served.uri)
         tf.io.gfile.makedirs(verdict.uri)
         with tf.io.gfile.GFile(os.path.join(verdict.uri, "BLESSED" if blessed else "NOT_BLESSED"), "w"):
@@ -185,10 +185,10 @@ class Executor(base_executor.BaseExecutor):
         from models.export.predict import write_predictor
 
         if heads:
-            write_predictor(_serving_dir(model), heads, destination)
+            write_predictor(serving_dir(model), heads, destination)
             return
         earlier = input_dict["baseline_blessing"][0].get_string_custom_property(PREDICTOR_URI)
-        _copy_folder(_serving_dir_of_uri(earlier), destination, recursive=True)
+        copy_folder(_serving_dir_of_uri(earlier), destination, recursive=True)
 
     @staticmethod
     def _earlier_report(input_dict, model: types.Artifact, fingerprint: str) -> str | None:
@@ -214,7 +214,7 @@ class Executor(base_executor.BaseExecutor):
         if earlier is not None and earlier.get_string_custom_property(PROBE_DATA_FINGERPRINT) == fingerprint:
             return _read_json(os.path.join(earlier.get_string_custom_property(METRICS_URI), "metrics.json")), model.uri
         # The probe sets changed since that blessing: measure the blessed model on the current ones.
-        return probe(_serving_dir(model), os.path.join(evaluation_dir, "last_blessed_model"), False), model.uri
+        return probe(serving_dir(model), os.path.join(evaluation_dir, "last_blessed_model"), False), model.uri
 
 
 class ProbeEvaluator(base_component.BaseComponent):
