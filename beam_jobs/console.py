@@ -46,6 +46,8 @@ def quiet_start(argv: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", message=".*deprecated.*")
     for name in ("absl", "tensorflow", "apache_beam", "tfx", "ml_metadata"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # Beam logs a failing step's traceback at ERROR and then raises the same error, which `guarded` reports.
+    logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
     import absl.logging
 
     absl.logging.set_verbosity(absl.logging.ERROR)

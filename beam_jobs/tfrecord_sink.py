@@ -38,8 +38,8 @@ def frame_record(data: bytes) -> bytes:
 class _BufferedRecords:
     """The open shard: framed records gathered until :data:`FLUSH_BYTES`, then written in one call."""
 
-    def __init__(self, file_handle, gzip: bool):
-        self._file = file_handle
+    def __init__(self, file_handle, gzip: bool, path: str):
+        self._file, self._path = file_handle, path
         self._buffer = bytearray()
         self._compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, _GZIP_WBITS) if gzip else None
 
@@ -51,13 +51,19 @@ class _BufferedRecords:
     def _flush(self) -> None:
         if self._buffer:
             block = bytes(self._buffer)
-            self._file.write(self._compressor.compress(block) if self._compressor else block)
+            self._write(self._compressor.compress(block) if self._compressor else block)
             self._buffer.clear()
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self._file.write(data)
+        except OSError as error:  # a full disk says which disk
+            raise OSError(error.errno, f"{error.strerror}: writing {self._path}") from error
 
     def close(self) -> None:
         self._flush()
         if self._compressor:
-            self._file.write(self._compressor.flush())
+            self._write(self._compressor.flush())
         self._file.close()
 
 
@@ -68,7 +74,7 @@ class _TFRecordShardSink(filebasedsink.FileBasedSink):
         self._gzip = gzip
 
     def open(self, temp_path: str) -> _BufferedRecords:
-        return _BufferedRecords(super().open(temp_path), self._gzip)
+        return _BufferedRecords(super().open(temp_path), self._gzip, temp_path)
 
     def write_record(self, file_handle: _BufferedRecords, records: list[bytes]) -> None:
         for record in records:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import resource
 
 import h5py
 import numpy as np
@@ -34,6 +35,21 @@ SEQUENCE_DIGEST = "sequence_sha256"  # attribute: what an entry was embedded fro
 
 class OutputError(ValueError):
     """OUT.h5 cannot be used for this run; the message says why and what to do."""
+
+
+# Room kept free beyond each entry's bytes, for HDF5's metadata and the final flush.
+SPACE_MARGIN = 4 << 20
+
+
+def room_for(path: str) -> int:
+    """Bytes `path` may still grow by: the free space of its file system, and the file-size limit (``ulimit -f``)
+    less its size."""
+    stat = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    room = stat.f_bavail * stat.f_frsize
+    limit, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if limit != resource.RLIM_INFINITY:
+        room = min(room, limit - (os.path.getsize(path) if os.path.exists(path) else 0))
+    return room
 
 
 def sequence_digest(sequence: str) -> str:
@@ -67,7 +83,17 @@ def layout_groups(handle: h5py.File, per_residue: bool, per_protein: bool) -> di
 def store(groups: dict[str, h5py.Group], key: str, record_id: str, embedding, dtype: str,
           digest: str | None = None) -> None:
     """One protein's datasets, in `dtype`, with a Fletcher-32 checksum, its id and (given) the digest of its
-    sequence (:func:`sequence_digest`) as attributes."""
+    sequence (:func:`sequence_digest`) as attributes.
+
+    Refused (OutputError) when the disk or the file-size limit leaves no room for it: HDF5 that fails a write
+    part-way leaves the file's metadata broken and can crash the process (measured: a segmentation fault under
+    ``ulimit -f``), so it is never asked to."""
+    path = next(iter(groups.values())).file.filename
+    needed = SPACE_MARGIN + sum(np.size(getattr(embedding, kind)) for kind in groups) * np.dtype(dtype).itemsize
+    room = room_for(path)
+    if needed > room:
+        raise OutputError(f"{path}: no room to write {record_id!r}: {max(room, 0) / 2**20:.1f} MiB left (free disk "
+                          f"space or the file-size limit), {needed / 2**20:.1f} MiB needed; make room")
     for kind, group in groups.items():
         data = np.asarray(getattr(embedding, kind)).astype(dtype)
         dataset = group.create_dataset(key, data=data, fletcher32=True, chunks=data.shape or None)
