@@ -5,7 +5,9 @@ dropped unseen), and chunks of about a number of residues."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, NamedTuple, TypeVar
 
@@ -30,16 +32,60 @@ class ScreenedRecord(NamedTuple):
     line: int  # of its header in the FASTA file
 
 
+@contextlib.contextmanager
+def naming(path: str) -> Iterator[None]:
+    """An OSError raised inside names `path` (a full disk's "File too large" alone does not say which file)."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename or path in str(error):
+            raise
+        raise OSError(error.errno, f"{error.strerror or error}: writing {path}") from error
+
+
+class OutputFile:
+    """A text output written as ``OUT.partial`` and renamed to OUT by `close(complete=True)`: a run that fails (a
+    full disk, an error) leaves the earlier OUT, if any, as it was and no partial file, never a cut OUT that looks
+    whole. Write errors name the file."""
+
+    def __init__(self, path: str, newline: str | None = None):
+        self.path, self.partial = path, path + ".partial"
+        with naming(self.partial):
+            self.handle = open(self.partial, "w", newline=newline)
+
+    def write(self, text: str) -> None:
+        with naming(self.partial):
+            self.handle.write(text)
+
+    def close(self, complete: bool) -> None:
+        if not complete:
+            with contextlib.suppress(OSError):
+                self.handle.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.partial)
+            return
+        try:
+            with naming(self.partial):
+                self.handle.close()
+        except OSError:
+            self.close(complete=False)
+            raise
+        os.replace(self.partial, self.path)
+
+
 class RejectsFile:
     """``<OUT>.rejects.jsonl``, rewritten by each run: one JSON object per record not written, with its reason;
     `count` says how many."""
 
     def __init__(self, output: str):
-        self.handle = open(output + ".rejects.jsonl", "w")
+        self.path = output + ".rejects.jsonl"
+        with naming(self.path):
+            self.handle = open(self.path, "w")
         self.count = 0
 
     def write(self, **fields) -> None:
-        self.handle.write(json.dumps(fields) + "\n")
+        with naming(self.path):
+            self.handle.write(json.dumps(fields) + "\n")
         self.count += 1
 
     def record(self, line: int, record_id: str, reason: str) -> None:
@@ -47,10 +93,12 @@ class RejectsFile:
         self.write(line=line, id=record_id, reason=reason)
 
     def flush(self) -> None:
-        self.handle.flush()
+        with naming(self.path):
+            self.handle.flush()
 
     def close(self) -> None:
-        self.handle.close()
+        with naming(self.path):
+            self.handle.close()
 
 
 def run_holding(output: str, command: str, run: Callable[[], int]) -> int:

@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 import grpc
 import numpy as np
 
-from serving.model_input import (RejectsFile, add_model_source, chunks_of, run_holding, run_or_reject,
+from serving.model_input import (OutputFile, RejectsFile, add_model_source, chunks_of, run_holding, run_or_reject,
                                  screened_records, server_refusal)
 
 CHUNK_RESIDUES = 50_000  # residues predicted (and written) per round
@@ -88,7 +88,7 @@ class Writer:
         self.tsv = path.endswith(".tsv")
         if not (self.tsv or path.endswith((".jsonl", ".json"))):
             raise ValueError(f"{path}: the output's extension picks its format: .tsv or .jsonl")
-        self.out = open(path, "w")
+        self.out = OutputFile(path)
         self.rejects = RejectsFile(path)
         self.reject = self.rejects.record
         self.columns: list[str] | None = None
@@ -109,9 +109,12 @@ class Writer:
             self.out.write("\t".join(self.columns) + "\n")
         self.out.write("\t".join(str(row[column]) for column in self.columns) + "\n")
 
-    def close(self) -> None:
-        self.out.close()
-        self.rejects.close()
+    def close(self, complete: bool) -> None:
+        """OUT is in place only when `complete`."""
+        try:
+            self.out.close(complete)
+        finally:
+            self.rejects.close()
 
 
 def _described(error: Exception) -> str:
@@ -144,6 +147,7 @@ def _predict(args: argparse.Namespace) -> int:
     except (ValueError, OSError, grpc.RpcError) as error:
         print(f"prottrans-predict: error: {_described(error)}", file=sys.stderr)
         return 2
+    complete = False
     try:
         with tqdm(unit=" proteins", file=sys.stderr, disable=None) as progress:
             records = screened_records(args.input, writer.reject)
@@ -154,11 +158,12 @@ def _predict(args: argparse.Namespace) -> int:
                 for record, prediction in predicted:
                     writer.write(record.id, prediction)
                 progress.update(len(chunk))
+        complete = True
     except (ValueError, OSError, grpc.RpcError) as error:  # the reader's errors name the file and line
         print(f"prottrans-predict: error: {_described(error)}", file=sys.stderr)
         return 1
     finally:
-        writer.close()
+        writer.close(complete)
     print(f"predicted {writer.written:,}; rejected {writer.rejects.count:,} (see {args.output}.rejects.jsonl)")
     return 0
 

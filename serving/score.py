@@ -36,8 +36,8 @@ import grpc
 import numpy as np
 
 from beam_jobs.sequences import STANDARD_RESIDUES
-from serving.model_input import (RejectsFile, add_model_source, model_refusal, run_holding, screened_records,
-                                 server_refusal)
+from serving.model_input import (OutputFile, RejectsFile, add_model_source, model_refusal, run_holding,
+                                 screened_records, server_refusal)
 
 MUTANT_COLUMN, PROTEIN_COLUMN, SCORE_COLUMN = "mutant", "protein", "score"
 SUBSTITUTION = re.compile(rf"^([{STANDARD_RESIDUES}])([1-9][0-9]*)([{STANDARD_RESIDUES}])$")
@@ -246,12 +246,16 @@ def _score(args: argparse.Namespace) -> int:
         return 2
     finally:
         rejects.close()
-    with open(args.output, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=[*columns, SCORE_COLUMN], extrasaction="ignore")
+    output, complete = OutputFile(args.output, newline=""), False
+    try:
+        writer = csv.DictWriter(output, fieldnames=[*columns, SCORE_COLUMN], extrasaction="ignore")
         writer.writeheader()
         for mutant in mutants:
             if mutant.line in scored:
                 writer.writerow({**mutant.row, SCORE_COLUMN: f"{scored[mutant.line]:.6f}"})
+        complete = True
+    finally:
+        output.close(complete)
     read = len(scored) + rejects.mutants
     print(f"mutants read {read:,}: scored {len(scored):,}, rejected {rejects.mutants:,} "
           f"(see {args.output}.rejects.jsonl)")

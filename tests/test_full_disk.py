@@ -10,8 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from models.export.signatures import export_saved_model
-from models.registry import build_backbone
+from models.export.signatures import export_saved_model, head_signatures
+from models.input_pipeline import TOKEN_IDS
+from models.registry import build_backbone, get_family
 
 BIN = Path(sys.executable).parent
 SAMPLE = Path(__file__).resolve().parents[1] / "beam_jobs" / "sample_data" / "uniprot_sample.fasta.gz"
@@ -57,3 +58,29 @@ def test_preprocessing_into_a_full_disk_names_the_file_it_was_writing(tmp_path):
                        str(tmp_path / "out")], 100 << 10)
     line = _one_line_error(result, "prottrans-preprocess")
     assert "File too large: writing " + str(tmp_path / "out") in line
+
+
+def test_a_text_output_cut_by_a_full_disk_never_replaces_the_earlier_one(tmp_path):
+    """prottrans-score and prottrans-predict write OUT.partial and rename it when complete: a full disk leaves the
+    earlier OUT as it was, never a cut file that looks whole."""
+    family = get_family("protbert")
+    backbone = build_backbone("protbert", "tiny")
+    task_model = family.objective.task_model(backbone)
+    task_model.build({TOKEN_IDS: (None, None)})
+    model = export_saved_model(backbone, str(tmp_path / "serving"), head=head_signatures(family.objective, task_model))
+    rng = random.Random(1)
+    sequence = "".join(rng.choices("ACDEFGHIKLMNPQRSTVWY", k=60))
+    (tmp_path / "protein.fasta").write_text(f">P1\n{sequence}\n")
+    mutants = [f"{wild}{position}{other}" for position, wild in enumerate(sequence, 1)
+               for other in "ACDEFGHIKLMNPQRSTVWY" if other != wild]
+    (tmp_path / "mutants.csv").write_text("mutant\n" + "\n".join(mutants) + "\n")
+    output = tmp_path / "scores.csv"
+    output.write_text("an earlier run's scores\n")
+    command = [str(BIN / "prottrans-score"), "--saved-model", model, str(tmp_path / "protein.fasta"),
+               str(tmp_path / "mutants.csv"), str(output)]
+
+    line = _one_line_error(_limited(command, 8 << 10), "prottrans-score")
+    assert f"File too large: writing {output}.partial" in line
+    assert output.read_text() == "an earlier run's scores\n" and not Path(f"{output}.partial").exists()
+    assert _limited(command, None).returncode == 0
+    assert len(output.read_text().splitlines()) == len(mutants) + 1
