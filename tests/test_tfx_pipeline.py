@@ -247,13 +247,14 @@ def test_the_pipeline_compiles_for_vertex_ai_and_kfp_loads_the_spec(tmp_path):
         "input_base=gs://bucket/uniref50", "vertex.project=my-project", "vertex.pipeline_root=gs://bucket/prottrans", "vertex.image=gcr.io/p/prottrans:1",
         "vertex.trainer=gpu", "vertex.machine_type=a2-highgpu-4g", "vertex.accelerator_type=NVIDIA_TESLA_A100",
         "vertex.accelerator_count=4", "vertex.replica_count=2", f"vertex.spec_file={tmp_path / 'spec.json'}",
+        "finetune.enabled=true",
     ])
     spec_file = vertex.compile_spec(config)
     job = json.loads(Path(spec_file).read_text())
     spec = json_format.ParseDict(job["pipelineSpec"] if "pipelineSpec" in job else job,
                                  pipeline_spec_pb2.PipelineSpec(), ignore_unknown_fields=True)
     tasks = set(spec.root.dag.tasks)
-    assert {"FastaExampleGen", "Trainer", "ProbeEvaluator", "Pusher"} <= tasks
+    assert {"FastaExampleGen", "Trainer", "ProbeEvaluator", "Finetuner", "Pusher"} <= tasks
     assert any(task.startswith("latest_blessed_model_resolver") for task in tasks)
     text = Path(spec_file).read_text()
     assert "gcr.io/p/prottrans:1" in text and "models.training.run_fn.run_fn" in text
