@@ -15,6 +15,7 @@ from models.finetuning.model import enable_lora, merged_backbone
 from models.finetuning.run import FROZEN, FinetuneSettings, export, finetune
 from models.probes.datasets import SAMPLE_DATA_DIR
 from models.registry import get_family
+from models.training.state import initial_model
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "hf"
 PROTEINS = ["MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ", "MSTNPKPQRKTKRNTNRRPQDVKFPGG"]
@@ -72,7 +73,8 @@ def test_finetuning_reports_against_the_frozen_probes_and_exports_what_it_evalua
 
     for ours, with_lora in zip(embed(result.served_backbone, PROTEINS), _lora_embeddings(result.model.backbone)):
         np.testing.assert_allclose(ours.residues, with_lora, atol=1e-4)  # what was evaluated is what was trained
-    served = tf.saved_model.load(export(result, str(tmp_path / "serving")))
+    exported = export(result, str(tmp_path / "serving"))
+    served = tf.saved_model.load(exported)
     predicted = served.signatures["predict"](sequences=tf.constant(PROTEINS))
     embedded = embed(result.served_backbone, PROTEINS)
     expected = result.model.heads["ss"](embedded[0].residues[None], training=False)["ss3"][0]
@@ -83,6 +85,10 @@ def test_finetuning_reports_against_the_frozen_probes_and_exports_what_it_evalua
                                atol=1e-4)
     vectors = served.signatures["serving_default"](sequences=tf.constant(PROTEINS))["protein_embeddings"]
     np.testing.assert_allclose(vectors, np.stack([e.protein for e in embedded]), atol=1e-5)
+    # The export (with its `predict` heads) starts another run: the backbone it serves, read back into Keras.
+    again = initial_model(get_family("protbert"), exported, log=lambda line: None, with_head=False).backbone
+    for ours, theirs in zip(embed(again, PROTEINS), embedded):
+        np.testing.assert_allclose(ours.residues, theirs.residues, atol=1e-5)
 
 
 def _lora_embeddings(backbone) -> list[np.ndarray]:
@@ -116,7 +122,6 @@ def test_a_saved_model_of_ours_without_a_head_is_a_starting_model_for_fine_tunin
     """Fine-tuning needs the backbone only: an encoder-only or fine-tuned export (its TF Serving model folder) starts
     a run with the embeddings it serves."""
     from models.export.signatures import export_saved_model
-    from models.training.state import initial_model
 
     backbone = imported().backbone
     export_saved_model(backbone, str(tmp_path / "serving"))

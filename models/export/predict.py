@@ -24,7 +24,7 @@ import os
 import keras
 import tensorflow as tf
 
-from models.export.signatures import INPUT, SIGNATURE
+from models.export.signatures import INPUT, SIGNATURE, WEIGHTS_COLLECTION
 from models.probes.datasets import DSSP3, DSSP8, LOCATIONS
 from models.probes.probe import MEMBRANE_LABELS
 
@@ -82,6 +82,8 @@ def write_predictor(saved_model: str, heads: dict[str, keras.Model], path: str) 
         raise ValueError(f"heads must be some of {RESIDUE_HEAD!r}, {PROTEIN_HEAD!r}; got {sorted(heads)}")
     loaded = tf.saved_model.load(saved_model)
     predictor = _Predictor(loaded, heads)
+    if hasattr(loaded, WEIGHTS_COLLECTION):  # kept where readers look for it (the same variables: saved once)
+        setattr(predictor, WEIGHTS_COLLECTION, list(getattr(loaded, WEIGHTS_COLLECTION)))
     signatures = dict(loaded.signatures)  # the embeddings and whatever the model's head serves
     signatures[PREDICT_SIGNATURE] = predictor.predict.get_concrete_function()
     parent, name = os.path.split(path.rstrip("/"))

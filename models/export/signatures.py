@@ -20,7 +20,7 @@ from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
 from models import vocabulary
 from models.export import embedding
-from models.networks.backbone import Backbone, weights_by_path
+from models.networks.backbone import Backbone
 
 SIGNATURE = "serving_default"
 # The same outputs with residue embeddings in float16: half the bytes on the wire for per-residue requests.
@@ -32,6 +32,23 @@ MODEL_INFO = "prottrans_model.json"
 # The SavedModel's attribute listing the exported model's variables in the order of its model info's "weights".
 WEIGHTS_COLLECTION = "prottrans_weights"
 WARMUP_FILE = "tf_serving_warmup_requests"
+
+
+def exported_weights(holder: keras.Model, backbone: Backbone) -> dict[str, keras.Variable]:
+    """The weights of `holder` (`backbone`, or a task model around it) by keys that do not depend on how the model
+    was built or numbered: ``backbone/<path inside the backbone>`` and, for the task model's own weights,
+    ``head/<path inside the task model>`` (Keras paths start wherever a variable was first built)."""
+    inside_backbone = {id(weight) for weight in backbone.weights}
+
+    def below(path: str, name: str) -> str:
+        parts = path.split("/")
+        return "/".join(parts[parts.index(name) + 1:] if name in parts else parts[1:])
+
+    keyed = {f"backbone/{below(weight.path, backbone.name)}" if id(weight) in inside_backbone
+             else f"head/{below(weight.path, holder.name)}": weight for weight in holder.weights}
+    if len(keyed) != len(holder.weights):
+        raise ValueError(f"{holder.name}: two weights share a path; it cannot be exported readably")
+    return keyed
 
 
 def next_version(model_folder: str) -> int:
@@ -138,7 +155,7 @@ def write_saved_model(backbone: Backbone, path: str, extra_assets: dict[str, dic
     # The variables the endpoints capture, listed once more with their Keras paths, so that training can start
     # from this SavedModel (`prottrans-train --init-from`). The same tf.Variables: saved once, not twice.
     holder = head.task_model if head else backbone
-    weights = weights_by_path(holder)
+    weights = exported_weights(holder, backbone)
     archive.add_variable_collection(WEIGHTS_COLLECTION, [weight.value for weight in weights.values()])
     archive.write_out(staging_path, verbose=False)
     tf.io.gfile.makedirs(os.path.join(staging_path, "assets.extra"))

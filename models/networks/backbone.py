@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
-import keras
 import tensorflow as tf
 
 from models import vocabulary
@@ -38,9 +37,3 @@ def max_residues(backbone: Backbone) -> int | None:
         return None
     leading, trailing = vocabulary.LAYOUTS[vocabulary.layout_of(backbone)]
     return backbone.max_sequence_length - len(leading) - len(trailing)
-
-
-def weights_by_path(model: keras.Model) -> dict[str, keras.Variable]:
-    """The model's weights keyed by their Keras paths below the model (``protbert_backbone/…/kernel``): names that
-    are the same in every process that builds the same config (the model's own name is not: Keras numbers it)."""
-    return {weight.path.split("/", 1)[-1]: weight for weight in model.weights}

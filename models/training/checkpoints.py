@@ -13,18 +13,20 @@ import os
 import keras
 import tensorflow as tf
 
-from models.export.signatures import WEIGHTS_COLLECTION, read_model_info
+from models.export.signatures import WEIGHTS_COLLECTION, exported_weights, read_model_info
 from models.family import Family
 from models.input_pipeline import TOKEN_IDS
-from models.networks.backbone import Backbone, weights_by_path
+from models.networks.backbone import Backbone
 from models.registry import get_family
 
 def model_weights(model: keras.Model) -> dict[str, keras.Variable]:
-    """The model's weights by path (`weights_by_path`), saved in every checkpoint beside the object graph: Keras 3
-    layers do not expose all their sublayers' variables to TF's object-based checkpointing (a MultiHeadAttention's
-    projections are reached only through the optimizer), so a model restored without its optimizer needs these
-    stable names."""
-    return weights_by_path(model)
+    """The model's weights keyed by their Keras paths below the model (``protbert_backbone/…/kernel``).
+
+    Saved in every checkpoint beside the object graph: Keras 3 layers do not expose all their sublayers'
+    variables to TF's object-based checkpointing (a MultiHeadAttention's projections are reached only
+    through the optimizer), so a model restored without its optimizer needs these stable names.
+    """
+    return {weight.path.split("/", 1)[-1]: weight for weight in model.weights}
 
 
 BACKBONE_CONFIG = "backbone_config.json"
@@ -122,7 +124,7 @@ def load_exported_model(family: Family, path: str, with_head: bool = True) -> ke
     model = family.objective.task_model(backbone)
     model.build({TOKEN_IDS: (None, None)})
     exported = dict(zip(saved["paths"], getattr(tf.saved_model.load(path), WEIGHTS_COLLECTION)))
-    targets = weights_by_path(model if saved["holder"] == "task_model" else backbone)
+    targets = exported_weights(model if saved["holder"] == "task_model" else backbone, backbone)
     missing = [key for key in targets if key not in exported]
     if missing:
         raise ValueError(f"{path}: the SavedModel lacks {len(missing)} of the model's weights "
