@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from models import vocabulary
 from models.export import embedding
-from models.export.signatures import export_saved_model
+from models.export.signatures import WEIGHTS_COLLECTION, export_saved_model
 from models.networks.backbone import Backbone
 
 SEQUENCES = ["MKTAYIAKQRQISFVKSHFSRQ", "MKT", "ACDEFGHIKLMNPQRSTVWYX"]
@@ -51,9 +51,11 @@ def run_backbone_test(backbone: Backbone, tmp_path: Path) -> None:
     for name in ("residue_embeddings", "protein_embeddings", "lengths"):
         np.testing.assert_allclose(served[name].numpy(), expected[name].numpy(), atol=1e-5)
     assert served["lengths"].numpy().tolist() == [len(s) for s in SEQUENCES]
-    # each weight the signatures use is stored once (and what they do not use, not at all): a server loads no copy
+    # each weight is stored once, whether the signatures use it or only training does (listed for --init-from):
+    # a server loads no copy
     stored = sum(int(np.prod(shape)) for name, shape in tf.train.list_variables(f"{version}/variables/variables")
                  if name.endswith("VARIABLE_VALUE"))
     used = {id(v): v for signature in loaded.signatures.values() for v in signature.variables}
-    assert stored == sum(int(np.prod(v.shape)) for v in used.values())
-    assert stored <= sum(int(np.prod(weight.shape)) for weight in backbone.weights)
+    listed = {id(v): v for v in getattr(loaded, WEIGHTS_COLLECTION)}
+    assert stored == sum(int(np.prod(v.shape)) for v in {**used, **listed}.values())
+    assert stored == sum(int(np.prod(weight.shape)) for weight in backbone.weights)
