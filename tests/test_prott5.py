@@ -242,3 +242,26 @@ def test_a_non_finite_embedding_is_an_error_naming_the_sequence_never_an_answer(
     assert manifest["counts"]["embedded"] == 2 and manifest["counts"]["rejected_by_reason"] == {"model_refused": 1}
     [reject] = [json.loads(line) for path in (sharded / "rejects").iterdir() for line in path.read_text().splitlines()]
     assert reject["id"] == "b" and "not finite" in reject["detail"] and reject["file"].endswith("in.fasta")
+
+
+def test_an_untied_lm_head_survives_an_export_and_a_training_folder(tmp_path):
+    """T5 v1.1 checkpoints keep their own LM head (``tie_word_embeddings=False``): a SavedModel exported with it,
+    and a training folder, rebuild the same head when a run starts from them, not the tied one."""
+    from models.export.signatures import exported_weights, head_signatures
+    from models.training.checkpoints import load_exported_model, load_trained_model, model_weights, \
+        write_backbone_config
+
+    family = FAMILIES["prott5"]
+    model = family.import_checkpoint(str(FIXTURES / "prott5_gated"), log=lambda line: None)
+    assert model.lm_head is not None
+    exported = export_saved_model(model.backbone, str(tmp_path / "serving"),
+                                  head=head_signatures(family.objective, model))
+    run_dir = tmp_path / "run"
+    write_backbone_config(model.backbone, "prott5", str(run_dir), model)
+    tf.train.Checkpoint(weights=model_weights(model)).save(str(run_dir / "checkpoints" / "ckpt"))
+    expected = {key: weight.numpy() for key, weight in exported_weights(model, model.backbone).items()}
+    for again in (load_exported_model(family, exported), load_trained_model(str(run_dir))[1]):
+        weights = exported_weights(again, again.backbone)
+        assert again.lm_head is not None and sorted(weights) == sorted(expected)
+        for key, weight in weights.items():
+            np.testing.assert_array_equal(weight.numpy(), expected[key], err_msg=key)

@@ -51,6 +51,16 @@ def exported_weights(holder: keras.Model, backbone: Backbone) -> dict[str, keras
     return keyed
 
 
+def task_model_options(task_model: keras.Model) -> dict:
+    """What a task model's config holds beyond its backbone (T5's decoder depth, an untied LM head): with the
+    backbone's config, what rebuilds the same model. Empty for task models that take the backbone alone."""
+    try:
+        config = task_model.get_config()
+    except NotImplementedError:
+        return {}
+    return {key: value for key, value in config.items() if key not in ("backbone", "name", "trainable", "dtype")}
+
+
 def next_version(model_folder: str) -> int:
     """One more than the largest numbered version in `model_folder` (1 for a new folder)."""
     if not tf.io.gfile.isdir(model_folder):
@@ -162,6 +172,7 @@ def write_saved_model(backbone: Backbone, path: str, extra_assets: dict[str, dic
     with tf.io.gfile.GFile(os.path.join(staging_path, "assets.extra", MODEL_INFO), "w") as handle:
         json.dump({**model_info(backbone, window), "head_signatures": sorted(head.signatures) if head else [],
                    "backbone_class": type(backbone).__name__,
+                   "task_model_options": task_model_options(head.task_model) if head else {},
                    "weights": {"holder": "task_model" if head else "backbone", "paths": list(weights)}},
                   handle, indent=2)
     for name, content in (extra_assets or {}).items():

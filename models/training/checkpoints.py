@@ -13,7 +13,7 @@ import os
 import keras
 import tensorflow as tf
 
-from models.export.signatures import WEIGHTS_COLLECTION, exported_weights, read_model_info
+from models.export.signatures import WEIGHTS_COLLECTION, exported_weights, read_model_info, task_model_options
 from models.family import Family
 from models.input_pipeline import TOKEN_IDS
 from models.networks.backbone import Backbone
@@ -32,12 +32,27 @@ def model_weights(model: keras.Model) -> dict[str, keras.Variable]:
 BACKBONE_CONFIG = "backbone_config.json"
 
 
-def write_backbone_config(backbone, family: str, model_dir: str) -> None:
+def write_backbone_config(backbone, family: str, model_dir: str, task_model: keras.Model | None = None) -> None:
     """``<model_dir>/backbone_config.json``: what a reader of the checkpoints needs to rebuild the model (the
-    family, which names the backbone class and task model, and the backbone's config)."""
+    family, which names the backbone class and task model, the backbone's config, and the task model's own
+    options: `task_model_options`)."""
     tf.io.gfile.makedirs(model_dir)
+    options = task_model_options(task_model) if task_model is not None else {}
     with tf.io.gfile.GFile(os.path.join(model_dir, BACKBONE_CONFIG), "w") as handle:
-        handle.write(json.dumps({"family": family, "config": backbone.get_config()}, indent=2))
+        handle.write(json.dumps({"family": family, "config": backbone.get_config(), "task_model": options},
+                                indent=2))
+
+
+def build_task_model(family: Family, backbone_config: dict, options: dict | None = None) -> keras.Model:
+    """The family's task model around a backbone of `backbone_config`, with the task model's `options` (an untied
+    LM head, T5's decoder depth), built. Mixed precision is how a run trained, not how it embeds: the backbone is
+    rebuilt without its dtype policy (a mixed one outside the run's global policy mixes dtypes in sublayers)."""
+    backbone = family.backbone.from_config({key: value for key, value in backbone_config.items() if key != "dtype"})
+    model = family.objective.task_model(backbone)
+    if options:
+        model = type(model).from_config({**model.get_config(), **options})
+    model.build({TOKEN_IDS: (None, None)})
+    return model
 
 
 # Settings that change no weight's shape: a run may resume with other values.
@@ -84,11 +99,7 @@ def load_trained_model(model_dir: str) -> tuple[str, keras.Model, str]:
     if "family" not in saved:  # written before other families existed: a ProtBert/ProtAlbert config
         saved = {"family": "protbert", "config": saved}
     family = get_family(saved["family"])
-    # Mixed precision is how a run trained, not how it embeds: the variables are float32 either way, and a backbone
-    # rebuilt with a mixed policy outside the run's global policy mixes dtypes in its sublayers.
-    backbone = family.backbone.from_config({key: value for key, value in saved["config"].items() if key != "dtype"})
-    model = family.objective.task_model(backbone)
-    model.build({TOKEN_IDS: (None, None)})
+    model = build_task_model(family, saved["config"], saved.get("task_model"))
     restore_model_weights(model, latest)
     return family.name, model, latest
 
@@ -119,16 +130,16 @@ def load_exported_model(family: Family, path: str, with_head: bool = True) -> ke
         raise ValueError(f"{path} holds the backbone without its {family.objective.name} head (an encoder-only "
                          "or fine-tuned export): start from a SavedModel written with its head, such as the "
                          "pipeline's Trainer or prottrans-train --export-dir writes")
-    backbone = family.backbone.from_config({key: value for key, value in info["backbone_config"].items()
-                                            if key != "dtype"})
-    model = family.objective.task_model(backbone)
-    model.build({TOKEN_IDS: (None, None)})
+    model = build_task_model(family, info["backbone_config"], info.get("task_model_options"))
+    backbone = model.backbone
     exported = dict(zip(saved["paths"], getattr(tf.saved_model.load(path), WEIGHTS_COLLECTION)))
     targets = exported_weights(model if saved["holder"] == "task_model" else backbone, backbone)
-    missing = [key for key in targets if key not in exported]
-    if missing:
-        raise ValueError(f"{path}: the SavedModel lacks {len(missing)} of the model's weights "
-                         f"({', '.join(missing[:3])}{', …' if len(missing) > 3 else ''})")
+    missing, unplaced = [key for key in targets if key not in exported], [key for key in exported if key not in targets]
+    for keys, problem in ((missing, "lacks {} of the model's weights"),
+                          (unplaced, "holds {} weights that the model its config builds has no place for")):
+        if keys:
+            raise ValueError(f"{path}: the SavedModel {problem.format(len(keys))} "
+                             f"({', '.join(keys[:3])}{', …' if len(keys) > 3 else ''})")
     for key, weight in targets.items():
         if tuple(exported[key].shape) != tuple(weight.shape):
             raise ValueError(f"{path}: {key} is {tuple(exported[key].shape)} in the SavedModel, "

@@ -141,7 +141,7 @@ class Trainer:
         if restored:
             self.log(f"resumed from {restored} at step {self.step}")
         if state.chief:
-            write_backbone_config(state.backbone, state.family.name, self.job.model_dir)
+            write_backbone_config(state.backbone, state.family.name, self.job.model_dir, state.model)
         previous_handler = signal.getsignal(signal.SIGTERM)
         if self._preemption_handler is None:
             signal.signal(signal.SIGTERM, self._on_sigterm)
