@@ -53,7 +53,7 @@ BF16_PEAKS = {"H200": 989e12, "H100 SXM": 989e12, "H100 80GB HBM3": 989e12, "H10
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="CPU check: tiny preset, 20 steps, bundled data")
+    parser.add_argument("--smoke", action="store_true", help="CPU check: tiny preset, 20 steps, bundled data, one probe seed")
     parser.add_argument("--budget-s", type=float, default=420.0, help="wall seconds of training (≤ 480)")
     parser.add_argument("--family", default="protbert")
     parser.add_argument("--preset", default="base")
@@ -71,10 +71,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--finetune", action="store_true",
                         help="then fine-tune the last trained model with LoRA on the probe tasks, against its frozen probes")
     parser.add_argument("--finetune-epochs", type=int, default=2)
+    parser.add_argument("--probe-seeds", type=int, default=5, help="probes (and frozen probes) averaged over N seeds")
     args = parser.parse_args(argv)
     if args.smoke:
         args.preset, args.global_batch, args.sequence_length = "tiny", 8, 64
         args.probe_limit = args.probe_limit or 40
+        args.probe_seeds = 1
     if args.budget_s > 480 or args.continue_budget_s > 480:
         parser.error("--budget-s and --continue-budget-s are at most 480 (8 minutes)")
     return args
@@ -160,7 +162,7 @@ def continued_pretraining(args, data: str, output: str, peak: float) -> tuple:
 def finetuned(args, backbone, name: str, probe_data: str) -> dict:
     from models.finetuning.run import FROZEN, FinetuneSettings, finetune
 
-    result = finetune(backbone, name, probe_data, FinetuneSettings(epochs=args.finetune_epochs),
+    result = finetune(backbone, name, probe_data, FinetuneSettings(epochs=args.finetune_epochs, probe_seeds=args.probe_seeds),
                       args.probe_limit or None, log=lambda line: print(f"  {line}", flush=True))
     report = result.report
     lines = {}
@@ -193,7 +195,7 @@ def main(argv=None) -> int:
                                      else os.path.join(REPO, "models", "probes", "sample_data"))
     embedder = BackboneEmbedder(trainer.state.backbone, name=f"{args.family}-{args.preset}", identity=f"bench:{output}")
     metrics, _ = probe.probe_model(embedder, probe_data, "all", os.path.join(output, "probes"),
-                                   probe.ProbeSettings(), args.probe_limit or None, maps=False)
+                                   probe.ProbeSettings(seeds=args.probe_seeds), args.probe_limit or None, maps=False)
     lines = {}
     for key, family, set_name, name, result in probe.headline_results(metrics):
         if set_name != "test":
