@@ -53,7 +53,8 @@ BF16_PEAKS = {"H200": 989e12, "H100 SXM": 989e12, "H100 80GB HBM3": 989e12, "H10
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="CPU check: tiny preset, 20 steps, bundled data, one probe seed")
+    parser.add_argument("--smoke", action="store_true",
+                        help="CPU check: tiny preset, 20 steps, bundled data, one probe seed")
     parser.add_argument("--budget-s", type=float, default=420.0, help="wall seconds of training (≤ 480)")
     parser.add_argument("--family", default="protbert")
     parser.add_argument("--preset", default="base")
