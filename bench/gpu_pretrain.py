@@ -163,8 +163,9 @@ def continued_pretraining(args, data: str, output: str, peak: float) -> tuple:
 def finetuned(args, backbone, name: str, probe_data: str) -> dict:
     from models.finetuning.run import FROZEN, FinetuneSettings, finetune
 
-    result = finetune(backbone, name, probe_data, FinetuneSettings(epochs=args.finetune_epochs, probe_seeds=args.probe_seeds),
-                      args.probe_limit or None, log=lambda line: print(f"  {line}", flush=True))
+    settings = FinetuneSettings(epochs=args.finetune_epochs, probe_seeds=args.probe_seeds)
+    result = finetune(backbone, name, probe_data, settings, args.probe_limit or None,
+                      log=lambda line: print(f"  {line}", flush=True))
     report = result.report
     lines = {}
     for key, family, set_name, metric, value in probe.headline_results(report):

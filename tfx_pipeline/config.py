@@ -59,11 +59,10 @@ class FinetuneConfig:
 
     def settings(self, task: str = "all", seed: int = 0, probe_seeds: int = FinetuneSettings.probe_seeds
                  ) -> FinetuneSettings:
-        """The run's settings for the probe task `task` (ss, localization or all)."""
-        return FinetuneSettings(tasks=TASKS if task == "all" else (task,), method=self.method,
-                                lora_rank=self.lora_rank, epochs=self.epochs, batch_size=self.batch_size,
-                                learning_rate=self.learning_rate, weight_decay=self.weight_decay,
-                                max_residues=self.max_residues, seed=seed, probe_seeds=probe_seeds)
+        """The run's settings for the probe task `task` (ss, localization or all): this section's fields as they are."""
+        tuning = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "enabled"}
+        return FinetuneSettings(tasks=TASKS if task == "all" else (task,), seed=seed, probe_seeds=probe_seeds,
+                                **tuning)
 
 
 @dataclass

@@ -162,8 +162,8 @@ def write_saved_model(backbone: Backbone, path: str, extra_assets: dict[str, dic
             input_signature=sequences_spec)
     for name, function in (head.signatures if head else {}).items():
         archive.add_endpoint(name, function)
-    # The variables the endpoints capture, listed once more with their Keras paths, so that training can start
-    # from this SavedModel (`prottrans-train --init-from`). The same tf.Variables: saved once, not twice.
+    # The model's variables, listed once more by their `exported_weights` keys, so that training can start from
+    # this SavedModel (`prottrans-train --init-from`). The same tf.Variables the endpoints capture: saved once.
     holder = head.task_model if head else backbone
     weights = exported_weights(holder, backbone)
     archive.add_variable_collection(WEIGHTS_COLLECTION, [weight.value for weight in weights.values()])

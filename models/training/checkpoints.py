@@ -115,9 +115,10 @@ def is_saved_model(directory: str) -> bool:
 
 def load_exported_model(family: Family, path: str, with_head: bool = True) -> keras.Model:
     """The task model (backbone and head) of a SavedModel we exported, with its weights as exported (cast to
-    float32). The SavedModel lists its variables by Keras path (exports since this reader; older ones are refused,
-    saying what to use instead). `with_head`: the head's weights must be there too (training continues the
-    objective); without, a backbone-only export loads and the head keeps its initial weights."""
+    float32). The SavedModel lists its variables by their `exported_weights` keys (exports since this reader;
+    older ones are refused, saying what to use instead). `with_head`: the head's weights must be there too
+    (training continues the objective); without, a backbone-only export loads and the head keeps its initial
+    weights."""
     info = read_model_info(path) or {}
     saved = info.get("weights")
     if not saved:

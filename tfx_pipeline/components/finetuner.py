@@ -22,8 +22,6 @@ from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionP
 
 from tfx_pipeline.components.probe_evaluator import copy_folder, serving_dir
 
-METRICS_FILE = "metrics.json"
-
 
 class FinetunerSpec(ComponentSpec):
     PARAMETERS = {
